@@ -1,0 +1,68 @@
+"""Every error streams raises on purpose, in one tree.
+
+StreamsError
+├── ConfigError            bad settings or topology; names the file and the key path
+├── BrokerError            the local broker or the cluster
+│   ├── PrerequisiteMissing   java or mvn not found / too old
+│   ├── BrokerStartFailed     the broker process died or never answered
+│   └── BrokerUnavailable     a cluster that does not answer
+├── SerdeError             encoding or decoding a record
+│   ├── UnknownSchema         a fingerprint we hold no schema for
+│   └── DecodeError           bytes that are not a valid record
+├── DeliveryError          the broker did not acknowledge a write
+└── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, do not dead-letter everything
+
+Messages say what went wrong and what to do, in one line. Signals that steer control flow
+are not errors and do not live here.
+"""
+
+from __future__ import annotations
+
+
+class StreamsError(Exception):
+    """Base of every error streams raises on purpose."""
+
+
+class ConfigError(StreamsError):
+    def __init__(self, source: str, key_path: str, problem: str) -> None:
+        self.source = source
+        self.key_path = key_path
+        self.problem = problem
+        where = f"{source}: {key_path}" if key_path else source
+        super().__init__(f"{where}: {problem}")
+
+
+class BrokerError(StreamsError):
+    pass
+
+
+class PrerequisiteMissing(BrokerError):
+    pass
+
+
+class BrokerStartFailed(BrokerError):
+    pass
+
+
+class BrokerUnavailable(BrokerError):
+    pass
+
+
+class SerdeError(StreamsError):
+    pass
+
+
+class UnknownSchema(SerdeError):
+    pass
+
+
+class DecodeError(SerdeError):
+    pass
+
+
+class DeliveryError(StreamsError):
+    pass
+
+
+class DeadLetterLimitExceeded(StreamsError):
+    pass

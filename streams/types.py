@@ -1,0 +1,44 @@
+"""Frozen value types shared by every layer.
+
+Owns the vocabulary (records, partitions, lanes, outcomes); must not import Kafka or do I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Lane = Literal["urgent", "standard", "background"]
+#: Lanes from most to least urgent; a worker serves them in this order.
+LANES: tuple[Lane, ...] = ("urgent", "standard", "background")
+
+DeadLetterReason = Literal["expired", "decode_error", "handler_error", "timeout"]
+Outcome = Literal["emitted", "done", "dead_lettered"]
+PauseReason = Literal["local_bound", "downstream", "lane", "yield_to_foreground"]
+DeliveryMode = Literal["at_least_once", "exactly_once"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, converted from the client's type at the boundary."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
