@@ -1,0 +1,144 @@
+"""Downstream pressure: combine each stage's lag, oldest-record age and p95 latency into
+one pause verdict. Owns signal freshness and per-metric hysteresis; must not fetch signals.
+
+Missing or stale signals (older than ``stale_after_s``, or ``None``) are handled per
+``DownstreamLimits.on_stale``:
+  * ``"pause"`` (default, fail safe): the stage counts as over every threshold, because we
+    cannot prove it is healthy; the gates pause (subject to their dwell) and the verdict
+    names ``"<stage>.stale"`` or ``"<stage>.missing"``.
+  * ``"hold"``: every gate of that stage keeps its last state.
+A fresh signal whose ``p95_latency_s`` is None (no calls measured) keeps the p95 gate's
+state in both modes: an idle stage is not evidence of pressure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from streams.policy.hysteresis import HysteresisGate, Thresholds
+
+Metric = Literal["lag", "age_s", "p95_s"]
+OnStale = Literal["pause", "hold"]
+
+
+@dataclass(frozen=True, slots=True)
+class PressureSignal:
+    """One stage's load as last measured; ``measured_at`` is wall-clock seconds."""
+
+    stage: str
+    lag: int
+    oldest_age_s: float
+    p95_latency_s: float | None
+    measured_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DownstreamLimits:
+    pause_lag: int
+    resume_lag: int
+    pause_age_s: float
+    resume_age_s: float
+    pause_p95_s: float | None = None
+    resume_p95_s: float | None = None
+    min_dwell_s: float = 1.0
+    stale_after_s: float = 5.0
+    on_stale: OnStale = "pause"
+
+    def __post_init__(self) -> None:
+        if (self.pause_p95_s is None) != (self.resume_p95_s is None):
+            raise ValueError("set both pause_p95_s and resume_p95_s, or neither")
+        if not self.stale_after_s > 0:
+            raise ValueError(f"stale_after_s must be > 0, got {self.stale_after_s}")
+        if self.on_stale not in ("pause", "hold"):
+            raise ValueError(f"on_stale must be 'pause' or 'hold', got {self.on_stale!r}")
+        self.thresholds()  # validates each pair (resume below pause, dwell >= 0)
+
+    def thresholds(self) -> dict[Metric, Thresholds]:
+        result: dict[Metric, Thresholds] = {
+            "lag": Thresholds(self.pause_lag, self.resume_lag, self.min_dwell_s),
+            "age_s": Thresholds(self.pause_age_s, self.resume_age_s, self.min_dwell_s),
+        }
+        if self.pause_p95_s is not None and self.resume_p95_s is not None:
+            result["p95_s"] = Thresholds(self.pause_p95_s, self.resume_p95_s, self.min_dwell_s)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class PressureVerdict:
+    paused: bool
+    reasons: tuple[str, ...] = ()
+
+
+class DownstreamPressure:
+    """One HysteresisGate per (stage, metric); the verdict pauses if any gate is paused.
+
+    ``evaluate`` takes the full set of stages this consumer feeds: a stage mapped to None
+    is expected but unreported (missing); a stage absent from the mapping is no longer
+    watched and its gates are dropped (this also keeps memory bounded by the topology).
+    """
+
+    __slots__ = ("_gates", "_thresholds", "limits")
+
+    def __init__(self, limits: DownstreamLimits) -> None:
+        self.limits = limits
+        self._thresholds = limits.thresholds()
+        self._gates: dict[tuple[str, Metric], HysteresisGate] = {}
+
+    def gate(self, stage: str, metric: Metric) -> HysteresisGate:
+        key = (stage, metric)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = HysteresisGate(self._thresholds[metric])
+        return gate
+
+    def evaluate(
+        self, signals: Mapping[str, PressureSignal | None], now: float, now_mono: float
+    ) -> PressureVerdict:
+        for stale_key in [k for k in self._gates if k[0] not in signals]:
+            del self._gates[stale_key]
+        reasons: list[str] = []
+        for stage, signal in signals.items():
+            if signal is None or now - signal.measured_at > self.limits.stale_after_s:
+                reasons.extend(self._unknown(stage, signal, now_mono))
+                continue
+            readings: dict[Metric, float | None] = {
+                "lag": float(signal.lag),
+                "age_s": signal.oldest_age_s,
+                "p95_s": signal.p95_latency_s,
+            }
+            for metric in self._thresholds:
+                value = readings[metric]
+                gate = self.gate(stage, metric)
+                if gate.update(value, now_mono):
+                    reasons.append(_reason(stage, metric, value, gate))
+        return PressureVerdict(paused=bool(reasons), reasons=tuple(reasons))
+
+    def _unknown(self, stage: str, signal: PressureSignal | None, now_mono: float) -> list[str]:
+        label = f"{stage}.missing" if signal is None else f"{stage}.stale"
+        fail_safe = self.limits.on_stale == "pause"
+        paused = False
+        for metric in self._thresholds:
+            gate = self.gate(stage, metric)
+            # +inf is over any threshold: the gate pauses as soon as its dwell allows.
+            paused |= gate.update(math.inf if fail_safe else None, now_mono)
+        return [label] if paused else []
+
+
+def _reason(stage: str, metric: Metric, value: float | None, gate: HysteresisGate) -> str:
+    t = gate.thresholds
+    name = f"{stage}.{metric}"
+    if value is None:
+        return f"{name} unmeasured, holding pause"
+    if value >= t.pause_at:
+        return f"{name}={_num(value)}>={_num(t.pause_at)}"
+    if value >= t.resume_below:
+        return f"{name}={_num(value)} not below resume {_num(t.resume_below)}"
+    return f"{name}={_num(value)} below resume, within min dwell"
+
+
+def _num(value: float) -> str:
+    value = float(value)  # thresholds may arrive as int
+    return str(int(value)) if value.is_integer() else f"{value:g}"
