@@ -1,0 +1,5 @@
+"""`python -m streams` runs the CLI."""
+
+from streams.cli import main
+
+main()

@@ -1,0 +1,171 @@
+"""Topic management and lag reads through the admin API, in our types.
+
+Owns the confluent AdminClient; topic creation is idempotent and never shrinks partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    NewPartitions,
+    NewTopic,
+    OffsetSpec,
+)
+
+from streams.errors import BrokerUnavailable, StreamsError
+from streams.kafka.client_config import ClientConfig
+from streams.types import TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class TopicWanted:
+    name: str
+    partitions: int
+    retention_ms: int | None = None
+    compacted: bool = False
+
+    def configs(self) -> dict[str, str]:
+        configs: dict[str, str] = {}
+        if self.retention_ms is not None:
+            configs["retention.ms"] = str(self.retention_ms)
+        if self.compacted:
+            configs["cleanup.policy"] = "compact"
+        return configs
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChange:
+    name: str
+    action: str  # "create", "add_partitions", "unchanged", "refused_shrink"
+    detail: str
+
+
+class Admin:
+    def __init__(self, config: ClientConfig, *, timeout_s: float = 30.0) -> None:
+        self._admin = AdminClient(config.base())
+        self._timeout_s = timeout_s
+
+    def partition_counts(self) -> dict[str, int]:
+        try:
+            metadata = self._admin.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read cluster metadata: {exc.args[0].str()}") from exc
+        return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
+
+    def plan(self, wanted: Iterable[TopicWanted]) -> list[TopicChange]:
+        existing = self.partition_counts()
+        changes = []
+        for topic in wanted:
+            have = existing.get(topic.name)
+            if have is None:
+                changes.append(TopicChange(topic.name, "create", f"{topic.partitions} partitions"))
+            elif have < topic.partitions:
+                changes.append(
+                    TopicChange(topic.name, "add_partitions", f"{have} -> {topic.partitions}")
+                )
+            elif have > topic.partitions:
+                changes.append(
+                    TopicChange(
+                        topic.name,
+                        "refused_shrink",
+                        f"has {have} partitions, topology asks {topic.partitions}; Kafka "
+                        "cannot shrink a topic (keyed order would break)",
+                    )
+                )
+            else:
+                changes.append(TopicChange(topic.name, "unchanged", f"{have} partitions"))
+        return changes
+
+    def apply(self, wanted: Iterable[TopicWanted]) -> list[TopicChange]:
+        """Create missing topics and grow partition counts; return what changed."""
+        wanted_by_name = {t.name: t for t in wanted}
+        changes = self.plan(wanted_by_name.values())
+        creates = [
+            NewTopic(
+                c.name,
+                num_partitions=wanted_by_name[c.name].partitions,
+                replication_factor=-1,  # the broker's default (1 on the local broker)
+                config=wanted_by_name[c.name].configs(),
+            )
+            for c in changes
+            if c.action == "create"
+        ]
+        grows = [
+            NewPartitions(c.name, wanted_by_name[c.name].partitions)
+            for c in changes
+            if c.action == "add_partitions"
+        ]
+        if creates:
+            _wait_all(
+                self._admin.create_topics(creates, operation_timeout=self._timeout_s),
+                ok_codes={KafkaError.TOPIC_ALREADY_EXISTS},
+            )
+        if grows:
+            _wait_all(self._admin.create_partitions(grows, operation_timeout=self._timeout_s))
+        return changes
+
+    def delete_topics(self, names: Iterable[str]) -> None:
+        names = list(names)
+        if names:
+            _wait_all(
+                self._admin.delete_topics(names, operation_timeout=self._timeout_s),
+                ok_codes={KafkaError.UNKNOWN_TOPIC_OR_PART},
+            )
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Log-end offsets (high watermarks) of the given partitions."""
+        request = {
+            KafkaTopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            for tp in partitions
+        }
+        if not request:
+            return {}
+        futures = self._admin.list_offsets(request, request_timeout=self._timeout_s)
+        result: dict[TopicPartition, int] = {}
+        for ktp, future in futures.items():
+            try:
+                result[TopicPartition(ktp.topic, ktp.partition)] = future.result().offset
+            except KafkaException as exc:
+                raise BrokerUnavailable(f"cannot read end offsets: {exc.args[0].str()}") from exc
+        return result
+
+    def committed_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """A group's committed offsets (None where it has committed nothing)."""
+        request = [
+            ConsumerGroupTopicPartitions(
+                group_id, [KafkaTopicPartition(tp.topic, tp.partition) for tp in partitions]
+            )
+        ]
+        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout_s)
+        try:
+            answer = futures[group_id].result()
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot read offsets of {group_id}: {exc.args[0].str()}"
+            ) from exc
+        return {
+            TopicPartition(p.topic, p.partition): (p.offset if p.offset >= 0 else None)
+            for p in answer.topic_partitions
+        }
+
+    def partitions_of(self, topics: Iterable[str]) -> list[TopicPartition]:
+        counts = self.partition_counts()
+        return [TopicPartition(topic, p) for topic in topics for p in range(counts.get(topic, 0))]
+
+
+def _wait_all(futures: Mapping[str, object], ok_codes: set[int] | None = None) -> None:
+    for name, future in futures.items():
+        try:
+            future.result()  # type: ignore[attr-defined]
+        except KafkaException as exc:
+            error = exc.args[0]
+            if ok_codes and error.code() in ok_codes:
+                continue
+            raise StreamsError(f"topic {name}: {error.str()}") from exc

@@ -1,0 +1,77 @@
+"""librdkafka settings in one place: defaults per client role, secrets kept out of reprs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+GroupProtocol = Literal["classic", "consumer"]
+_SECRET_KEYS = ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """Connection settings shared by every client; `extra` passes through to librdkafka."""
+
+    bootstrap_servers: str
+    client_id: str = "streams"
+    extra: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in _SECRET_KEYS else v) for k, v in self.extra.items()}
+        return (
+            f"ClientConfig({self.bootstrap_servers!r}, client_id={self.client_id!r}, extra={shown})"
+        )
+
+    def base(self) -> dict[str, str | int | float | bool]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            **self.extra,
+        }
+
+
+def consumer_settings(
+    config: ClientConfig,
+    group_id: str,
+    *,
+    group_protocol: GroupProtocol = "classic",
+    max_poll_interval_ms: int = 300_000,
+) -> dict[str, str | int | float | bool]:
+    settings: dict[str, str | int | float | bool] = {
+        **config.base(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        # We store and commit offsets ourselves, only past contiguous completed work.
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "max.poll.interval.ms": max_poll_interval_ms,
+        "group.protocol": group_protocol,
+        # Bound librdkafka's own prefetch: our buffer is the bounded queue, not its.
+        "queued.max.messages.kbytes": 8192,
+        "fetch.wait.max.ms": 100,
+    }
+    if group_protocol == "classic":
+        settings["partition.assignment.strategy"] = "cooperative-sticky"
+        settings["session.timeout.ms"] = 10_000
+        settings["heartbeat.interval.ms"] = 1_000
+    return settings
+
+
+def producer_settings(
+    config: ClientConfig, *, transactional_id: str | None = None
+) -> dict[str, str | int | float | bool]:
+    settings: dict[str, str | int | float | bool] = {
+        **config.base(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # A bounded producer queue: BufferError is turned into backpressure by the caller.
+        "queue.buffering.max.messages": 100_000,
+    }
+    if transactional_id is not None:
+        settings["transactional.id"] = transactional_id
+    return settings

@@ -1,0 +1,254 @@
+"""The local Apache Kafka broker: one KRaft broker+controller JVM bound to loopback.
+
+Owns starting, finding, checking and stopping that process and its state directory; the
+broker is the real Apache Kafka (jars from Maven Central), never a stand-in.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from streams.config import KAFKA_VERSION, Settings
+from streams.errors import BrokerStartFailed, BrokerUnavailable
+from streams.kafka.jars import ensure_jars
+from streams.kafka.prerequisites import find_java
+from streams.kafka.probe import wait_for_metadata
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+# A 2-core machine runs the broker next to the workers under test: keep the heap modest.
+JVM_HEAP = ("-Xms256m", "-Xmx768m")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerState:
+    pid: int
+    bootstrap: str
+    controller_port: int
+    kafka_version: str
+    started_at: float
+    log_file: str
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.rsplit(":", 1)[1])
+
+
+class LocalBroker:
+    """Manage the local broker whose state lives under settings.broker_dir.
+
+    start() reuses a running broker; stop() shuts it down with SIGTERM (clean controlled
+    shutdown) and falls back to SIGKILL after a timeout. Data is ephemeral: each fresh start
+    formats new storage, because the KRaft voter set remembers the controller port.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        java: str = "java",
+        mvn: str = "mvn",
+        heap: tuple[str, ...] = JVM_HEAP,
+    ) -> None:
+        self._settings = settings
+        self._dir = settings.broker_dir
+        self._java = java
+        self._mvn = mvn
+        self._heap = heap
+
+    @property
+    def state_file(self) -> Path:
+        return self._dir / "state.json"
+
+    def status(self) -> BrokerState | None:
+        """The running broker's state, or None (stale state files are removed)."""
+        state = self._read_state()
+        if state is None:
+            return None
+        if not _pid_alive(state.pid) or not _port_open(HOST, state.port):
+            self.state_file.unlink(missing_ok=True)
+            return None
+        return state
+
+    def start(self, *, port: int | None = None, refresh: bool = False) -> tuple[BrokerState, bool]:
+        """Start (or reuse) the broker; returns its state and whether it was already running."""
+        running = self.status()
+        if running is not None and not refresh:
+            return running, True
+        if running is not None:
+            self.stop()
+        java = find_java(self._java)
+        libs = ensure_jars(self._settings.jar_cache, refresh=refresh, mvn=self._mvn)
+        broker_port = _claim_port(port)
+        controller_port = _claim_port(None)
+        self._prepare_dir(broker_port, controller_port)
+        classpath = f"{libs}/*"
+        self._format_storage(java, classpath)
+        log_file = self._dir / "broker.log"
+        proc = self._launch(java, classpath, log_file)
+        state = BrokerState(
+            pid=proc.pid,
+            bootstrap=f"{HOST}:{broker_port}",
+            controller_port=controller_port,
+            kafka_version=KAFKA_VERSION,
+            started_at=time.time(),
+            log_file=str(log_file),
+        )
+        self._wait_ready(proc, state)
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state, False
+
+    def stop(self) -> bool:
+        """Stop the broker; returns False when none was running."""
+        state = self._read_state()
+        if state is None or not _pid_alive(state.pid):
+            self.state_file.unlink(missing_ok=True)
+            return False
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and _pid_alive(state.pid):
+            time.sleep(0.2)
+        if _pid_alive(state.pid):
+            os.kill(state.pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+    def _read_state(self) -> BrokerState | None:
+        try:
+            return BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _prepare_dir(self, broker_port: int, controller_port: int) -> None:
+        data = self._dir / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        (self._dir / "server.properties").write_text(
+            server_properties(data, broker_port, controller_port)
+        )
+        log4j = resources.files("streams.kafka").joinpath("resources/log4j2.properties")
+        (self._dir / "log4j2.properties").write_text(log4j.read_text())
+
+    def _format_storage(self, java: str, classpath: str) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [
+            java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+            "-t", cluster_id, "-c", str(self._dir / "server.properties"),
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise BrokerStartFailed(
+                f"formatting KRaft storage in {self._dir / 'data'} failed: {' '.join(detail)}"
+            )
+
+    def _launch(self, java: str, classpath: str, log_file: Path) -> subprocess.Popen[bytes]:
+        cmd = [
+            java, *self._heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._dir / 'log4j2.properties'}",
+            f"-Dstreams.broker.log={log_file}",
+            "-cp", classpath, "kafka.Kafka", str(self._dir / "server.properties"),
+        ]  # fmt: skip
+        console = (self._dir / "console.log").open("wb")
+        # A new session: the broker outlives `streams broker start` and ignores its Ctrl-C.
+        return subprocess.Popen(
+            cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=self._dir,
+        )  # fmt: skip
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], state: BrokerState) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerStartFailed(
+                    f"the Kafka broker exited with code {proc.returncode} while starting; "
+                    f"see {state.log_file} and {self._dir / 'console.log'}"
+                )
+            try:
+                wait_for_metadata(state.bootstrap, timeout_s=2.0)
+                return
+            except BrokerUnavailable:
+                continue
+        proc.kill()
+        raise BrokerStartFailed(
+            f"the Kafka broker did not answer on {state.bootstrap} within {START_TIMEOUT_S:.0f} s; "
+            f"see {state.log_file}"
+        )
+
+
+def server_properties(data_dir: Path, broker_port: int, controller_port: int) -> str:
+    """Single-node KRaft settings: every internal topic at replication factor 1, no delays."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{broker_port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{broker_port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Tests create and delete many topics; keep the broker lean on a 2-core machine.
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "log.retention.check.interval.ms": "60000",
+        "auto.create.topics.enable": "false",
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+def _claim_port(requested: int | None) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, requested or 0))
+        except OSError as exc:
+            raise BrokerStartFailed(
+                f"port {requested} on {HOST} is in use; stop what holds it or choose "
+                "another with --port"
+            ) from exc
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat an exited child as dead.
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return True
+    return status != "Z"

@@ -1,0 +1,22 @@
+"""Asks a cluster for metadata: the one readiness and reachability check everything uses."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.errors import BrokerUnavailable
+
+
+def wait_for_metadata(bootstrap: str, *, timeout_s: float = 10.0) -> int:
+    """Return the number of brokers once a metadata request succeeds; else BrokerUnavailable."""
+    # log_level 0: librdkafka logs every refused connection while the broker boots, and
+    # readiness probing expects exactly those failures.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s: {exc.args[0]}"
+        ) from exc
+    return len(metadata.brokers)

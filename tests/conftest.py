@@ -1,0 +1,70 @@
+"""Shared fixtures: one real Kafka broker per test session, unique names per test.
+
+The broker is KAFKA_BOOTSTRAP_SERVERS when set; a testcontainers KafkaContainer when
+STREAMS_TEST_BROKER=testcontainers (needs Docker); otherwise the local Apache Kafka broker
+that `streams broker start` runs. Nothing here fakes Kafka.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from streams.config import load_settings
+from streams.kafka.admin import Admin, TopicWanted
+from streams.kafka.client_config import ClientConfig
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    settings = load_settings()
+    if settings.bootstrap_servers:
+        yield settings.bootstrap_servers
+        return
+    if settings.test_broker == "testcontainers":
+        from testcontainers.kafka import KafkaContainer
+
+        from streams.config import KAFKA_VERSION
+
+        with KafkaContainer(f"apache/kafka:{KAFKA_VERSION}").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from streams.kafka.local_broker import LocalBroker
+
+    broker = LocalBroker(settings)
+    state, reused = broker.start()
+    yield state.bootstrap
+    if not reused:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def client_config(bootstrap: str) -> ClientConfig:
+    return ClientConfig(bootstrap_servers=bootstrap, client_id="streams-tests")
+
+
+@pytest.fixture(scope="session")
+def admin(client_config: ClientConfig) -> Admin:
+    return Admin(client_config)
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names unique to this test, so tests never share topics or groups."""
+    token = uuid.uuid4().hex[:8]
+    return lambda prefix: f"{prefix}-{token}"
+
+
+@pytest.fixture
+def make_topics(admin: Admin) -> Iterator[Callable[..., list[str]]]:
+    created: list[str] = []
+
+    def make(*names: str, partitions: int = 1) -> list[str]:
+        admin.apply([TopicWanted(name, partitions) for name in names])
+        created.extend(names)
+        return list(names)
+
+    yield make
+    admin.delete_topics(created)
