@@ -1,0 +1,1 @@
+"""Fixture topologies and handler modules for tests/unit/test_topology.py."""

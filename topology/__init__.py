@@ -1,0 +1,1 @@
+"""Workflow topologies (.yaml) and the example workflow's handlers."""
