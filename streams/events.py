@@ -1,0 +1,258 @@
+"""Typed records on the wire: TaskEvent (the envelope) and DeadLetter, with their codecs.
+
+Owns the mapping between these frozen dataclasses and the Avro dicts of schemas/*.avsc.
+Must not import fastavro (streams.serde owns the wire format) nor Kafka.
+
+Python names carry units (``created_at_ms``); the Avro fields do not (``created_at``,
+typed timestamp-millis). Timestamps are int milliseconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, cast
+
+from streams.serde import SchemaStore, Serde
+from streams.types import DeadLetterReason, Lane, Record
+
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "TASK_EVENT_SCHEMA",
+    "DeadLetter",
+    "DeadLetterCodec",
+    "TaskEvent",
+    "TaskEventCodec",
+    "new_task_event",
+]
+
+TASK_EVENT_SCHEMA = "dev.streams.TaskEvent"
+DEAD_LETTER_SCHEMA = "dev.streams.DeadLetter"
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One unit of work in a stage's queue. ``payload`` is the workflow's own bytes
+    (UTF-8 JSON by convention); streams never looks inside it."""
+
+    run_id: str
+    workflow: str
+    stage: str
+    tenant: str
+    lane: Lane
+    created_at_ms: int
+    enqueued_at_ms: int
+    payload: bytes
+    priority: int = 0
+    idempotency_key: str | None = None
+    attempt: int = 0
+    deadline_ms: int | None = None
+    # Read-only view so the frozen event cannot change underneath a holder; left out of the
+    # hash because mappings are unhashable.
+    trace_context: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
+
+    def __post_init__(self) -> None:
+        if type(self.trace_context) is not MappingProxyType:
+            object.__setattr__(self, "trace_context", MappingProxyType(dict(self.trace_context)))
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "stage": self.stage,
+            "tenant": self.tenant,
+            "lane": self.lane,
+            "priority": self.priority,
+            "idempotency_key": self.idempotency_key,
+            "attempt": self.attempt,
+            "created_at": self.created_at_ms,
+            "enqueued_at": self.enqueued_at_ms,
+            "deadline": self.deadline_ms,
+            "trace_context": dict(self.trace_context),
+            "payload": self.payload,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> TaskEvent:
+        return cls(
+            run_id=d["run_id"],
+            workflow=d["workflow"],
+            stage=d["stage"],
+            tenant=d["tenant"],
+            lane=cast(Lane, d["lane"]),
+            created_at_ms=d["created_at"],
+            enqueued_at_ms=d["enqueued_at"],
+            payload=d["payload"],
+            priority=d["priority"],
+            idempotency_key=d["idempotency_key"],
+            attempt=d["attempt"],
+            deadline_ms=d["deadline"],
+            # The decoded dict is ours alone: wrap it without copying.
+            trace_context=MappingProxyType(d["trace_context"]),
+        )
+
+    def with_stage(self, stage: str, enqueued_at_ms: int) -> TaskEvent:
+        """The event as queued for ``stage``. ``attempt`` restarts at 0: retries are counted
+        per stage, so one stage's failures do not spend the next stage's retry budget."""
+        return dataclasses.replace(self, stage=stage, enqueued_at_ms=enqueued_at_ms, attempt=0)
+
+
+def new_task_event(
+    *,
+    workflow: str,
+    stage: str,
+    tenant: str,
+    lane: Lane,
+    payload: bytes,
+    now_ms: int,
+    priority: int = 0,
+    idempotency_key: str | None = None,
+    deadline_ms: int | None = None,
+    trace_context: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> TaskEvent:
+    """A first-attempt event for a new run, created and enqueued at ``now_ms``.
+
+    ``run_id`` defaults to a fresh uuid4 hex; pass one to continue an existing run.
+    """
+    return TaskEvent(
+        run_id=uuid.uuid4().hex if run_id is None else run_id,
+        workflow=workflow,
+        stage=stage,
+        tenant=tenant,
+        lane=lane,
+        created_at_ms=now_ms,
+        enqueued_at_ms=now_ms,
+        payload=payload,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        deadline_ms=deadline_ms,
+        trace_context=_EMPTY if trace_context is None else trace_context,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A consumed record that reached no other outcome, kept byte for byte for replay."""
+
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_timestamp_ms: int
+    original_key: bytes | None
+    raw_value: bytes | None
+    original_headers: tuple[tuple[str, bytes | None], ...]
+    reason: DeadLetterReason
+    error_type: str | None
+    error_message: str | None
+    stage: str
+    workflow: str
+    attempts: int
+    dead_at_ms: int
+
+    @classmethod
+    def for_record(
+        cls,
+        record: Record,
+        *,
+        reason: DeadLetterReason,
+        stage: str,
+        workflow: str,
+        attempts: int,
+        dead_at_ms: int,
+        error: BaseException | None = None,
+    ) -> DeadLetter:
+        """Dead-letter ``record``; ``error`` (if any) gives error_type and error_message."""
+        return cls(
+            original_topic=record.topic,
+            original_partition=record.partition,
+            original_offset=record.offset,
+            original_timestamp_ms=record.timestamp_ms,
+            original_key=record.key,
+            raw_value=record.value,
+            original_headers=tuple(record.headers),
+            reason=reason,
+            error_type=None if error is None else _qualified_name(type(error)),
+            error_message=None if error is None else str(error),
+            stage=stage,
+            workflow=workflow,
+            attempts=attempts,
+            dead_at_ms=dead_at_ms,
+        )
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "original_topic": self.original_topic,
+            "original_partition": self.original_partition,
+            "original_offset": self.original_offset,
+            "original_timestamp": self.original_timestamp_ms,
+            "original_key": self.original_key,
+            "raw_value": self.raw_value,
+            "original_headers": [{"key": k, "value": v} for k, v in self.original_headers],
+            "reason": self.reason,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "stage": self.stage,
+            "workflow": self.workflow,
+            "attempts": self.attempts,
+            "dead_at": self.dead_at_ms,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> DeadLetter:
+        return cls(
+            original_topic=d["original_topic"],
+            original_partition=d["original_partition"],
+            original_offset=d["original_offset"],
+            original_timestamp_ms=d["original_timestamp"],
+            original_key=d["original_key"],
+            raw_value=d["raw_value"],
+            original_headers=tuple((h["key"], h["value"]) for h in d["original_headers"]),
+            reason=cast(DeadLetterReason, d["reason"]),
+            error_type=d["error_type"],
+            error_message=d["error_message"],
+            stage=d["stage"],
+            workflow=d["workflow"],
+            attempts=d["attempts"],
+            dead_at_ms=d["dead_at"],
+        )
+
+
+class TaskEventCodec:
+    """TaskEvent <-> single-object-encoded bytes. Raises what Serde raises; thread-safe.
+
+    ``store`` defaults to the schemas found by ``default_schemas_dir()``.
+    """
+
+    def __init__(self, store: SchemaStore | None = None) -> None:
+        self.serde = Serde(SchemaStore() if store is None else store, TASK_EVENT_SCHEMA)
+
+    def encode(self, event: TaskEvent) -> bytes:
+        return self.serde.encode(event.to_avro())
+
+    def decode(self, data: bytes) -> TaskEvent:
+        return TaskEvent.from_avro(self.serde.decode(data))
+
+
+class DeadLetterCodec:
+    """DeadLetter <-> single-object-encoded bytes. Raises what Serde raises; thread-safe."""
+
+    def __init__(self, store: SchemaStore | None = None) -> None:
+        self.serde = Serde(SchemaStore() if store is None else store, DEAD_LETTER_SCHEMA)
+
+    def encode(self, letter: DeadLetter) -> bytes:
+        return self.serde.encode(letter.to_avro())
+
+    def decode(self, data: bytes) -> DeadLetter:
+        return DeadLetter.from_avro(self.serde.decode(data))
+
+
+def _qualified_name(cls: type) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,332 @@
+"""Avro single-object encoding of records, with schemas loaded from local .avsc files.
+
+Owns the wire format and schema evolution; the only module that imports fastavro. Must not
+know what a record means (that is streams.events) nor talk to Kafka or a schema registry.
+
+Wire format (Avro spec, "Single object encoding")::
+
+    C3 01 | CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form,
+            8 bytes little-endian | Avro binary body
+
+Values cross this boundary as Avro primitives: logical types are stripped before fastavro
+sees a schema, so timestamp-millis is an ``int`` of milliseconds both ways, never a datetime.
+The canonical form, and so the fingerprint, ignores logical types, so this changes no byte.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import reprlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import SchemaParseException, parse_schema, to_parsing_canonical_form
+from fastavro.schema import fingerprint as _fastavro_fingerprint
+from fastavro.validation import ValidationError, validate
+
+from streams.errors import ConfigError, DecodeError, SerdeError, UnknownSchema
+
+__all__ = [
+    "SCHEMAS_DIR_ENV",
+    "SchemaStore",
+    "Serde",
+    "StoredSchema",
+    "default_schemas_dir",
+]
+
+SCHEMAS_DIR_ENV = "STREAMS_SCHEMAS_DIR"
+
+_MARKER = b"\xc3\x01"
+_FINGERPRINT_LEN = 8
+_HEADER_LEN = len(_MARKER) + _FINGERPRINT_LEN
+_INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = 60
+_short_repr.maxother = 60
+
+
+def default_schemas_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The directory holding the .avsc files: ``$STREAMS_SCHEMAS_DIR``, else the repo's schemas/.
+
+    ``environ`` defaults to ``os.environ``; config code may pass its own mapping.
+    Raises ConfigError if the variable names no directory, SerdeError if schemas/ is missing
+    (a non-editable install ships no schemas: set the variable).
+    """
+    env = os.environ if environ is None else environ
+    override = env.get(SCHEMAS_DIR_ENV)
+    if override:
+        path = Path(override).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(SCHEMAS_DIR_ENV, "", f"{path} is not a directory of .avsc files")
+        return path
+    # The package is installed editable, so schemas/ sits next to the package directory.
+    path = Path(__file__).resolve().parent.parent / "schemas"
+    if not path.is_dir():
+        raise SerdeError(
+            f"no schemas directory at {path}: set {SCHEMAS_DIR_ENV} to the repo's schemas/"
+        )
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchema:
+    """One loaded .avsc file.
+
+    ``fingerprint`` is the 8 bytes exactly as they appear on the wire. ``is_current`` is
+    False for files in a subdirectory (e.g. history/): those only read old records.
+    """
+
+    name: str
+    fingerprint: bytes
+    path: Path
+    is_current: bool
+    canonical_form: str = field(repr=False)
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.fingerprint_hex}"
+
+
+class SchemaStore:
+    """Every .avsc under a directory, parsed once and indexed by fingerprint and name.
+
+    Top-level files are the current schemas (one per record name); files in subdirectories
+    such as history/ are older versions kept so records written with them still decode.
+    Each file must be self-contained (no references to types defined in other files).
+    Immutable after construction, so one store may be shared across threads.
+    """
+
+    def __init__(self, schemas_dir: Path | str | None = None) -> None:
+        directory = default_schemas_dir() if schemas_dir is None else Path(schemas_dir)
+        self.directory = directory
+        self._by_fingerprint: dict[bytes, StoredSchema] = {}
+        self._current: dict[str, StoredSchema] = {}
+        self._parsed: dict[bytes, Any] = {}
+        paths = sorted(directory.rglob("*.avsc"))
+        if not paths:
+            raise SerdeError(
+                f"no .avsc files under {directory}: point {SCHEMAS_DIR_ENV} at the repo's schemas/"
+            )
+        # Current files first, so a history copy identical to the current schema maps to it.
+        for path in sorted(paths, key=lambda p: p.parent != directory):
+            self._load(path, is_current=path.parent == directory)
+
+    def _load(self, path: Path, *, is_current: bool) -> None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            canonical_form = to_parsing_canonical_form(raw)
+            # Own named-types dict per file: v1 and v2 of TaskEvent define the same names.
+            parsed = parse_schema(_strip_logical_types(raw), {})
+        except (OSError, ValueError, TypeError, KeyError, SchemaParseException) as exc:
+            raise SerdeError(f"{path}: not a valid Avro schema: {exc}") from exc
+        if not isinstance(parsed, dict) or parsed.get("type") != "record":
+            raise SerdeError(f"{path}: top-level type must be a record")
+        fingerprint = bytes.fromhex(_fastavro_fingerprint(canonical_form, "CRC-64-AVRO"))
+        schema = StoredSchema(parsed["name"], fingerprint, path, is_current, canonical_form)
+        if is_current:
+            if schema.name in self._current:
+                other = self._current[schema.name].path
+                raise SerdeError(
+                    f"{path}: {schema.name} is already defined by {other}; "
+                    "move the older one to history/"
+                )
+            self._current[schema.name] = schema
+        self._by_fingerprint.setdefault(fingerprint, schema)
+        self._parsed.setdefault(fingerprint, parsed)
+
+    @property
+    def schemas(self) -> tuple[StoredSchema, ...]:
+        return tuple(self._by_fingerprint.values())
+
+    def current(self, name: str) -> StoredSchema:
+        """The current schema for a full (``dev.streams.TaskEvent``) or unique short name."""
+        found = self._current.get(name)
+        if found is None:
+            matches = [s for s in self._current.values() if s.name.rsplit(".", 1)[-1] == name]
+            if len(matches) == 1:
+                found = matches[0]
+        if found is None:
+            known = ", ".join(sorted(self._current)) or "none"
+            raise UnknownSchema(
+                f"no current schema named {name!r} in {self.directory} (current: {known})"
+            )
+        return found
+
+    def by_fingerprint(self, fingerprint: bytes) -> StoredSchema:
+        found = self._by_fingerprint.get(fingerprint)
+        if found is None:
+            known = ", ".join(str(s) for s in self._by_fingerprint.values())
+            raise UnknownSchema(
+                f"unknown schema fingerprint {fingerprint.hex()}: {self.directory} holds {known}; "
+                "the writer may use a newer schema: add its .avsc to schemas/history/"
+            )
+        return found
+
+    def _parsed_schema(self, fingerprint: bytes) -> Any:
+        return self._parsed[fingerprint]
+
+
+class Serde:
+    """Encodes dicts with one current schema; decodes any known version of that record.
+
+    ``encode`` raises SerdeError naming the offending field. ``decode`` raises DecodeError
+    for bytes that are not single-object encoded or whose body is corrupt or truncated, and
+    UnknownSchema for a fingerprint the store does not hold. Never blocks; thread-safe.
+    """
+
+    def __init__(self, store: SchemaStore, writer_schema_name: str) -> None:
+        self.schema = store.current(writer_schema_name)
+        self._store = store
+        self._parsed = store._parsed_schema(self.schema.fingerprint)
+        self._header = _MARKER + self.schema.fingerprint
+        self._int_fields = _int_field_ranges(self._parsed)
+        # fastavro hands out the reader schema's own default object for a field the writer
+        # lacked; a caller mutating that dict would change every later decode, so copy them.
+        self._mutable_defaults = tuple(
+            (f["name"], f["default"])
+            for f in self._parsed["fields"]
+            if isinstance(f.get("default"), dict | list)
+        )
+        # writer fingerprint -> (writer schema, reader schema or None when they are the same)
+        self._readers: dict[bytes, tuple[Any, Any]] = {}
+        for stored in store.schemas:
+            if stored.name != self.schema.name:
+                continue
+            same = stored.fingerprint == self.schema.fingerprint
+            writer = store._parsed_schema(stored.fingerprint)
+            self._readers[stored.fingerprint] = (writer, None if same else self._parsed)
+
+    def encode(self, obj: Mapping[str, Any]) -> bytes:
+        # fastavro silently writes out-of-range, float and bool values into int fields, which
+        # other readers then misread; checking the top-level ones is cheap.
+        if type(obj) is not dict and not isinstance(obj, Mapping):
+            raise SerdeError(
+                f"cannot encode {self.schema.name}: expected a dict, got {type(obj).__name__}"
+            )
+        for name, low, high in self._int_fields:
+            value = obj.get(name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+            ):
+                raise SerdeError(
+                    f"cannot encode {self.schema.name}: field {name!r} is "
+                    f"{_short_repr.repr(value)}, expected an integer in [{low}, {high}]"
+                )
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        try:
+            # strict_allow_default rejects unknown keys, so a misspelt field is not dropped.
+            fastavro.schemaless_writer(buffer, self._parsed, obj, strict_allow_default=True)
+        except Exception as exc:  # fastavro raises ValueError, TypeError, AttributeError ...
+            raise SerdeError(
+                f"cannot encode {self.schema.name}: {self._diagnose(obj, exc)}"
+            ) from exc
+        return buffer.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if len(data) < _HEADER_LEN or data[:2] != _MARKER:
+            raise DecodeError(
+                "not Avro single-object encoding: expected marker c3 01 and an 8-byte "
+                f"fingerprint, got {len(data)} bytes starting "
+                f"{bytes(data[:_HEADER_LEN]).hex(' ') or '(empty)'}"
+            )
+        fingerprint = bytes(data[2:_HEADER_LEN])
+        schemas = self._readers.get(fingerprint)
+        if schemas is None:
+            other = self._store.by_fingerprint(fingerprint)  # raises UnknownSchema if unknown
+            raise DecodeError(f"record is a {other}, this serde reads {self.schema.name}")
+        writer, reader = schemas
+        buffer = io.BytesIO(data)
+        buffer.seek(_HEADER_LEN)
+        try:
+            record = fastavro.schemaless_reader(buffer, writer, reader)
+        except Exception as exc:
+            # Untrusted bytes: fastavro raises EOFError, IndexError, UnicodeDecodeError, ...
+            # The caller must get a DecodeError to dead-letter the record, not crash.
+            raise DecodeError(
+                f"corrupt {self.schema.name} body (writer {fingerprint.hex()}, {len(data)} bytes): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if buffer.tell() != len(data):
+            raise DecodeError(
+                f"corrupt {self.schema.name} body: "
+                f"{len(data) - buffer.tell()} bytes left after the record"
+            )
+        if not isinstance(record, dict):
+            raise DecodeError(
+                f"corrupt {self.schema.name} body: decoded a {type(record).__name__}, not a record"
+            )
+        if reader is not None:
+            for name, default in self._mutable_defaults:
+                if record.get(name) is default:
+                    record[name] = copy.deepcopy(default)
+        return record
+
+    def _diagnose(self, obj: Mapping[str, Any], exc: Exception) -> str:
+        """One line naming the field that fastavro choked on (only runs after a failure)."""
+        if not isinstance(obj, Mapping):
+            return f"expected a dict, got {type(obj).__name__}"
+        fields = self._parsed["fields"]
+        names = {f["name"] for f in fields}
+        for f in fields:
+            if f["name"] not in obj and "default" not in f:
+                return f"field {f['name']!r} is missing and has no default"
+        extra = sorted(str(k) for k in obj if k not in names)
+        if extra:
+            return (
+                f"unknown field(s) {', '.join(map(repr, extra))}; known: {', '.join(sorted(names))}"
+            )
+        try:
+            validate(obj, self._parsed, raise_errors=True)
+        except ValidationError as invalid:
+            error = invalid.errors[0]
+            field = str(error.field).removeprefix(f"{self.schema.name}.")
+            value = _short_repr.repr(error.datum)
+            return f"field {field!r} is {value}, expected {_describe(error.schema)}"
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _strip_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        stripped = {k: _strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+        # {"type": "long"} is just "long"; the bare name lets _int_field_ranges find it.
+        if stripped.keys() == {"type"} and isinstance(stripped["type"], str):
+            return stripped["type"]
+        return stripped
+    if isinstance(schema, list):
+        return [_strip_logical_types(s) for s in schema]
+    return schema
+
+
+def _int_field_ranges(record: Mapping[str, Any]) -> tuple[tuple[str, int, int], ...]:
+    ranges = []
+    for f in record["fields"]:
+        branches = f["type"] if isinstance(f["type"], list) else [f["type"]]
+        names = [b for b in branches if isinstance(b, str)]
+        kinds = [b for b in names if b in _INT_RANGES]
+        if len(kinds) == 1 and len(names) == len(branches) and set(names) <= {"null", kinds[0]}:
+            ranges.append((f["name"], *_INT_RANGES[kinds[0]]))
+    return tuple(ranges)
+
+
+def _describe(schema: Any) -> str:
+    if isinstance(schema, list):
+        return " or ".join(_describe(s) for s in schema)
+    if isinstance(schema, dict):
+        if schema.get("type") == "enum":
+            return f"one of {', '.join(schema['symbols'])}"
+        if schema.get("type") == "map":
+            return f"a map of {_describe(schema['values'])}"
+        if schema.get("type") == "array":
+            return f"an array of {_describe(schema['items'])}"
+        return str(schema.get("name", schema.get("type")))
+    return str(schema)
