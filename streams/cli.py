@@ -5,6 +5,7 @@ Errors streams raises on purpose print as one line (with --debug, the traceback 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -14,11 +15,13 @@ from typing import Annotated, TypeVar
 import typer
 
 from streams.config import load_settings
-from streams.errors import StreamsError
+from streams.errors import ConfigError, StreamsError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 broker_app = typer.Typer(no_args_is_help=True, help="The local Apache Kafka broker.")
 app.add_typer(broker_app, name="broker")
+topology_app = typer.Typer(no_args_is_help=True, help="Workflow topology files.")
+app.add_typer(topology_app, name="topology")
 
 _debug = False
 T = TypeVar("T")
@@ -90,6 +93,92 @@ def broker_status() -> None:
     typer.echo(f"running: Kafka {state.kafka_version}, pid {state.pid}, {state.bootstrap}")
 
 
+@app.command("worker")
+def worker(
+    topology_file: Annotated[Path, typer.Argument(help="The workflow's topology YAML.")],
+    stage: Annotated[str, typer.Option("--stage", help="The stage to run.")],
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: any).")] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="Stable id (exactly-once stages fence by it).")
+    ] = None,
+    group_protocol: Annotated[
+        str, typer.Option(help="classic, or consumer for KIP-848 groups.")
+    ] = "classic",
+) -> None:
+    """Run one stage worker until SIGTERM/SIGINT; drains in-flight work, commits, exits 0."""
+    import signal
+
+    from streams.kafka.client_config import ClientConfig
+    from streams.kafka.cluster import ensure_bootstrap
+    from streams.runtime.options import WorkerOptions
+    from streams.runtime.worker import StageWorker
+    from streams.topology import load_topology
+
+    def build() -> StageWorker:
+        sys.path.insert(0, str(Path.cwd()))  # handlers are imported like uvicorn apps
+        topology = load_topology(topology_file)
+        if stage not in topology.stages:
+            known = ", ".join(topology.stages)
+            raise ConfigError(str(topology_file), "stages", f"no stage {stage!r} (has {known})")
+        if group_protocol not in ("classic", "consumer"):
+            raise ConfigError("--group-protocol", "", "must be classic or consumer")
+        options = WorkerOptions(
+            metrics_port=metrics_port,
+            group_protocol=group_protocol,  # type: ignore[arg-type]
+        )
+        if worker_id:
+            options = dataclasses.replace(options, worker_id=worker_id)
+        client = ClientConfig(ensure_bootstrap(load_settings()), client_id=f"streams-{stage}")
+        return StageWorker(topology, stage, client, options=options)
+
+    built = _run(build)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: built.stop())
+    _run(built.run)
+
+
+@topology_app.command("validate")
+def topology_validate(file: Annotated[Path, typer.Argument(help="Topology YAML.")]) -> None:
+    """Check a topology file; print its stages and topics, or the first mistake."""
+    from streams.topology import load_topology
+
+    sys.path.insert(0, str(Path.cwd()))
+    topology = _run(lambda: load_topology(file))
+    typer.echo(f"{file}: workflow {topology.workflow} is valid")
+    for stage in topology.stages.values():
+        kind = "background" if stage.background else "stage"
+        arrow = ", ".join(stage.downstream) or "-"
+        typer.echo(f"  {kind} {stage.name}: {', '.join(stage.input_topics)} -> {arrow}")
+
+
+@topology_app.command("apply")
+def topology_apply(
+    file: Annotated[Path, typer.Argument(help="Topology YAML.")],
+    dry_run: Annotated[bool, typer.Option(help="Only print the difference.")] = False,
+) -> None:
+    """Create or grow the workflow's topics (idempotent); never shrinks partitions."""
+    from streams.kafka.admin import Admin, TopicWanted
+    from streams.kafka.client_config import ClientConfig
+    from streams.kafka.cluster import ensure_bootstrap
+    from streams.topology import load_topology
+
+    def apply() -> int:
+        topology = load_topology(file, validate_handlers=False)
+        admin = Admin(ClientConfig(ensure_bootstrap(load_settings())))
+        wanted = [
+            TopicWanted(name, spec.partitions, spec.retention_ms, spec.compacted)
+            for name, spec in topology.all_topics().items()
+        ]
+        changes = admin.plan(wanted) if dry_run else admin.apply(wanted)
+        for change in changes:
+            typer.echo(f"  {change.action:<15} {change.name}: {change.detail}")
+        return sum(c.action == "refused_shrink" for c in changes)
+
+    if _run(apply):
+        typer.echo("error: some topics have more partitions than the topology asks", err=True)
+        raise typer.Exit(code=1)
+
+
 @app.command("demo")
 def demo(
     events: Annotated[int, typer.Option(help="Task events to publish.")] = 2000,
@@ -98,6 +187,8 @@ def demo(
     """Run the demo workflow on the local broker and print what happened."""
     from streams.demo.quick import run_quick_demo
 
+    if not _debug:
+        logging.getLogger("streams").setLevel(logging.WARNING)  # the summary tells the story
     result = _run(lambda: run_quick_demo(load_settings(), events=events))
     typer.echo(result.summary())
     if not result.ok:

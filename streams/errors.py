@@ -10,7 +10,7 @@ StreamsError
 │   ├── UnknownSchema         a fingerprint we hold no schema for
 │   └── DecodeError           bytes that are not a valid record
 ├── DeliveryError          the broker did not acknowledge a write
-└── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, do not dead-letter everything
+└── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, not dead-letter all
 
 Messages say what went wrong and what to do, in one line. Signals that steer control flow
 are not errors and do not live here.

@@ -52,6 +52,8 @@ def consumer_settings(
         # Bound librdkafka's own prefetch: our buffer is the bounded queue, not its.
         "queued.max.messages.kbytes": 8192,
         "fetch.wait.max.ms": 100,
+        # Exactly-once stages write in transactions; never read what may still abort.
+        "isolation.level": "read_committed",
     }
     if group_protocol == "classic":
         settings["partition.assignment.strategy"] = "cooperative-sticky"
@@ -74,4 +76,7 @@ def producer_settings(
     }
     if transactional_id is not None:
         settings["transactional.id"] = transactional_id
+        # A crashed worker's open transaction blocks read_committed readers downstream until
+        # it times out; restarting with the same id aborts it at once, this bounds the rest.
+        settings["transaction.timeout.ms"] = 10_000
     return settings

@@ -28,6 +28,7 @@ class RecordProducer:
     def __init__(self, config: ClientConfig, *, transactional_id: str | None = None) -> None:
         self._producer = Producer(producer_settings(config, transactional_id=transactional_id))
         self.transactional = transactional_id is not None
+        self.sent_since_commit = 0
 
     def send(
         self,
@@ -51,6 +52,7 @@ class RecordProducer:
                 self._producer.produce(
                     topic, value=value, key=key, headers=list(headers), on_delivery=callback
                 )
+                self.sent_since_commit += 1
                 return
             except BufferError:
                 if time.monotonic() >= deadline:
@@ -93,6 +95,7 @@ class RecordProducer:
             self._producer.commit_transaction(timeout_s)
         except KafkaException as exc:
             raise DeliveryError(f"transaction commit failed: {exc.args[0].str()}") from exc
+        self.sent_since_commit = 0
 
     def abort_transaction(self, timeout_s: float = 30.0) -> None:
         self._producer.abort_transaction(timeout_s)

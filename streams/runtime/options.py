@@ -1,0 +1,26 @@
+"""Tuning of a stage worker that is not part of the topology: cadences, budgets, ports."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from streams.kafka.client_config import GroupProtocol
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    poll_batch: int = 500  # records per consume() call
+    idle_poll_s: float = 0.05  # consume() timeout when nothing is in flight
+    busy_poll_s: float = 0.002  # consume() timeout while handlers run (completions wait)
+    commit_interval_s: float = 0.5
+    pressure_refresh_s: float = 0.5
+    report_interval_s: float = 1.0
+    shutdown_grace_s: float = 30.0
+    revoke_budget_s: float = 10.0  # Quix bounds revoke work at 0.2 x max.poll.interval.ms
+    stall_after_s: float = 30.0
+    group_protocol: GroupProtocol = "classic"
+    max_poll_interval_ms: int = 60_000
+    metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    handler_threads: int = 32  # pool for plain-function handlers

@@ -1,0 +1,122 @@
+"""Refreshes pressure signals in a thread of its own, so admin round trips never hold up
+the poll loop: downstream stages' lag and oldest-queued age (from the broker, so a stage
+with no live worker still counts), their p95 handler latency (from pressure reports),
+and this stage's own input lag.
+
+Owns the refresh cadence and the latest snapshot; must not decide whether to pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from streams.clock import Clock
+from streams.errors import StreamsError
+from streams.kafka.lag_reader import GroupLag, LagReader
+from streams.policy.downstream import PressureSignal
+from streams.runtime.pressure_reports import ReportBoard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """A stage whose pressure we read: its consumer group and input topics."""
+
+    stage: str
+    group: str
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PressureSnapshot:
+    signals: Mapping[str, PressureSignal | None] = field(default_factory=dict)
+    own: GroupLag | None = None
+
+
+class PressureFeed:
+    """Reads every `refresh_s`; `snapshot()` returns the latest reading without blocking.
+
+    A stage whose reading failed keeps its previous signal, which then ages; the policy's
+    stale rule decides what an old signal means.
+    """
+
+    def __init__(
+        self,
+        reader: LagReader,
+        clock: Clock,
+        watched: Sequence[Watched],
+        own: Watched,
+        board: ReportBoard | None,
+        *,
+        refresh_s: float = 0.5,
+        report_fresh_s: float = 5.0,
+    ) -> None:
+        self._reader = reader
+        self._clock = clock
+        self._watched = tuple(watched)
+        self._own = own
+        self._board = board
+        self._refresh_s = refresh_s
+        self._report_fresh_s = report_fresh_s
+        self._snapshot = PressureSnapshot({w.stage: None for w in self._watched})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pressure-feed", daemon=True)
+        self.refreshed = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        if self._board is not None:
+            self._board.close()
+
+    def snapshot(self) -> PressureSnapshot:
+        return self._snapshot
+
+    def refresh_once(self) -> None:
+        signals = dict(self._snapshot.signals)
+        if self._board is not None:
+            self._board.refresh()
+        now = self._clock.now()
+        for watched in self._watched:
+            try:
+                lag = self._reader.read(watched.group, watched.topics)
+            except StreamsError as exc:
+                log.warning("pressure of stage %s unreadable: %s", watched.stage, exc)
+                continue
+            p95 = (
+                self._board.p95_latency_s(
+                    watched.stage, now=now, fresh_within_s=self._report_fresh_s
+                )
+                if self._board is not None
+                else None
+            )
+            signals[watched.stage] = PressureSignal(
+                stage=watched.stage,
+                lag=lag.total_lag,
+                oldest_age_s=lag.max_age_s,
+                p95_latency_s=p95,
+                measured_at=lag.measured_at,
+            )
+        own = self._snapshot.own
+        try:
+            own = self._reader.read(self._own.group, self._own.topics)
+        except StreamsError as exc:
+            log.warning("own lag unreadable: %s", exc)
+        # One reference swap: the poll thread always sees a whole snapshot.
+        self._snapshot = PressureSnapshot(signals, own)
+        self.refreshed.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh_once()
+            except Exception:  # the feed must outlive a bad reading
+                log.exception("pressure refresh failed")
+            self._stop.wait(self._refresh_s)

@@ -1,0 +1,82 @@
+"""Workers' pressure reports on the workflow's compacted pressure topic: each worker says
+its handler p95 latency and in-flight count once a second; readers keep the latest per
+worker. Lag and age never come from here: they are read from the broker, so a stage with
+no live worker still shows its growing lag.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from streams.kafka.producer import RecordProducer
+from streams.kafka.tail import TopicTail
+
+
+@dataclass(frozen=True, slots=True)
+class PressureReport:
+    stage: str
+    worker: str
+    p95_latency_s: float | None
+    in_flight: int
+    reported_at: float  # wall seconds
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "stage": self.stage,
+                "worker": self.worker,
+                "p95_latency_s": self.p95_latency_s,
+                "in_flight": self.in_flight,
+                "reported_at": self.reported_at,
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PressureReport:
+        d = json.loads(data)
+        return cls(
+            stage=str(d["stage"]),
+            worker=str(d["worker"]),
+            p95_latency_s=None if d["p95_latency_s"] is None else float(d["p95_latency_s"]),
+            in_flight=int(d["in_flight"]),
+            reported_at=float(d["reported_at"]),
+        )
+
+
+def publish_report(producer: RecordProducer, topic: str, report: PressureReport) -> None:
+    producer.send(topic, report.to_bytes(), key=f"{report.stage}/{report.worker}".encode())
+
+
+class ReportBoard:
+    """Latest report of every worker, read from the pressure topic."""
+
+    def __init__(self, tail: TopicTail) -> None:
+        self._tail = tail
+        self._latest: dict[tuple[str, str], PressureReport] = {}
+
+    def refresh(self) -> None:
+        while True:
+            records = self._tail.poll(500, 0.0)
+            if not records:
+                return
+            for record in records:
+                if record.value is None:
+                    continue
+                try:
+                    report = PressureReport.from_bytes(record.value)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a foreign or damaged report must not stop pressure reading
+                self._latest[(report.stage, report.worker)] = report
+
+    def p95_latency_s(self, stage: str, *, now: float, fresh_within_s: float) -> float | None:
+        """The worst p95 among the stage's workers that reported recently; None if none did."""
+        fresh = [
+            r.p95_latency_s
+            for (s, _), r in self._latest.items()
+            if s == stage and now - r.reported_at <= fresh_within_s and r.p95_latency_s is not None
+        ]
+        return max(fresh) if fresh else None
+
+    def close(self) -> None:
+        self._tail.close()

@@ -1,0 +1,535 @@
+"""The stage worker: one consumer-group member running one stage's handler.
+
+Owns the poll loop and wires the rest: buffers and dispatch, the handler runner, the
+outcome router, offsets, pauses, pressure and metrics. The poll loop never runs user code
+and keeps polling while partitions are paused; decisions come from streams.policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from streams.clock import Clock, SystemClock
+from streams.errors import DeadLetterLimitExceeded, SerdeError, StreamsError
+from streams.events import TaskEventCodec
+from streams.kafka.admin import Admin
+from streams.kafka.client_config import ClientConfig
+from streams.kafka.consumer import GroupConsumer
+from streams.kafka.lag_reader import LagReader
+from streams.kafka.producer import RecordProducer
+from streams.kafka.tail import TopicTail
+from streams.metrics import WorkerMetrics, serve_metrics
+from streams.policy.dlq_valve import DeadLetterLimit as ValveLimit
+from streams.policy.dlq_valve import DeadLetterValve
+from streams.policy.downstream import DownstreamLimits, DownstreamPressure
+from streams.policy.expiry import expiry_reason, queue_age_s
+from streams.policy.lanes import lanes_to_pause
+from streams.policy.latency import LatencyWindow
+from streams.policy.local_bound import PartitionBound
+from streams.policy.offsets import OffsetTracker
+from streams.policy.stall import StallDetector
+from streams.runtime.buffers import PartitionBuffer, Pending, take_ready
+from streams.runtime.context import HandlerContext
+from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, Job
+from streams.runtime.options import WorkerOptions
+from streams.runtime.outcomes import OutcomeRouter
+from streams.runtime.pauses import PauseSet
+from streams.runtime.pressure_feed import PressureFeed, Watched
+from streams.runtime.pressure_reports import PressureReport, ReportBoard, publish_report
+from streams.runtime.transactions import TransactionalCommitter
+from streams.topology import Stage, Topology
+from streams.types import DeadLetterReason, Lane, Outcome, PauseReason, Record, TopicPartition
+
+log = logging.getLogger(__name__)
+
+
+class StageWorker:
+    """Runs `stage` of `topology` until stop() or a fatal error.
+
+    run() blocks on the calling thread (which becomes the poll thread) and raises the fatal
+    error, if any, after closing cleanly. stop() may be called from any thread or a signal
+    handler: fetching stops, in-flight work drains for up to shutdown_grace_s, offsets are
+    committed and the consumer leaves the group.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        stage: str,
+        client: ClientConfig,
+        *,
+        options: WorkerOptions | None = None,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+        handler: Handler | None = None,
+    ) -> None:
+        self.topology = topology
+        self.stage: Stage = topology.stages[stage]
+        self.options = options or WorkerOptions()
+        self._client = client
+        self._clock = clock or SystemClock()
+        self.registry = registry or CollectorRegistry()
+        self._handler: Handler = handler or self.stage.resolve_handler()
+        self._stopping = threading.Event()
+        self._lane_of_topic: dict[str, Lane] = {
+            t: lane for lane, t in self.stage.input_topics_by_lane.items()
+        }
+        self._stage_of_topic = _stage_of_topic_map(topology)
+        self._buffers: dict[TopicPartition, PartitionBuffer] = {}
+        self._bounds: dict[TopicPartition, PartitionBound] = {}
+        self._busy_keys: set[bytes] = set()
+        self._in_flight = 0
+        self._rr = 0
+        self._offsets = OffsetTracker()
+        self._codec = TaskEventCodec()
+        self._latency = LatencyWindow()
+        self._stalls = StallDetector(self.options.stall_after_s)
+        limit = self.stage.dead_letter_limit
+        self._valve = DeadLetterValve(
+            ValveLimit(limit.max_ratio, limit.window, limit.min_records, limit.max_consecutive)
+        )
+        self._pressure = DownstreamPressure(_limits(self.stage))
+        self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
+        self.pauses = PauseSet(on_change=self._pause_changed)
+        self.metrics_port: int | None = None
+        self.ready = threading.Event()
+        self._eos = self.stage.delivery == "exactly_once"
+        self._next_commit = 0.0
+        self._next_report = 0.0
+        self._last_pause_reason: str = ""
+        self._stage_paused = False
+        self._stage_reason: PauseReason = (
+            "yield_to_foreground" if self.stage.background else "downstream"
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        self._open()
+        try:
+            while not self._stopping.is_set():
+                self._iterate()
+            self._shutdown()
+        finally:
+            self._close()
+
+    def _open(self) -> None:
+        options = self.options
+        stage = self.stage
+        transactional_id = f"{stage.consumer_group}-{options.worker_id}" if self._eos else None
+        self._producer = RecordProducer(self._client, transactional_id=transactional_id)
+        self._router = OutcomeRouter(
+            self._producer,
+            workflow=self.topology.workflow,
+            stage=stage.name,
+            dead_letter_topic=self.topology.dead_letter_topic,
+            stage_of_topic=self._stage_of_topic.__getitem__,
+            on_complete=self._completed,
+            clock_ms=lambda: int(self._clock.now() * 1000),
+        )
+        self._txn = TransactionalCommitter(self._producer) if self._eos else None
+        self._runner = HandlerRunner(self._handler, max_threads=options.handler_threads)
+        admin = Admin(self._client)
+        watched_names = stage.yields_to if stage.background else stage.downstream
+        watched = [
+            Watched(n, self.topology.stages[n].consumer_group, self.topology.stages[n].input_topics)
+            for n in watched_names
+        ]
+        own = Watched(stage.name, stage.consumer_group, stage.input_topics)
+        pressure_spec = self.topology.all_topics()[self.topology.pressure_topic]
+        board = ReportBoard(
+            TopicTail(self._client, self.topology.pressure_topic, pressure_spec.partitions)
+        )
+        self._feed = PressureFeed(
+            LagReader(admin, self._clock),
+            self._clock,
+            watched,
+            own,
+            board,
+            refresh_s=options.pressure_refresh_s,
+            report_fresh_s=stage.pressure.stale_after_s,
+        )
+        self._feed.start()
+        self._consumer = GroupConsumer(
+            self._client,
+            stage.consumer_group,
+            stage.input_topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+            group_protocol=options.group_protocol,
+            max_poll_interval_ms=options.max_poll_interval_ms,
+        )
+        if options.metrics_port is not None:
+            self.metrics_port = serve_metrics(self.registry, options.metrics_port)
+        self.metrics.set_concurrency_limit(stage.concurrency)
+        log.info(
+            "stage %s worker %s consuming %s (%s)",
+            stage.name,
+            options.worker_id,
+            ", ".join(stage.input_topics),
+            stage.delivery,
+        )
+
+    def _close(self) -> None:
+        for closer in (self._runner.close, self._feed.stop, self._consumer.close):
+            try:
+                closer()
+            except Exception:  # close everything even if one part fails
+                log.exception("while closing")
+        self._producer.flush(10.0)
+
+    # ----------------------------------------------------------------- the loop
+    def _iterate(self) -> None:
+        timeout = self.options.busy_poll_s if self._in_flight else self.options.idle_poll_s
+        for record in self._consumer.poll(self.options.poll_batch, timeout):
+            self._accept(record)
+        self.ready.set()
+        self._finish(self._runner.drain())
+        self._dispatch()
+        self._producer.poll(0)
+        self._check_fatal()
+        now_mono = self._clock.monotonic()
+        self._update_pauses(now_mono)
+        if now_mono >= self._next_commit:
+            self._next_commit = now_mono + self.options.commit_interval_s
+            self._commit()
+        if now_mono >= self._next_report:
+            self._next_report = now_mono + self.options.report_interval_s
+            self._report(now_mono)
+
+    def _accept(self, record: Record) -> None:
+        buffer = self._buffers.get(record.tp)
+        if buffer is None:
+            return  # revoked between fetch and now: the new owner reads it again
+        self._offsets.track(record.tp, record.offset)
+        if self._eos:
+            buffer.arrival.append(record.offset)
+        try:
+            if record.value is None:
+                raise SerdeError("record has no value (a tombstone is not a task event)")
+            buffer.waiting.append(Pending(record, self._codec.decode(record.value)))
+        except SerdeError as exc:
+            self.metrics.count_decode_error()
+            buffer.waiting.append(Pending(record, None, exc))
+
+    def _dispatch(self) -> None:
+        if self._stopping.is_set():
+            return
+        room = self.stage.concurrency - self._in_flight
+        chosen = take_ready(
+            list(self._buffers.values()), self.stage.lanes, self._busy_keys, room, self._rr
+        )
+        self._rr += 1
+        if not chosen:
+            return
+        now = self._clock.now()
+        jobs: list[Job] = []
+        for buffer, pending in chosen:
+            record, event = pending.record, pending.event
+            if event is None:
+                self._release_key(record)
+                self._route(
+                    buffer,
+                    record,
+                    partial(
+                        self._router.dead_letter,
+                        record,
+                        "decode_error",
+                        error=pending.decode_error,
+                        token=buffer,
+                    ),
+                )
+                continue
+            expired = expiry_reason(
+                enqueued_ms=event.enqueued_at_ms,
+                deadline_ms=event.deadline_ms,
+                max_queue_age_s=self.stage.max_queue_age_s,
+                now=now,
+            )
+            if expired is not None:
+                # No handler ever runs on expired work: it goes to the dead letters.
+                self._release_key(record)
+                self._route(
+                    buffer,
+                    record,
+                    partial(
+                        self._router.dead_letter,
+                        record,
+                        "expired",
+                        error=_Expired(expired),
+                        attempts=event.attempt,
+                        token=buffer,
+                    ),
+                )
+                continue
+            ctx = HandlerContext(
+                stage=self.stage.name,
+                lane=buffer.lane,
+                record=record,
+                deadline_ms=event.deadline_ms,
+                now_ms=int(now * 1000),
+                routes=dict(self.stage.routes),
+            )
+            jobs.append(Job((buffer, pending), event, ctx, self.stage.handler_timeout_s))
+        self._in_flight += len(jobs)
+        self.metrics.set_in_flight(self._in_flight)
+        self._runner.submit(jobs)
+
+    def _finish(self, completions: list[Completion]) -> None:
+        for done in completions:
+            self._in_flight -= 1
+            buffer, pending = cast(tuple[PartitionBuffer, Pending], done.job.token)
+            record = pending.record
+            self._release_key(record)
+            self._latency.add(done.duration_s)
+            self.metrics.observe_handler(done.duration_s)
+            if self._buffers.get(record.tp) is not buffer:
+                continue  # partition revoked meanwhile: abandoned, the new owner redoes it
+            if done.status == "ok":
+                action = partial(self._router.emit, record, done.job.ctx.emits, token=buffer)
+            else:
+                reason: DeadLetterReason = (
+                    "timeout" if done.status == "timeout" else "handler_error"
+                )
+                action = partial(
+                    self._router.dead_letter,
+                    record,
+                    reason,
+                    error=done.error,
+                    attempts=done.job.event.attempt + 1,
+                    token=buffer,
+                )
+            self._route(buffer, record, action)
+        if completions:
+            self.metrics.set_in_flight(self._in_flight)
+
+    def _route(self, buffer: PartitionBuffer, record: Record, action: Callable[[], None]) -> None:
+        """Carry out a decided outcome: at once, or in exactly-once mode in offset order, so a
+        transaction never holds writes of a record whose offset it cannot commit."""
+        if not self._eos:
+            action()
+            return
+        buffer.decided[record.offset] = action
+        while buffer.arrival and buffer.arrival[0] in buffer.decided:
+            buffer.decided.pop(buffer.arrival.popleft())()
+
+    def _completed(
+        self, record: Record, outcome: Outcome, reason: DeadLetterReason | None, token: object
+    ) -> None:
+        """The broker acknowledged every write of this record's outcome."""
+        buffer = token
+        if not isinstance(buffer, PartitionBuffer) or self._buffers.get(record.tp) is not buffer:
+            return
+        buffer.in_flight -= 1
+        self._offsets.complete(record.tp, record.offset)
+        self.metrics.record_outcome(outcome, dead_letter_reason=reason)
+        self._valve.record(outcome == "dead_lettered")
+
+    def _release_key(self, record: Record) -> None:
+        if record.key is not None:
+            self._busy_keys.discard(record.key)
+
+    def _check_fatal(self) -> None:
+        if self._router.failure is not None:
+            raise self._router.failure
+        tripped = self._valve.tripped()
+        if tripped is not None:
+            raise DeadLetterLimitExceeded(
+                f"stage {self.stage.name}: {tripped}; stopping instead of dead-lettering "
+                "everything (fix the cause, then restart the worker)"
+            )
+
+    # ----------------------------------------------------------------- commits
+    def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        if self._txn is not None:
+            self._txn.commit(self._offsets, self._consumer)
+            return
+        offsets = self._offsets.committable()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if offsets:
+            self._consumer.commit(offsets)
+            self._offsets.mark_committed(offsets)
+            self.metrics.count_commit()
+
+    # ----------------------------------------------------------------- pressure
+    def _update_pauses(self, now_mono: float) -> None:
+        stage = self.stage
+        for tp, buffer in self._buffers.items():
+            bound = self._bounds[tp]
+            paused = "local_bound" in self.pauses.reasons(tp)
+            self.pauses.mark(tp, "local_bound", bound.should_pause(buffer.fill, paused))
+        snapshot = self._feed.snapshot()
+        verdict = self._pressure.evaluate(snapshot.signals, self._clock.now(), now_mono)
+        self._stage_paused = verdict.paused
+        backlog: dict[Lane, int] = {}
+        for buffer in self._buffers.values():
+            backlog[buffer.lane] = backlog.get(buffer.lane, 0) + len(buffer.waiting)
+        at_capacity = self._in_flight >= stage.concurrency
+        paused_lanes = lanes_to_pause(backlog, at_capacity, stage.lanes)
+        for tp, buffer in self._buffers.items():
+            self.pauses.mark(tp, self._stage_reason, verdict.paused)
+            self.pauses.mark(tp, "lane", buffer.lane in paused_lanes)
+        if (
+            verdict.paused
+            and verdict.reasons
+            and ",".join(verdict.reasons) != self._last_pause_reason
+        ):
+            self._last_pause_reason = ",".join(verdict.reasons)
+            log.info("stage %s paused by pressure: %s", stage.name, self._last_pause_reason)
+        elif not verdict.paused:
+            self._last_pause_reason = ""
+        self.pauses.reconcile(self._consumer, self._buffers.keys())
+
+    def _pause_changed(self, tp: TopicPartition, reason: PauseReason | None, paused: bool) -> None:
+        self.metrics.set_paused(tp, reason if paused else None)
+
+    def _report(self, now_mono: float) -> None:
+        now = self._clock.now()
+        report = PressureReport(
+            stage=self.stage.name,
+            worker=self.options.worker_id,
+            p95_latency_s=self._latency.p95(),
+            in_flight=self._in_flight,
+            reported_at=now,
+        )
+        publish_report(self._producer, self.topology.pressure_topic, report)
+        own = self._feed.snapshot().own
+        lag_by_tp = {p.tp: p for p in own.partitions} if own is not None else {}
+        stalled = 0
+        for tp, buffer in self._buffers.items():
+            oldest = buffer.oldest_enqueued_ms()
+            age = queue_age_s(oldest, now) if oldest is not None else 0.0
+            lag = lag_by_tp.get(tp)
+            self.metrics.set_partition_state(
+                tp, buffer.lane, len(buffer.waiting), buffer.bound, age, lag.lag if lag else 0
+            )
+            if lag is not None and self._stalls.observe(
+                tp,
+                committed=lag.committed,
+                lag=lag.lag,
+                paused_on_purpose=self.pauses.is_paused(tp),
+                now_mono=now_mono,
+            ):
+                stalled += 1
+                self.metrics.set_stalled(tp, True)
+                log.warning(
+                    "partition %s stalled: lag %d, no commit progress for %.0f s",
+                    tp, lag.lag, self._stalls.stall_after_s,
+                )  # fmt: skip
+            else:
+                self.metrics.set_stalled(tp, False)
+        for name, signal in self._feed.snapshot().signals.items():
+            if signal is not None:
+                self.metrics.set_downstream(name, signal.lag, signal.oldest_age_s)
+
+    # ----------------------------------------------------------------- rebalance
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.count_rebalance("assign")
+        for tp in partitions:
+            lane = self._lane_of_topic[tp.topic]
+            self._buffers[tp] = PartitionBuffer(tp, lane, self.stage.partition_buffer)
+            self._bounds[tp] = PartitionBound(
+                self.stage.partition_buffer, self.stage.partition_resume
+            )
+            self._offsets.assign(tp)
+            # A stage-wide pause applies to new partitions at once, before any fetch.
+            self.pauses.mark(tp, self._stage_reason, self._stage_paused)
+        self.pauses.reapply(self._consumer, self._buffers.keys())
+        log.info("assigned %s", ", ".join(map(str, partitions)))
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.count_rebalance("revoke")
+        revoked = set(partitions) & set(self._buffers)
+        deadline = time.monotonic() + self.options.revoke_budget_s
+        # Finish what is in flight on the revoked partitions (bounded), then commit it.
+        while time.monotonic() < deadline and any(self._buffers[tp].in_flight for tp in revoked):
+            self._finish(self._runner.drain())
+            self._producer.poll(0.01)
+            self._check_fatal()
+        self._commit(only=revoked)
+        self._drop(revoked)
+        self.pauses.reapply(self._consumer, self._buffers.keys())
+        log.info("revoked %s", ", ".join(map(str, partitions)))
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        self.metrics.count_rebalance("lost")
+        # Lost partitions belong to someone else already: nothing may be committed for them.
+        self._drop(set(partitions) & set(self._buffers))
+        self.pauses.reapply(self._consumer, self._buffers.keys())
+        log.warning("lost %s", ", ".join(map(str, partitions)))
+
+    def _drop(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            buffer = self._buffers.pop(tp)
+            for pending in buffer.waiting:
+                self._release_key(pending.record)
+            self._bounds.pop(tp, None)
+            self._offsets.revoke(tp)
+            self._stalls.forget(tp)
+            self.metrics.forget_partition(tp)
+        self.pauses.forget(partitions)
+
+    # ----------------------------------------------------------------- shutdown
+    def _shutdown(self) -> None:
+        """Stop fetching, drain in-flight work up to the grace period, commit."""
+        log.info("stage %s draining %d in-flight records", self.stage.name, self._in_flight)
+        self._consumer.pause(self._buffers.keys())
+        deadline = time.monotonic() + self.options.shutdown_grace_s
+        while time.monotonic() < deadline and (self._in_flight or self._router.awaiting):
+            self._finish(self._runner.drain())
+            self._producer.poll(0.01)
+            self._consumer.poll(1, 0.0)  # stay in the group; paused, so nothing arrives
+            self._check_fatal()
+        self._producer.flush(10.0)
+        self._commit()
+        log.info("stage %s stopped", self.stage.name)
+
+
+class _Expired(StreamsError):
+    def __init__(self, which: str) -> None:
+        super().__init__(
+            "deadline passed" if which == "deadline" else "queue age over max_queue_age_s"
+        )
+
+
+def _limits(stage: Stage) -> DownstreamLimits:
+    p = stage.pressure
+    return DownstreamLimits(
+        pause_lag=p.lag.pause,
+        resume_lag=p.lag.resume,
+        pause_age_s=p.oldest_age_s.pause,
+        resume_age_s=p.oldest_age_s.resume,
+        pause_p95_s=p.p95_latency_s.pause if p.p95_latency_s else None,
+        resume_p95_s=p.p95_latency_s.resume if p.p95_latency_s else None,
+        min_dwell_s=p.min_dwell_s,
+        stale_after_s=p.stale_after_s,
+        on_stale=p.on_stale,
+    )
+
+
+def _stage_of_topic_map(topology: Topology) -> dict[str, str]:
+    mapping = {topology.completed_topic: "completed"}
+    for stage in topology.stages.values():
+        for topic in stage.input_topics:
+            mapping.setdefault(topic, stage.name)
+    return mapping
+
+
+def run_worker_until_signalled(worker: StageWorker, install: Callable[..., Any]) -> None:
+    """Run a worker with SIGTERM/SIGINT mapped to a graceful stop (used by the CLI)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        install(sig, lambda *_: worker.stop())
+    worker.run()
