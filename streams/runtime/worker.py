@@ -418,7 +418,8 @@ class StageWorker:
                 tp,
                 committed=lag.committed,
                 lag=lag.lag,
-                paused_on_purpose=self.pauses.is_paused(tp),
+                # A full local buffer is a symptom (a stuck handler), not a choice.
+                paused_on_purpose=bool(self.pauses.reasons(tp) - {"local_bound"}),
                 now_mono=now_mono,
             ):
                 stalled += 1
