@@ -25,7 +25,11 @@ DEFAULT_PARTITIONS_REFRESH_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class PartitionLag:
-    """One partition of a group: ``lag = end_offset - committed`` (committed None = 0)."""
+    """One partition of a group: ``lag = end_offset - committed`` (committed None = 0).
+
+    With nothing committed the lag counts from offset 0, including records retention has
+    already deleted: the log-start offset is not read (one more request per reading).
+    """
 
     tp: TopicPartition
     end_offset: int
