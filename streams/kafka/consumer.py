@@ -115,7 +115,12 @@ class GroupConsumer:
 
     # confluent-kafka calls these with (consumer, partitions); rebalance callbacks of the
     # sync client cannot be coroutines (confluent-kafka-python #939).
-    def _assigned(self, _consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+    def _assigned(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        # Assign before the callback runs, so pause() inside it takes effect: the client's
+        # automatic assignment happens after the callback and would leave the partitions
+        # fetching (pause only acts on assigned partitions). Assigning here skips it.
+        # Both protocols we configure are incremental (cooperative-sticky, KIP-848).
+        consumer.incremental_assign(partitions)
         if self._on_assign:
             self._on_assign(to_ours(partitions))
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Pause at ``pause_at`` or above; resume below ``resume_below``; hold each state at
-    least ``min_dwell_s`` seconds (pausing drops librdkafka's prefetch, arroyo #340)."""
+    """Pause at ``pause_at`` or above; resume below ``resume_below`` once paused at least
+    ``min_dwell_s`` seconds (pausing drops librdkafka's prefetch, arroyo #340)."""
 
     pause_at: float
     resume_below: float
@@ -34,17 +34,15 @@ class HysteresisGate:
     """Turns a stream of readings into a paused flag that cannot flap.
 
     Rules, applied on each ``update``:
-      * not paused and ``value >= pause_at``      -> pause
-      * paused and ``value < resume_below``        -> resume
+      * ``value >= pause_at``                      -> pause, at once
+      * paused and ``value < resume_below``        -> resume, once paused ``min_dwell_s``
       * values in ``[resume_below, pause_at)``     -> keep the current state
       * ``None`` or NaN (no reading this round)    -> keep the current state; deciding
         what a *missing* signal means is the caller's job (see downstream.py)
-    and any transition waits until ``min_dwell_s`` has passed since the previous one.
-    The dwell applies in both directions, so there is at most one transition per
-    ``min_dwell_s``. That means a spike right after a resume pauses up to ``min_dwell_s``
-    late; we accept that because the per-partition local bound still caps memory, and a
-    pause that undoes a resume within the dwell is exactly the flapping we rule out.
-    The very first pause is immediate.
+    Pausing never waits: the pause threshold protects a bound (a downstream stage's lag,
+    a buffer), and a late pause breaks it. Resuming waits for the dwell, so every resume
+    comes at least ``min_dwell_s`` after its pause and there is at most one pause/resume
+    cycle per ``min_dwell_s`` (pausing drops librdkafka's prefetch, arroyo #340).
     """
 
     __slots__ = ("_changed_at", "_paused", "pause_events", "resume_events", "thresholds")
@@ -70,8 +68,11 @@ class HysteresisGate:
         if value is None or math.isnan(value):
             return self._paused
         t = self.thresholds
-        wants_change = value < t.resume_below if self._paused else value >= t.pause_at
-        if wants_change and self._dwell_elapsed(now_mono):
+        if self._paused:
+            wants_change = value < t.resume_below and self._dwell_elapsed(now_mono)
+        else:
+            wants_change = value >= t.pause_at
+        if wants_change:
             self._paused = not self._paused
             self._changed_at = now_mono
             if self._paused:

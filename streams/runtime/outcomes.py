@@ -60,6 +60,8 @@ class OutcomeRouter:
         self._letters = DeadLetterCodec()
         self.failure: DeliveryError | None = None
         self.awaiting = 0
+        #: Records sent to each stage so far; the pressure feed pairs it with lag readings.
+        self.sent_by_stage: dict[str, int] = {}
 
     def emit(self, record: Record, emits: Sequence[Emit], token: object = None) -> None:
         if not emits:
@@ -69,7 +71,9 @@ class OutcomeRouter:
         waiter = _AwaitingAcks(record, "emitted", None, len(emits), token)
         self.awaiting += 1
         for emit in emits:
-            event = emit.event.with_stage(self._stage_of_topic(emit.topic), now)
+            stage = self._stage_of_topic(emit.topic)
+            self.sent_by_stage[stage] = self.sent_by_stage.get(stage, 0) + 1
+            event = emit.event.with_stage(stage, now)
             self._producer.send(
                 emit.topic,
                 self._events.encode(event),

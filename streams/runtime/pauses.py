@@ -61,7 +61,8 @@ class PauseSet:
                 self._on_change(tp, None, False)
 
     def reapply(self, consumer: GroupConsumer, assigned: Iterable[TopicPartition]) -> None:
-        """After a rebalance: pause every desired partition again, whatever the client did."""
+        """Pause every desired partition again, whatever the client did: after each rebalance
+        callback, and periodically against a partition the client resumed on its own."""
         assigned_set = set(assigned)
         want = self.desired() & assigned_set
         if want:

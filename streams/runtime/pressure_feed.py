@@ -33,8 +33,13 @@ class Watched:
 
 @dataclass(frozen=True, slots=True)
 class PressureSnapshot:
+    """signals: per watched stage. sent_marks: how many records this worker had sent to
+    each stage when its reading started, so the worker can add what it sent since (a
+    reading is up to one refresh old; the sum keeps the bound between readings)."""
+
     signals: Mapping[str, PressureSignal | None] = field(default_factory=dict)
     own: GroupLag | None = None
+    sent_marks: Mapping[str, int] = field(default_factory=dict)
 
 
 class PressureFeed:
@@ -54,6 +59,7 @@ class PressureFeed:
         *,
         refresh_s: float = 0.5,
         report_fresh_s: float = 5.0,
+        sent_by_stage: Mapping[str, int] | None = None,
     ) -> None:
         self._reader = reader
         self._clock = clock
@@ -62,6 +68,7 @@ class PressureFeed:
         self._board = board
         self._refresh_s = refresh_s
         self._report_fresh_s = report_fresh_s
+        self._sent_by_stage: Mapping[str, int] = sent_by_stage or {}
         self._snapshot = PressureSnapshot({w.stage: None for w in self._watched})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pressure-feed", daemon=True)
@@ -81,10 +88,13 @@ class PressureFeed:
 
     def refresh_once(self) -> None:
         signals = dict(self._snapshot.signals)
+        marks = dict(self._snapshot.sent_marks)
         if self._board is not None:
             self._board.refresh()
         now = self._clock.now()
         for watched in self._watched:
+            # Taken before the read: whatever is sent after it may be missing from the reading.
+            mark = self._sent_by_stage.get(watched.stage, 0)
             try:
                 lag = self._reader.read(watched.group, watched.topics)
             except StreamsError as exc:
@@ -104,13 +114,14 @@ class PressureFeed:
                 p95_latency_s=p95,
                 measured_at=lag.measured_at,
             )
+            marks[watched.stage] = mark
         own = self._snapshot.own
         try:
             own = self._reader.read(self._own.group, self._own.topics)
         except StreamsError as exc:
             log.warning("own lag unreadable: %s", exc)
         # One reference swap: the poll thread always sees a whole snapshot.
-        self._snapshot = PressureSnapshot(signals, own)
+        self._snapshot = PressureSnapshot(signals, own, marks)
         self.refreshed.set()
 
     def _run(self) -> None:

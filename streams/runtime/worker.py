@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from streams.kafka.tail import TopicTail
 from streams.metrics import WorkerMetrics, serve_metrics
 from streams.policy.dlq_valve import DeadLetterLimit as ValveLimit
 from streams.policy.dlq_valve import DeadLetterValve
-from streams.policy.downstream import DownstreamLimits, DownstreamPressure
+from streams.policy.downstream import DownstreamLimits, DownstreamPressure, PressureSignal
 from streams.policy.expiry import expiry_reason, queue_age_s
 from streams.policy.lanes import lanes_to_pause
 from streams.policy.latency import LatencyWindow
@@ -41,7 +42,7 @@ from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, J
 from streams.runtime.options import WorkerOptions
 from streams.runtime.outcomes import OutcomeRouter
 from streams.runtime.pauses import PauseSet
-from streams.runtime.pressure_feed import PressureFeed, Watched
+from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watched
 from streams.runtime.pressure_reports import PressureReport, ReportBoard, publish_report
 from streams.runtime.transactions import TransactionalCommitter
 from streams.topology import Stage, Topology
@@ -105,6 +106,8 @@ class StageWorker:
         self._next_report = 0.0
         self._last_pause_reason: str = ""
         self._stage_paused = False
+        self._worker_full = False
+        self._total_bound = PartitionBound(1)
         self._stage_reason: PauseReason = (
             "yield_to_foreground" if self.stage.background else "downstream"
         )
@@ -157,6 +160,7 @@ class StageWorker:
             board,
             refresh_s=options.pressure_refresh_s,
             report_fresh_s=stage.pressure.stale_after_s,
+            sent_by_stage=self._router.sent_by_stage,
         )
         self._feed.start()
         self._consumer = GroupConsumer(
@@ -191,7 +195,7 @@ class StageWorker:
     # ----------------------------------------------------------------- the loop
     def _iterate(self) -> None:
         timeout = self.options.busy_poll_s if self._in_flight else self.options.idle_poll_s
-        for record in self._consumer.poll(self.options.poll_batch, timeout):
+        for record in self._consumer.poll(self._fetch_room(), timeout):
             self._accept(record)
         self.ready.set()
         self._finish(self._runner.drain())
@@ -206,6 +210,17 @@ class StageWorker:
         if now_mono >= self._next_report:
             self._next_report = now_mono + self.options.report_interval_s
             self._report(now_mono)
+
+    def _fetch_room(self) -> int:
+        """How many records one poll may take: never more than the worker's free buffer
+        space, so buffered plus in-flight stays within the sum of its partitions' bounds
+        (one partition may use what others leave free). At zero, every partition is paused
+        by _update_pauses, so the minimum poll of one record fetches nothing."""
+        room = self._total_bound.high_water - self._total_fill()
+        return max(1, min(self.options.poll_batch, room))
+
+    def _total_fill(self) -> int:
+        return sum(buffer.fill for buffer in self._buffers.values())
 
     def _accept(self, record: Record) -> None:
         buffer = self._buffers.get(record.tp)
@@ -365,12 +380,16 @@ class StageWorker:
     # ----------------------------------------------------------------- pressure
     def _update_pauses(self, now_mono: float) -> None:
         stage = self.stage
+        self._worker_full = self._total_bound.should_pause(self._total_fill(), self._worker_full)
         for tp, buffer in self._buffers.items():
             bound = self._bounds[tp]
             paused = "local_bound" in self.pauses.reasons(tp)
-            self.pauses.mark(tp, "local_bound", bound.should_pause(buffer.fill, paused))
+            full = bound.should_pause(buffer.fill, paused) or self._worker_full
+            self.pauses.mark(tp, "local_bound", full)
         snapshot = self._feed.snapshot()
-        verdict = self._pressure.evaluate(snapshot.signals, self._clock.now(), now_mono)
+        verdict = self._pressure.evaluate(
+            _with_sent_since(snapshot, self._router.sent_by_stage), self._clock.now(), now_mono
+        )
         self._stage_paused = verdict.paused
         backlog: dict[Lane, int] = {}
         for buffer in self._buffers.values():
@@ -404,6 +423,7 @@ class StageWorker:
             reported_at=now,
         )
         publish_report(self._producer, self.topology.pressure_topic, report)
+        self.pauses.reapply(self._consumer, self._buffers.keys())
         own = self._feed.snapshot().own
         lag_by_tp = {p.tp: p for p in own.partitions} if own is not None else {}
         stalled = 0
@@ -446,6 +466,7 @@ class StageWorker:
             self._offsets.assign(tp)
             # A stage-wide pause applies to new partitions at once, before any fetch.
             self.pauses.mark(tp, self._stage_reason, self._stage_paused)
+        self._resize_total_bound()
         self.pauses.reapply(self._consumer, self._buffers.keys())
         log.info("assigned %s", ", ".join(map(str, partitions)))
 
@@ -480,6 +501,13 @@ class StageWorker:
             self._stalls.forget(tp)
             self.metrics.forget_partition(tp)
         self.pauses.forget(partitions)
+        self._resize_total_bound()
+
+    def _resize_total_bound(self) -> None:
+        """The worker-wide bound: the sum of its partitions' bounds and low-water marks."""
+        high = sum(b.high_water for b in self._bounds.values())
+        low = sum(b.low_water for b in self._bounds.values())
+        self._total_bound = PartitionBound(max(1, high), min(low, max(1, high) - 1))
 
     # ----------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
@@ -502,6 +530,21 @@ class _Expired(StreamsError):
         super().__init__(
             "deadline passed" if which == "deadline" else "queue age over max_queue_age_s"
         )
+
+
+def _with_sent_since(
+    snapshot: PressureSnapshot, sent_by_stage: dict[str, int]
+) -> dict[str, PressureSignal | None]:
+    """Readings plus what this worker sent each stage since the reading began."""
+    return {
+        name: signal
+        if signal is None
+        else replace(
+            signal,
+            lag=signal.lag + sent_by_stage.get(name, 0) - snapshot.sent_marks.get(name, 0),
+        )
+        for name, signal in snapshot.signals.items()
+    }
 
 
 def _limits(stage: Stage) -> DownstreamLimits:
