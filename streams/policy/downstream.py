@@ -7,8 +7,10 @@ Missing or stale signals (older than ``stale_after_s``, or ``None``) are handled
     cannot prove it is healthy; the gates pause (subject to their dwell) and the verdict
     names ``"<stage>.stale"`` or ``"<stage>.missing"``.
   * ``"hold"``: every gate of that stage keeps its last state.
-A fresh signal whose ``p95_latency_s`` is None (no calls measured) keeps the p95 gate's
-state in both modes: an idle stage is not evidence of pressure.
+A fresh signal whose ``p95_latency_s`` is None (no worker of that stage reported a
+latency lately: it is idle, or has no live worker) reads as no latency pressure. Holding
+the gate instead would keep a stage paused forever behind an idle downstream; a downstream
+stage with no live worker is caught by its lag and age, which come from the broker.
 """
 
 from __future__ import annotations
@@ -104,10 +106,10 @@ class DownstreamPressure:
             if signal is None or now - signal.measured_at > self.limits.stale_after_s:
                 reasons.extend(self._unknown(stage, signal, now_mono))
                 continue
-            readings: dict[Metric, float | None] = {
+            readings: dict[Metric, float] = {
                 "lag": float(signal.lag),
                 "age_s": signal.oldest_age_s,
-                "p95_s": signal.p95_latency_s,
+                "p95_s": signal.p95_latency_s if signal.p95_latency_s is not None else 0.0,
             }
             for metric in self._thresholds:
                 value = readings[metric]
@@ -127,11 +129,9 @@ class DownstreamPressure:
         return [label] if paused else []
 
 
-def _reason(stage: str, metric: Metric, value: float | None, gate: HysteresisGate) -> str:
+def _reason(stage: str, metric: Metric, value: float, gate: HysteresisGate) -> str:
     t = gate.thresholds
     name = f"{stage}.{metric}"
-    if value is None:
-        return f"{name} unmeasured, holding pause"
     if value >= t.pause_at:
         return f"{name}={_num(value)}>={_num(t.pause_at)}"
     if value >= t.resume_below:

@@ -348,6 +348,8 @@ class StageWorker:
         buffer.in_flight -= 1
         self._offsets.complete(record.tp, record.offset)
         self.metrics.record_outcome(outcome, dead_letter_reason=reason)
+        # The record's Kafka timestamp is when it entered this stage's queue.
+        self.metrics.observe_age_at_completion(self._clock.now() - record.timestamp_ms / 1000)
         self._valve.record(outcome == "dead_lettered")
 
     def _release_key(self, record: Record) -> None:

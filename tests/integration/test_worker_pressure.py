@@ -278,3 +278,66 @@ def test_a_stuck_partition_is_reported_as_stalled(
     finally:
         release.set()
         running.stop()
+
+
+def test_downstream_p95_latency_pauses_upstream(admin: Admin, client_config: ClientConfig) -> None:
+    topology = make_workflow(
+        admin,
+        {
+            "plan": {
+                "downstream": ["act"],
+                "pressure": {
+                    "lag": {"pause": 1000, "resume": 500},
+                    "oldest_age_s": {"pause": 60, "resume": 30},
+                    "p95_latency_s": {"pause": 0.2, "resume": 0.1},
+                    "min_dwell_s": 0.5,
+                },
+            },
+            "act": {"max_lag": 1000, "concurrency": 20},
+        },
+    )
+
+    async def slow(event: Any, ctx: Any) -> None:
+        await asyncio.sleep(0.4)
+
+    act = StageWorker(topology, "act", client_config, handler=slow, options=FAST)
+    plan = StageWorker(topology, "plan", client_config, options=FAST)
+    act_thread = WorkerThread(act).start()
+    plan_thread = WorkerThread(plan).start()
+    try:
+        wait_for(lambda: bool(plan._buffers), 15, "plan's assignment")
+        wait_for(lambda: not plan.pauses.desired(), 5, "plan to run: act is idle")
+        publish(client_config, f"{topology.workflow}.plan.standard", events(topology, "plan", 10))
+        wait_for(lambda: all_paused_for(plan, "downstream"), 15, "plan to pause on act's p95")
+        assert "p95" in plan._last_pause_reason
+    finally:
+        plan_thread.stop()
+        act_thread.stop()
+
+
+def test_downstream_oldest_age_pauses_upstream(admin: Admin, client_config: ClientConfig) -> None:
+    topology = make_workflow(
+        admin,
+        {
+            "plan": {
+                "downstream": ["act"],
+                "pressure": {
+                    "lag": {"pause": 1000, "resume": 500},
+                    "oldest_age_s": {"pause": 1.5, "resume": 0.5},
+                    "min_dwell_s": 0.5,
+                },
+            },
+            "act": {"max_lag": 1000},
+        },
+    )
+    plan = StageWorker(topology, "plan", client_config, options=FAST)
+    running = WorkerThread(plan).start()
+    try:
+        wait_for(lambda: bool(plan._buffers), 15, "plan's assignment")
+        publish(client_config, f"{topology.workflow}.act.standard", events(topology, "act", 5))
+        time.sleep(1.0)
+        assert not plan.pauses.desired()  # 5 records, young: under every threshold
+        wait_for(lambda: all_paused_for(plan, "downstream"), 10, "plan to pause on act's age")
+        assert "age" in plan._last_pause_reason
+    finally:
+        running.stop()
