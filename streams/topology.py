@@ -200,6 +200,25 @@ class Topology:
         return f"{self.workflow}.completed"
 
     @property
+    def runs_topic(self) -> str:
+        """Compacted run state the intake replicas share (admitted, not yet finished)."""
+        return f"{self.workflow}.runs"
+
+    @property
+    def claims_topic(self) -> str:
+        """Compacted idempotency-key claims; log order decides duplicates across replicas."""
+        return f"{self.workflow}.claims"
+
+    @property
+    def decisions_topic(self) -> str:
+        return f"{self.workflow}.decisions"
+
+    @property
+    def delayed_topic(self) -> str:
+        """Admitted runs waiting for their due time before entering the first stage."""
+        return f"{self.workflow}.delayed"
+
+    @property
     def entry_stages(self) -> tuple[Stage, ...]:
         """Foreground stages no other stage emits to: where the intake puts new runs."""
         fed = {name for stage in self.stages.values() for name in stage.downstream}
@@ -215,6 +234,10 @@ class Topology:
             self.pressure_topic: TopicSpec(PRESSURE_TOPIC_PARTITIONS, KEEP_FOREVER_MS, True),
             self.completed_topic: self.topic_defaults,
             self.dead_letter_topic: self.topic_defaults,
+            self.runs_topic: TopicSpec(self.topic_defaults.partitions, KEEP_FOREVER_MS, True),
+            self.claims_topic: TopicSpec(self.topic_defaults.partitions, KEEP_FOREVER_MS, True),
+            self.decisions_topic: self.topic_defaults,
+            self.delayed_topic: self.topic_defaults,
         }
         # Lane topics first, so a stage tapping another's topic never decides its spec.
         for stage in sorted(self.stages.values(), key=lambda s: s.input_topic is not None):
