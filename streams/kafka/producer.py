@@ -17,6 +17,8 @@ from streams.kafka.records import to_theirs
 from streams.types import TopicPartition
 
 AckCallback = Callable[[DeliveryError | None], None]
+#: Like AckCallback, with where the record landed: (error, partition, offset).
+PlacedCallback = Callable[[DeliveryError | None, int, int], None]
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -38,6 +40,7 @@ class RecordProducer:
         key: bytes | None = None,
         headers: Headers = (),
         on_ack: AckCallback | None = None,
+        on_placed: PlacedCallback | None = None,
         max_wait_s: float = 5.0,
     ) -> None:
         """Queue one record; on_ack(None) once the broker has it, on_ack(error) if not.
@@ -45,7 +48,12 @@ class RecordProducer:
         A full local queue (BufferError) is served by polling for acks until there is room,
         up to max_wait_s; past that ProducerQueueFull is raised for the caller to back off.
         """
-        callback = _delivery(on_ack) if on_ack is not None else None
+        if on_placed is not None:
+            callback = _placed(on_placed)
+        elif on_ack is not None:
+            callback = _delivery(on_ack)
+        else:
+            callback = None
         deadline = time.monotonic() + max_wait_s
         while True:
             try:
@@ -104,5 +112,17 @@ class RecordProducer:
 def _delivery(on_ack: AckCallback) -> Callable[[KafkaError | None, Message], None]:
     def deliver(error: KafkaError | None, _message: Message) -> None:
         on_ack(None if error is None else DeliveryError(error.str()))
+
+    return deliver
+
+
+def _placed(on_placed: PlacedCallback) -> Callable[[KafkaError | None, Message], None]:
+    def deliver(error: KafkaError | None, message: Message) -> None:
+        partition, offset = message.partition(), message.offset()
+        on_placed(
+            None if error is None else DeliveryError(error.str()),
+            -1 if partition is None else partition,
+            -1 if offset is None else offset,
+        )
 
     return deliver

@@ -14,7 +14,14 @@ from streams.types import Record
 
 
 class TopicTail:
-    def __init__(self, config: ClientConfig, topic: str, partitions: int) -> None:
+    """fetch_wait_ms bounds how long the broker holds a fetch for new data: readers that
+    wait on their own writes (idempotency claims) want it short."""
+
+    def __init__(
+        self, config: ClientConfig, topic: str, partitions: int, *, fetch_wait_ms: int = 100
+    ) -> None:
+        self.topic = topic
+        self._partitions = partitions
         self._consumer = Consumer(
             {
                 **config.base(),
@@ -23,6 +30,7 @@ class TopicTail:
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "isolation.level": "read_committed",
+                "fetch.wait.max.ms": fetch_wait_ms,
             }
         )
         self._consumer.assign(
@@ -32,6 +40,20 @@ class TopicTail:
     def poll(self, max_records: int = 500, timeout_s: float = 0.0) -> list[Record]:
         messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
         return [to_record(m) for m in messages if m.error() is None]
+
+    def positions(self) -> dict[int, int]:
+        """Next offset to read per partition (past control records; negative: none yet)."""
+        parts = [KafkaTopicPartition(self.topic, p) for p in range(self._partitions)]
+        return {p.partition: p.offset for p in self._consumer.position(parts)}
+
+    def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
+        ends: dict[int, int] = {}
+        for p in range(self._partitions):
+            _, high = self._consumer.get_watermark_offsets(
+                KafkaTopicPartition(self.topic, p), timeout=timeout_s
+            )
+            ends[p] = high
+        return ends
 
     def close(self) -> None:
         self._consumer.close()

@@ -20,6 +20,7 @@ class PressureReport:
     p95_latency_s: float | None
     in_flight: int
     reported_at: float  # wall seconds
+    pressure_paused: bool = False  # paused by downstream pressure: the intake tightens on it
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -29,6 +30,7 @@ class PressureReport:
                 "p95_latency_s": self.p95_latency_s,
                 "in_flight": self.in_flight,
                 "reported_at": self.reported_at,
+                "pressure_paused": self.pressure_paused,
             }
         ).encode()
 
@@ -41,6 +43,7 @@ class PressureReport:
             p95_latency_s=None if d["p95_latency_s"] is None else float(d["p95_latency_s"]),
             in_flight=int(d["in_flight"]),
             reported_at=float(d["reported_at"]),
+            pressure_paused=bool(d.get("pressure_paused", False)),
         )
 
 
@@ -77,6 +80,14 @@ class ReportBoard:
             if s == stage and now - r.reported_at <= fresh_within_s and r.p95_latency_s is not None
         ]
         return max(fresh) if fresh else None
+
+    def pressure_paused(self, stage: str, *, now: float, fresh_within_s: float) -> bool:
+        """Whether any recently reporting worker of the stage is paused by pressure."""
+        return any(
+            r.pressure_paused
+            for (s, _), r in self._latest.items()
+            if s == stage and now - r.reported_at <= fresh_within_s
+        )
 
     def close(self) -> None:
         self._tail.close()

@@ -423,6 +423,7 @@ class StageWorker:
             p95_latency_s=self._latency.p95(),
             in_flight=self._in_flight,
             reported_at=now,
+            pressure_paused=self._stage_paused,
         )
         publish_report(self._producer, self.topology.pressure_topic, report)
         self.pauses.reapply(self._consumer, self._buffers.keys())
