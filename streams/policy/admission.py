@@ -81,14 +81,18 @@ class LanePolicy:
             raise ValueError("set downgrade_to exactly when on_saturation is 'downgrade'")
 
 
+#: Saturated: urgent runs still enter, standard ones wait, background ones come back later.
+DEFAULT_LANE_POLICIES: Mapping[Lane, LanePolicy] = MappingProxyType(
+    {
+        "urgent": LanePolicy("accept"),
+        "standard": LanePolicy("delay"),
+        "background": LanePolicy("reject"),
+    }
+)
+
+
 def _default_lanes() -> Mapping[Lane, LanePolicy]:
-    return MappingProxyType(
-        {
-            "urgent": LanePolicy("accept"),
-            "standard": LanePolicy("delay"),
-            "background": LanePolicy("reject"),
-        }
-    )
+    return DEFAULT_LANE_POLICIES
 
 
 def _no_tenants() -> Mapping[str, int]:

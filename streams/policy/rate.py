@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 
+#: Shorter intervals join the next one; clocks do not resolve less in any useful way.
+MIN_INTERVAL_S = 1e-6
+
 
 class RateEstimator:
     """Exponentially weighted rate, per second, of a counter sampled at irregular times.
@@ -19,8 +22,9 @@ class RateEstimator:
     same span sampled finely).
 
     * ``rate_per_s()`` is None until two observations span more than 0 seconds.
-    * An observation at the same or an earlier time than the last one is ignored: the
-      counter is cumulative, so the next interval still sees that growth.
+    * An observation less than ``MIN_INTERVAL_S`` after the last one (or before it) is
+      ignored: the counter is cumulative, so the next interval still sees that growth,
+      and a rate over almost no time is noise (or infinite).
     * A counter lower than the last one (the group was reset or recreated) restarts the
       estimate from that observation: a rate across a reset means nothing.
     """
@@ -43,7 +47,7 @@ class RateEstimator:
             self._restart(count_total, now_mono)
             return
         elapsed = now_mono - self._last_mono
-        if elapsed <= 0:
+        if not elapsed >= MIN_INTERVAL_S:
             return
         interval_rate = (count_total - self._last_count) / elapsed
         if self._rate is None:

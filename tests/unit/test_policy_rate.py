@@ -57,6 +57,15 @@ def test_counter_going_backwards_restarts_the_estimate() -> None:
     assert rate.rate_per_s() == pytest.approx(10.0)  # nothing of the old 1000/s remains
 
 
+def test_a_vanishing_interval_joins_the_next() -> None:
+    rate = RateEstimator()
+    rate.observe(0, 1.0)
+    rate.observe(5, 1.0 + 1e-300)  # would be an infinite rate
+    assert rate.rate_per_s() is None
+    rate.observe(10, 2.0)
+    assert rate.rate_per_s() == pytest.approx(10.0)
+
+
 def test_time_going_backwards_is_ignored() -> None:
     rate = RateEstimator()
     rate.observe(0, 10.0)
@@ -89,7 +98,7 @@ def test_non_finite_time_is_refused() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.integers(0, 1000), st.floats(0.0, 30.0, allow_nan=False)),
+        st.tuples(st.integers(0, 1000), st.one_of(st.just(0.0), st.floats(1e-3, 30.0))),
         min_size=1,
         max_size=100,
     )
