@@ -137,6 +137,34 @@ def worker(
     _run(built.run)
 
 
+@app.command("intake")
+def intake(
+    topology_file: Annotated[Path, typer.Argument(help="The workflow's topology YAML.")],
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    replica_id: Annotated[str | None, typer.Option(help="Name of this replica.")] = None,
+) -> None:
+    """Serve the workflow's intake over HTTP (admission control)."""
+    import uvicorn
+
+    from streams.intake.http import create_app
+    from streams.intake.service import Intake
+    from streams.kafka.client_config import ClientConfig
+    from streams.kafka.cluster import ensure_bootstrap
+    from streams.topology import load_topology
+
+    def build() -> Intake:
+        topology = load_topology(topology_file, validate_handlers=False)
+        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-intake")
+        return Intake(topology, client, replica_id=replica_id).start()
+
+    service = _run(build)
+    try:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    finally:
+        service.close()
+
+
 @topology_app.command("validate")
 def topology_validate(file: Annotated[Path, typer.Argument(help="Topology YAML.")]) -> None:
     """Check a topology file; print its stages and topics, or the first mistake."""

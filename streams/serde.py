@@ -34,6 +34,7 @@ from streams.errors import ConfigError, DecodeError, SerdeError, UnknownSchema
 
 __all__ = [
     "SCHEMAS_DIR_ENV",
+    "PayloadSchema",
     "SchemaStore",
     "Serde",
     "StoredSchema",
@@ -330,3 +331,31 @@ def _describe(schema: Any) -> str:
             return f"an array of {_describe(schema['items'])}"
         return str(schema.get("name", schema.get("type")))
     return str(schema)
+
+
+class PayloadSchema:
+    """A workflow's Avro schema for its JSON payloads: says what is wrong with a payload.
+
+    The intake checks payloads against it at the door (HTTP 422), so a run whose payload
+    the first stage could not read is never accepted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            raw = json.loads(path.read_text())
+            self._schema = parse_schema(_strip_logical_types(raw))
+        except (OSError, ValueError, SchemaParseException) as exc:
+            raise ConfigError(str(path), "", f"not a usable Avro schema: {exc}") from exc
+        self.path = path
+
+    def problem_with_json(self, payload: bytes) -> str | None:
+        """None if `payload` is JSON matching the schema, else what is wrong, in one line."""
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            return f"not JSON: {exc}"
+        try:
+            validate(value, self._schema, raise_errors=True)
+        except ValidationError as exc:
+            return f"does not match {self.path.name}: {'; '.join(map(str, exc.errors))[:300]}"
+        return None

@@ -24,6 +24,10 @@ class ClientConfig:
             f"ClientConfig({self.bootstrap_servers!r}, client_id={self.client_id!r}, extra={shown})"
         )
 
+    def with_extra(self, extra: Mapping[str, str | int | float | bool]) -> ClientConfig:
+        """A copy with more librdkafka settings (later keys win)."""
+        return ClientConfig(self.bootstrap_servers, self.client_id, {**self.extra, **extra})
+
     def base(self) -> dict[str, str | int | float | bool]:
         return {
             "bootstrap.servers": self.bootstrap_servers,

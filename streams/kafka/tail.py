@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from streams.errors import BrokerUnavailable
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.records import to_record
 from streams.types import Record
@@ -47,11 +48,18 @@ class TopicTail:
         return {p.partition: p.offset for p in self._consumer.position(parts)}
 
     def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """High watermarks; BrokerUnavailable while the broker cannot say (a topic created
+        a moment ago answers NOT_LEADER until its leader is elected)."""
         ends: dict[int, int] = {}
         for p in range(self._partitions):
-            _, high = self._consumer.get_watermark_offsets(
-                KafkaTopicPartition(self.topic, p), timeout=timeout_s
-            )
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    KafkaTopicPartition(self.topic, p), timeout=timeout_s
+                )
+            except KafkaException as exc:
+                raise BrokerUnavailable(
+                    f"end offsets of {self.topic}[{p}]: {exc.args[0].str()}"
+                ) from exc
             ends[p] = high
         return ends
 
