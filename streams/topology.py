@@ -201,13 +201,9 @@ class Topology:
 
     @property
     def runs_topic(self) -> str:
-        """Compacted run state the intake replicas share (admitted, not yet finished)."""
+        """The run ledger the intake replicas share: compacted, one partition, so its order
+        is the order of every replica's admissions (see streams.intake.state)."""
         return f"{self.workflow}.runs"
-
-    @property
-    def claims_topic(self) -> str:
-        """Compacted idempotency-key claims; log order decides duplicates across replicas."""
-        return f"{self.workflow}.claims"
 
     @property
     def decisions_topic(self) -> str:
@@ -234,8 +230,7 @@ class Topology:
             self.pressure_topic: TopicSpec(PRESSURE_TOPIC_PARTITIONS, KEEP_FOREVER_MS, True),
             self.completed_topic: self.topic_defaults,
             self.dead_letter_topic: self.topic_defaults,
-            self.runs_topic: TopicSpec(self.topic_defaults.partitions, KEEP_FOREVER_MS, True),
-            self.claims_topic: TopicSpec(self.topic_defaults.partitions, KEEP_FOREVER_MS, True),
+            self.runs_topic: TopicSpec(1, KEEP_FOREVER_MS, True),
             self.decisions_topic: self.topic_defaults,
             self.delayed_topic: self.topic_defaults,
         }

@@ -1,10 +1,10 @@
 """The intake: admission control for one workflow, as a Python API.
 
-Owns the order of a submission — validate, read capacity, decide, claim the idempotency
-key, publish, wait for the broker — and the thread that serves Kafka for it. Decides
-nothing itself (streams.policy.admission does). A run counts as accepted only once the
-broker has acknowledged its event and its run state; if the broker does not answer in
-time the caller gets BrokerUnavailable, never a false accept.
+Owns the order of a submission — validate, decide, reserve a place in the run ledger,
+decide again from the ledger's order, publish, wait for the broker — and the thread that
+serves Kafka for it. Decides nothing itself (streams.policy.admission does). A run counts
+as accepted only once the broker has acknowledged its event and its ledger entry; if the
+broker does not answer in time the caller gets BrokerUnavailable, never a false accept.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from streams.errors import BrokerUnavailable, DeliveryError
 from streams.events import TaskEventCodec, new_task_event
 from streams.intake.capacity import CapacityFeed, StageCapacity
 from streams.intake.config import IntakeConfig, intake_limits, load_intake_config
-from streams.intake.delay import DelayForwarder
+from streams.intake.delay import DUE_HEADER, DelayForwarder
 from streams.intake.metrics import IntakeMetrics
 from streams.intake.requests import Decision, InvalidRequest, RunRequest, check_request
-from streams.intake.state import QueuedRun, RunStateView
+from streams.intake.state import LedgerEntry, QueueCounts, RunStateView
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.lag_reader import LagReader
@@ -40,6 +40,7 @@ from streams.policy.admission import (
     AdmissionRequest,
     CapacitySnapshot,
     decide,
+    saturation_point,
 )
 from streams.runtime.pressure_reports import ReportBoard
 from streams.serde import PayloadSchema, SchemaStore, Serde
@@ -49,18 +50,15 @@ from streams.types import Lane
 log = logging.getLogger(__name__)
 
 DECISION_SCHEMA = "dev.streams.AdmissionDecisionRecord"
-RUN_STATE_SCHEMA = "dev.streams.RunState"
-CLAIM_SCHEMA = "dev.streams.IdempotencyClaim"
-DUE_HEADER = "streams.due_ms"
 
 
 @dataclass(frozen=True, slots=True)
 class CapacityReport:
     """What GET /capacity shows: the queue, the first stage, and the admission state."""
 
-    queued_by_lane: dict[str, int]
+    queued_by_lane: dict[Lane, int]
     queued_by_tenant: dict[str, int]
-    oldest_queued_age_s: dict[str, float]
+    oldest_queued_age_s: dict[Lane, float]
     delayed: int
     first_stage: StageCapacity
     state: str
@@ -70,10 +68,10 @@ class CapacityReport:
 class Intake:
     """Admission control for `topology`'s workflow.
 
-    start() reads the shared run state to its end and starts the I/O thread; asubmit() is
-    the async API (safe to call concurrently from one event loop or several), submit() the
-    blocking one. Several replicas may run against one cluster: they share bounds and
-    duplicate collapse through Kafka (see streams.intake.state for the consistency bound).
+    start() reads the run ledger to its end and starts the I/O thread; asubmit() is the
+    async API (safe to call concurrently), submit() the blocking one. Several replicas may
+    run against one cluster: they share bounds and duplicate collapse through the ledger
+    (see streams.intake.state).
     """
 
     def __init__(
@@ -93,15 +91,12 @@ class Intake:
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
         self.registry = registry or CollectorRegistry()
         self.metrics = IntakeMetrics(self.registry, topology.workflow)
-        self._client = client
         self._clock = clock or SystemClock()
         self._ack_timeout_s = ack_timeout_s
         self._entry = topology.stages[self.config.entry_stage]
         store = SchemaStore()
         self._events = TaskEventCodec(store)
         self._decision_serde = Serde(store, DECISION_SCHEMA)
-        self._run_serde = Serde(store, RUN_STATE_SCHEMA)
-        self._claim_serde = Serde(store, CLAIM_SCHEMA)
         self._payload_schema = (
             PayloadSchema(self.config.payload_schema) if self.config.payload_schema else None
         )
@@ -119,7 +114,7 @@ class Intake:
         self._forwarder = (
             DelayForwarder(client, topology, self._entry, self._clock) if forward_delayed else None
         )
-        self._claim_waiters: list[tuple[int, int, Callable[[], None]]] = []
+        self._ledger_waiters: list[tuple[int, Callable[[], None]]] = []
         self._waiters_lock = threading.Lock()
         self._stop = threading.Event()
         self._io = threading.Thread(target=self._serve_io, name="intake-io", daemon=True)
@@ -162,36 +157,24 @@ class Intake:
         check_request(request, self.topology.lanes)
         self._check_payload(request.payload)
         now_ms = int(self._clock.now() * 1000)
-        snapshot = self._snapshot()
-        verdict = decide(
-            AdmissionRequest(request.tenant, request.lane, request.deadline_ms),
-            snapshot,
-            self.limits,
-            now_ms,
-        )
-        decision = await self._carry_out(request, verdict, now_ms)
+        decision = await self._admit(request, now_ms)
         self._record(request, decision, now_ms, time.monotonic() - started)
         return decision
 
     def capacity(self) -> CapacityReport:
-        counts = self.view.counts()
         now_ms = int(self._clock.now() * 1000)
+        counts = self.view.counts(now_ms=now_ms)
         first = self.capacity_feed.latest()
-        snapshot = self._snapshot()
-        point = self.limits.max_queued * (
-            self.limits.pressure_saturation_ratio
-            if first.pressure_paused
-            else self.limits.saturation_ratio
-        )
-        if counts.total >= self.limits.max_queued:
-            state, why = "full", f"{counts.total} queued, hard bound {self.limits.max_queued}"
-        elif counts.total >= point:
-            state = "saturated"
+        snapshot = self._snapshot(counts)
+        point = saturation_point(snapshot, self.limits)
+        queued = counts.total
+        if queued >= self.limits.max_queued:
+            state, why = "full", f"{queued} queued, hard bound {self.limits.max_queued}"
+        elif queued >= point:
             cause = " (first stage paused by downstream pressure)" if first.pressure_paused else ""
-            why = f"{counts.total} queued >= saturation point {point:.0f}{cause}"
+            state, why = "saturated", f"{queued} queued >= saturation point {point:.0f}{cause}"
         else:
-            state, why = "open", f"{counts.total} queued < saturation point {point:.0f}"
-        del snapshot
+            state, why = "open", f"{queued} queued < saturation point {point:.0f}"
         return CapacityReport(
             queued_by_lane={lane: n for lane, n in counts.by_lane.items()},
             queued_by_tenant=dict(counts.by_tenant),
@@ -205,7 +188,7 @@ class Intake:
             why=why,
         )
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ deciding
     def _check_payload(self, payload: bytes) -> None:
         if self._payload_schema is None:
             return
@@ -213,93 +196,129 @@ class Intake:
         if problem is not None:
             raise InvalidRequest(422, "payload", problem)
 
-    def _snapshot(self) -> CapacitySnapshot:
-        counts = self.view.counts()
+    def _snapshot(self, counts: QueueCounts) -> CapacitySnapshot:
         first = self.capacity_feed.latest()
         return CapacitySnapshot(
-            queued_total=counts.total,
+            queued_total=counts.total - counts.delayed,
             queued_by_tenant=counts.by_tenant,
             queued_by_lane=counts.by_lane,
             first_stage_lag=first.lag,
             drain_rate_per_s=first.drain_rate_per_s,
             p95_handler_s=first.p95_handler_s,
             downstream_paused=first.pressure_paused,
+            delayed_total=counts.delayed,
         )
 
-    async def _carry_out(
-        self, request: RunRequest, verdict: AdmissionDecision, now_ms: int
-    ) -> Decision:
-        base = Decision(
-            verdict.outcome,
-            verdict.reason,
-            verdict.lane,
-            request.lane,
-            forecast_wait_s=verdict.forecast_wait_s,
+    def _verdict(self, request: RunRequest, counts: QueueCounts, now_ms: int) -> AdmissionDecision:
+        return decide(
+            AdmissionRequest(request.tenant, request.lane, request.deadline_ms),
+            self._snapshot(counts),
+            self.limits,
+            now_ms,
         )
+
+    async def _admit(self, request: RunRequest, now_ms: int) -> Decision:
+        """Decide locally when the answer is no (conservative: the local view counts every
+        reservation it knows of); otherwise reserve a place in the ledger and decide from
+        exactly the entries before it, so replicas never overshoot a bound together."""
+        since_ms = now_ms - int(self.config.dedupe_window_s * 1000)
+        key = request.idempotency_key
+        if key is not None:
+            earlier = self.view.first_with_key(request.tenant, key, since_ms)
+            if earlier is not None and earlier.phase != "reserved":
+                return _collapsed(request, earlier)
+        verdict = self._verdict(request, self.view.counts(now_ms=now_ms), now_ms)
         if verdict.outcome == "rejected":
-            return replace(base, retry_after_s=verdict.retry_after_s)
+            return _decision(request, verdict)
         run_id = uuid.uuid4().hex
-        delayed = verdict.outcome == "delayed"
-        due_ms = now_ms + int((verdict.delay_s or 0.0) * 1000) if delayed else None
-        # Reserve before waiting on the broker: concurrent requests on this replica see it.
-        self.view.note_admitted(
-            QueuedRun(run_id, request.tenant, verdict.lane, now_ms, delayed, self.replica_id)
+        reservation = LedgerEntry(
+            run_id, request.tenant, request.lane, "reserved", now_ms, key, self.replica_id, -1
         )
+        self.view.note(reservation)
         try:
-            if request.idempotency_key is not None:
-                winner = await self._claim(request, run_id, verdict.lane, now_ms)
-                if winner is not None:
-                    self.view.forget(run_id)
-                    winner_id, winner_lane = winner
-                    return replace(
-                        base, outcome="collapsed", reason="duplicate", lane=winner_lane,
-                        run_id=winner_id,
-                    )  # fmt: skip
+            offset = await self._append(reservation, request.deadline_ms, None)
+            await self._read_back(offset)
+            if key is not None:
+                owner = await self._earlier_owner(request.tenant, key, since_ms, offset)
+                if owner is not None:
+                    self._release(run_id)
+                    return _collapsed(request, owner)
+            counts = self.view.counts(before_offset=offset, now_ms=now_ms)
+            verdict = self._verdict(request, counts, now_ms)
+            if verdict.outcome == "rejected":
+                self._release(run_id)
+                return _decision(request, verdict)
+            delayed = verdict.outcome == "delayed"
+            due_ms = now_ms + int((verdict.delay_s or 0.0) * 1000) if delayed else None
+            admitted = replace(
+                reservation, lane=verdict.lane, phase="delayed" if delayed else "queued"
+            )
             await self._publish(request, run_id, verdict.lane, now_ms, due_ms)
+            self.view.note(admitted)
+            await self._append(admitted, request.deadline_ms, due_ms)
         except BaseException:
-            self.view.forget(run_id)
+            self._release(run_id)
             raise
-        return replace(base, run_id=run_id, due_at_ms=due_ms)
+        return replace(_decision(request, verdict), run_id=run_id, due_at_ms=due_ms)
 
-    async def _claim(
-        self, request: RunRequest, run_id: str, lane: str, now_ms: int
-    ) -> tuple[str, Lane] | None:
-        """Claim the key; return (run_id, lane) of an earlier claim that wins, else None."""
-        claim_key = f"{request.tenant}/{request.idempotency_key}"
-        since = now_ms - int(self.config.dedupe_window_s * 1000)
-        earlier = self.view.first_claim(claim_key, since)
-        if earlier is not None:
-            return earlier.run_id, earlier.lane
+    async def _earlier_owner(
+        self, tenant: str, key: str, since_ms: int, offset: int
+    ) -> LedgerEntry | None:
+        """The admitted run that owns the key ahead of our reservation, if any. An earlier
+        reservation still undecided is waited for: it may yet be rejected."""
+        deadline = time.monotonic() + self._ack_timeout_s
+        while True:
+            earlier = self.view.first_with_key(tenant, key, since_ms, before_offset=offset)
+            if earlier is None or earlier.phase != "reserved":
+                return earlier
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    "an earlier submission with this idempotency key is still undecided"
+                )
+            await asyncio.sleep(0.005)
+
+    # ------------------------------------------------------------------ writing
+    async def _append(self, entry: LedgerEntry, deadline_ms: int | None, due_ms: int | None) -> int:
+        """Append an entry to the ledger; return its offset once the broker has it."""
         loop = asyncio.get_running_loop()
-        placed: asyncio.Future[tuple[int, int]] = loop.create_future()
-        value = self._claim_serde.encode(
-            {"claim_key": claim_key, "run_id": run_id, "lane": lane,
-             "claimed_at": now_ms, "replica": self.replica_id}
+        placed: asyncio.Future[int] = loop.create_future()
+        value = self.view.serde.encode(
+            {"run_id": entry.run_id, "workflow": self.topology.workflow,
+             "tenant": entry.tenant, "lane": entry.lane, "state": entry.phase,
+             "idempotency_key": entry.idempotency_key, "admitted_at": entry.at_ms,
+             "due_at": due_ms, "deadline": deadline_ms, "replica": entry.replica}
         )  # fmt: skip
 
-        def on_placed(error: DeliveryError | None, partition: int, offset: int) -> None:
+        def on_placed(error: DeliveryError | None, _partition: int, offset: int) -> None:
             if error is not None:
-                _resolve_error(loop, placed, BrokerUnavailable(f"claim not acknowledged: {error}"))
+                _resolve_error(loop, placed, BrokerUnavailable(f"ledger write failed: {error}"))
             else:
-                _resolve(loop, placed, (partition, offset))
+                _resolve(loop, placed, offset)
 
         self._producer.send(
-            self.topology.claims_topic, value, key=claim_key.encode(), on_placed=on_placed
+            self.topology.runs_topic, value, key=entry.run_id.encode(), on_placed=on_placed
         )
-        partition, offset = await self._with_timeout(placed, "claim")
-        read_back: asyncio.Future[None] = loop.create_future()
+        offset: int = await self._with_timeout(placed, "ledger entry")
+        return offset
+
+    async def _read_back(self, offset: int) -> None:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[None] = loop.create_future()
         with self._waiters_lock:
-            self._claim_waiters.append((partition, offset, lambda: _resolve(loop, read_back, None)))
-        await self._with_timeout(read_back, "claim read-back")
-        first = self.view.first_claim(claim_key, since)
-        if first is None or first.run_id == run_id:
-            return None
-        return first.run_id, first.lane
+            self._ledger_waiters.append((offset, lambda: _resolve(loop, seen, None)))
+        await self._with_timeout(seen, "ledger read-back")
+
+    def _release(self, run_id: str) -> None:
+        """Give a reservation back: a tombstone, so every replica stops counting it."""
+        self.view.forget(run_id)
+        try:
+            self._producer.send(self.topology.runs_topic, None, key=run_id.encode(), max_wait_s=0.0)
+        except DeliveryError as exc:
+            log.warning("reservation %s not released (it times out instead): %s", run_id, exc)
 
     async def _publish(
         self, request: RunRequest, run_id: str, lane: Lane, now_ms: int, due_ms: int | None
     ) -> None:
-        loop = asyncio.get_running_loop()
         event = new_task_event(
             workflow=self.topology.workflow,
             stage=self._entry.name,
@@ -318,24 +337,13 @@ class Intake:
             topic = self._entry.input_topics_by_lane[lane]
         else:
             topic, headers = self.topology.delayed_topic, ((DUE_HEADER, str(due_ms).encode()),)
-        state = self._run_serde.encode(
-            {"run_id": run_id, "workflow": self.topology.workflow, "tenant": request.tenant,
-             "lane": lane, "state": "delayed" if due_ms else "queued",
-             "idempotency_key": request.idempotency_key, "admitted_at": now_ms,
-             "due_at": due_ms, "deadline": request.deadline_ms, "replica": self.replica_id}
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[None] = loop.create_future()
+        self._producer.send(
+            topic, self._events.encode(event), key=run_id.encode(), headers=headers,
+            on_ack=_ack_into(loop, ack),
         )  # fmt: skip
-        acks = [loop.create_future() for _ in range(2)]
-        for future, (target, value, hdrs) in zip(
-            acks,
-            [(topic, self._events.encode(event), headers), (self.topology.runs_topic, state, ())],
-            strict=True,
-        ):
-            self._producer.send(
-                target, value, key=run_id.encode(), headers=hdrs,
-                on_ack=_ack_into(loop, future),
-            )  # fmt: skip
-        for future in acks:
-            await self._with_timeout(future, "publish")
+        await self._with_timeout(ack, "publish")
 
     async def _with_timeout(self, future: asyncio.Future[Any], what: str) -> Any:
         try:
@@ -346,9 +354,8 @@ class Intake:
             ) from None
 
     def _record(self, request: RunRequest, decision: Decision, now_ms: int, seconds: float) -> None:
-        tenant_class = (
-            request.tenant if request.tenant in self.limits.tenant_max_queued else "default"
-        )
+        named = request.tenant in self.limits.tenant_max_queued
+        tenant_class = request.tenant if named else "default"
         self.metrics.decided(request.lane, tenant_class, decision.outcome, decision.reason, seconds)
         record = self._decision_serde.encode(
             {"workflow": self.topology.workflow, "tenant": request.tenant,
@@ -358,8 +365,7 @@ class Intake:
              "due_at": decision.due_at_ms, "forecast_wait_s": decision.forecast_wait_s,
              "decided_at": now_ms, "replica": self.replica_id}
         )  # fmt: skip
-        # The audit trail must not fail a decision already made; a lost decision record is
-        # logged by the producer's delivery report.
+        # The audit trail must not fail a decision already made.
         try:
             self._producer.send(
                 self.topology.decisions_topic, record, key=request.tenant.encode(), max_wait_s=0.0
@@ -372,9 +378,9 @@ class Intake:
         next_capacity = 0.0
         while not self._stop.is_set():
             try:
-                served = self._producer.poll(0.001)
+                served = self._producer.poll(0.0005)
                 applied = self.view.poll()
-                self._release_claim_waiters()
+                self._release_ledger_waiters()
                 now = time.monotonic()
                 if now >= next_capacity:
                     next_capacity = now + 0.5
@@ -383,33 +389,25 @@ class Intake:
                 if self._forwarder is not None:
                     self._forwarder.step()
                 if not served and not applied:
-                    time.sleep(0.001)
+                    time.sleep(0.0005)
             except Exception:  # the I/O thread must outlive one bad iteration
                 log.exception("intake I/O iteration failed")
                 time.sleep(0.1)
 
-    def _release_claim_waiters(self) -> None:
+    def _release_ledger_waiters(self) -> None:
         with self._waiters_lock:
-            if not self._claim_waiters:
+            if not self._ledger_waiters:
                 return
-            ready = [w for w in self._claim_waiters if self.view.claims_read_past(w[0], w[1])]
-            self._claim_waiters = [w for w in self._claim_waiters if w not in ready]
-        for _, _, release in ready:
+            ready = [w for w in self._ledger_waiters if self.view.read_past(w[0])]
+            self._ledger_waiters = [w for w in self._ledger_waiters if w not in ready]
+        for _, release in ready:
             release()
 
     def _export_queue(self) -> None:
-        counts = self.view.counts()
-        now_ms = self._clock.now() * 1000
-        ages = {
-            lane: max(0.0, (now_ms - ms) / 1000) for lane, ms in counts.oldest_admitted_ms.items()
-        }
-        first = self.capacity_feed.latest()
-        ratio = (
-            self.limits.pressure_saturation_ratio
-            if first.pressure_paused
-            else self.limits.saturation_ratio
+        report = self.capacity()
+        self.metrics.set_queue(
+            report.queued_by_lane, report.oldest_queued_age_s, report.state != "open"
         )
-        self.metrics.set_queue(counts.by_lane, ages, counts.total >= self.limits.max_queued * ratio)
 
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
         if self._sync_loop is None:
@@ -417,6 +415,21 @@ class Intake:
             threading.Thread(target=loop.run_forever, name="intake-sync", daemon=True).start()
             self._sync_loop = loop
         return self._sync_loop
+
+
+def _decision(request: RunRequest, verdict: AdmissionDecision) -> Decision:
+    return Decision(
+        verdict.outcome,
+        verdict.reason,
+        verdict.lane,
+        request.lane,
+        retry_after_s=verdict.retry_after_s,
+        forecast_wait_s=verdict.forecast_wait_s,
+    )
+
+
+def _collapsed(request: RunRequest, owner: LedgerEntry) -> Decision:
+    return Decision("collapsed", "duplicate", owner.lane, request.lane, run_id=owner.run_id)
 
 
 def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:

@@ -1,11 +1,17 @@
-"""The intake's view of admitted runs, shared through Kafka: every replica reads the
-compacted runs topic, the completed topic and the dead-letter topic in full, so all replicas
-count the same queued runs; and the claims topic, whose log order settles duplicates.
+"""The run ledger every intake replica shares, and each replica's view of it.
 
-Owns the counts, the oldest queued age and the claim index. Reads happen on the intake's
-I/O thread (`poll`); reads of the counts are thread-safe. Consistency: a replica sees its
-own admissions at once and other replicas' within one poll after their broker ack (tens of
-milliseconds on one cluster), which bounds how far R replicas can overshoot a limit.
+The ledger is the workflow's runs topic: compacted, ONE partition, keyed by run id. A
+replica that wants to admit a run first appends a reservation and waits to read it back;
+it then decides from exactly the entries before its reservation in the log. Reservations
+still undecided count as queued. So decisions are made in one total order across
+replicas, and bounds hold exactly: R replicas cannot overshoot a workflow or tenant bound
+(a reservation left by a crashed replica is counted for `reservation_timeout_s`, which can
+only under-admit). Finished runs are learned from the completed and dead-letter topics.
+Duplicates resolve the same way: the first entry with an idempotency key, in log order,
+owns it.
+
+Owns the ledger's reading and the counts derived from it; the I/O thread calls poll(), any
+thread may read.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from streams.errors import BrokerUnavailable, SerdeError
 from streams.kafka.client_config import ClientConfig
@@ -24,28 +31,22 @@ from streams.topology import Topology
 from streams.types import LANES, Lane, Record
 
 RUN_STATE_SCHEMA = "dev.streams.RunState"
-CLAIM_SCHEMA = "dev.streams.IdempotencyClaim"
+Phase = Literal["reserved", "queued", "delayed"]
 # A completion can be read before the admission it ends (different topics); remember it
 # long enough for the admission to arrive, and no longer.
 _EARLY_FINISH_KEEP = 50_000
 
 
 @dataclass(frozen=True, slots=True)
-class QueuedRun:
+class LedgerEntry:
     run_id: str
     tenant: str
     lane: Lane
-    admitted_at_ms: int
-    delayed: bool
+    phase: Phase
+    at_ms: int
+    idempotency_key: str | None
     replica: str
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    run_id: str
-    lane: Lane
-    claimed_at_ms: int
-    offset: int
+    offset: int  # of the reservation (the entry's place in the total order); -1: not read yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,52 +58,45 @@ class QueueCounts:
     oldest_admitted_ms: dict[Lane, int]
 
 
-@dataclass
-class _Claims:
-    by_key: dict[str, list[Claim]] = field(default_factory=dict)
-
-
 class RunStateView:
-    def __init__(self, client: ClientConfig, topology: Topology, store: SchemaStore) -> None:
+    def __init__(
+        self,
+        client: ClientConfig,
+        topology: Topology,
+        store: SchemaStore,
+        *,
+        reservation_timeout_s: float = 30.0,
+    ) -> None:
         specs = topology.all_topics()
-        self._runs_serde = Serde(store, RUN_STATE_SCHEMA)
-        self._claim_serde = Serde(store, CLAIM_SCHEMA)
-        self._runs = TopicTail(
-            client, topology.runs_topic, specs[topology.runs_topic].partitions, fetch_wait_ms=20
-        )
+        self.serde = Serde(store, RUN_STATE_SCHEMA)
+        self._ledger = TopicTail(client, topology.runs_topic, 1, fetch_wait_ms=2)
         self._done = [
             TopicTail(client, topic, specs[topic].partitions, fetch_wait_ms=50)
             for topic in (topology.completed_topic, topology.dead_letter_topic)
         ]
-        self._claims_tail = TopicTail(
-            client, topology.claims_topic, specs[topology.claims_topic].partitions, fetch_wait_ms=5
-        )
+        self._reservation_timeout_ms = int(reservation_timeout_s * 1000)
         self._lock = threading.Lock()
-        self._queued: dict[str, QueuedRun] = {}
+        self._entries: dict[str, LedgerEntry] = {}
         self._finished_early: OrderedDict[str, None] = OrderedDict()
-        self._claims = _Claims()
-        self._claims_read_to: dict[int, int] = {}
+        self._read_to = -1
 
     # ------------------------------------------------------------ I/O thread
     def poll(self) -> int:
         """Read whatever arrived; returns how many records were applied."""
         applied = 0
-        for record in self._runs.poll(2000, 0.0):
-            self._apply_run_record(record)
+        for record in self._ledger.poll(5000, 0.0):
+            self._apply(record)
             applied += 1
         for tail in self._done:
             for record in tail.poll(2000, 0.0):
                 if record.key is not None:
                     self._finish(record.key.decode(errors="replace"))
                     applied += 1
-        for record in self._claims_tail.poll(2000, 0.0):
-            self._apply_claim(record)
-            applied += 1
         return applied
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
-        """Read every topic to its current end (before serving the first request)."""
-        tails = [self._runs, *self._done, self._claims_tail]
+        """Read the ledger and the finished topics to their current ends."""
+        tails = [self._ledger, *self._done]
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -117,104 +111,126 @@ class RunStateView:
             if all(_reached(tail.positions(), ends) for tail, ends in targets):
                 return
             time.sleep(0.01)
-        raise TimeoutError("the intake could not read its run state to the end in time")
+        raise TimeoutError("the intake could not read its run ledger to the end in time")
 
-    def _apply_run_record(self, record: Record) -> None:
+    def _apply(self, record: Record) -> None:
         if record.key is None:
             return
         run_id = record.key.decode(errors="replace")
-        if record.value is None:  # tombstone: the run finished
-            self._finish(run_id)
-            return
-        try:
-            data = self._runs_serde.decode(record.value)
-        except SerdeError:
-            return  # one damaged record must not stop the view; counts stay conservative
         with self._lock:
+            self._read_to = record.offset
+            if record.value is None:  # tombstone: finished, or reservation rejected
+                self._entries.pop(run_id, None)
+                return
+            try:
+                data = self.serde.decode(record.value)
+            except SerdeError:
+                return  # one damaged entry must not stop the view
             if run_id in self._finished_early:
                 del self._finished_early[run_id]
                 return
-            self._queued[run_id] = _queued_from(data)
+            known = self._entries.get(run_id)
+            # The reservation fixes the entry's place in the order; later entries only
+            # change its phase.
+            offset = known.offset if known is not None and known.offset >= 0 else record.offset
+            self._entries[run_id] = _entry(data, offset)
 
     def _finish(self, run_id: str) -> None:
         with self._lock:
-            if self._queued.pop(run_id, None) is None:
+            if self._entries.pop(run_id, None) is None:
                 self._finished_early[run_id] = None
                 while len(self._finished_early) > _EARLY_FINISH_KEEP:
                     self._finished_early.popitem(last=False)
 
-    def _apply_claim(self, record: Record) -> None:
-        if record.value is None:
-            return
-        try:
-            data = self._claim_serde.decode(record.value)
-        except SerdeError:
-            return
-        claim = Claim(data["run_id"], data["lane"], data["claimed_at"], record.offset)
-        with self._lock:
-            self._claims.by_key.setdefault(data["claim_key"], []).append(claim)
-            self._claims_read_to[record.partition] = record.offset
-
     # ------------------------------------------------------------ any thread
-    def note_admitted(self, run: QueuedRun) -> None:
-        """Count one's own admission at once, before it is read back from the topic."""
+    def read_past(self, offset: int) -> bool:
         with self._lock:
-            if run.run_id not in self._finished_early:
-                self._queued[run.run_id] = run
+            return self._read_to >= offset
+
+    def note(self, entry: LedgerEntry) -> None:
+        """Count one's own entry at once, before it is read back from the ledger."""
+        with self._lock:
+            known = self._entries.get(entry.run_id)
+            if known is not None and known.offset >= 0:
+                entry = replace(entry, offset=known.offset)
+            if entry.run_id not in self._finished_early:
+                self._entries[entry.run_id] = entry
 
     def forget(self, run_id: str) -> None:
-        """Undo note_admitted for a run that was not admitted after all."""
         with self._lock:
-            self._queued.pop(run_id, None)
+            self._entries.pop(run_id, None)
 
-    def counts(self) -> QueueCounts:
+    def counts(self, *, before_offset: int | None = None, now_ms: int | None = None) -> QueueCounts:
+        """Queued runs (reservations included). With before_offset, only entries earlier
+        in the ledger: what a reservation at that offset is decided on."""
         with self._lock:
-            runs = list(self._queued.values())
-        by_tenant: dict[str, int] = {}
-        by_lane: dict[Lane, int] = dict.fromkeys(LANES, 0)
-        oldest: dict[Lane, int] = {}
-        delayed = 0
-        for run in runs:
-            by_tenant[run.tenant] = by_tenant.get(run.tenant, 0) + 1
-            by_lane[run.lane] += 1
-            delayed += run.delayed
-            if run.lane not in oldest or run.admitted_at_ms < oldest[run.lane]:
-                oldest[run.lane] = run.admitted_at_ms
-        return QueueCounts(len(runs), delayed, by_tenant, by_lane, oldest)
+            entries = list(self._entries.values())
+        return _count(self._live(entries, before_offset, now_ms))
 
-    def is_queued(self, run_id: str) -> bool:
+    def first_with_key(
+        self, tenant: str, key: str, since_ms: int, *, before_offset: int | None = None
+    ) -> LedgerEntry | None:
+        """The earliest live entry of the tenant's idempotency key inside the window."""
         with self._lock:
-            return run_id in self._queued
+            matches = [
+                e
+                for e in self._entries.values()
+                if e.idempotency_key == key and e.tenant == tenant and e.at_ms >= since_ms
+            ]
+        ordered = [e for e in matches if e.offset >= 0]
+        if before_offset is not None:
+            ordered = [e for e in ordered if e.offset < before_offset]
+        return min(ordered, key=lambda e: e.offset) if ordered else None
 
-    def claims_read_past(self, partition: int, offset: int) -> bool:
+    def entry(self, run_id: str) -> LedgerEntry | None:
         with self._lock:
-            return self._claims_read_to.get(partition, -1) >= offset
-
-    def first_claim(self, claim_key: str, since_ms: int) -> Claim | None:
-        """The earliest claim of the key inside the window, in log order."""
-        with self._lock:
-            claims = self._claims.by_key.get(claim_key, [])
-            live = [c for c in claims if c.claimed_at_ms >= since_ms]
-            if len(live) != len(claims):  # drop expired claims: memory stays bounded
-                if live:
-                    self._claims.by_key[claim_key] = live
-                else:
-                    self._claims.by_key.pop(claim_key, None)
-        return min(live, key=lambda c: c.offset) if live else None
+            return self._entries.get(run_id)
 
     def close(self) -> None:
-        for tail in (self._runs, *self._done, self._claims_tail):
+        for tail in (self._ledger, *self._done):
             tail.close()
 
+    def _live(
+        self, entries: Iterable[LedgerEntry], before_offset: int | None, now_ms: int | None
+    ) -> list[LedgerEntry]:
+        live = []
+        for e in entries:
+            if before_offset is not None and not (0 <= e.offset < before_offset):
+                continue
+            if (
+                e.phase == "reserved"
+                and now_ms is not None
+                and now_ms - e.at_ms > self._reservation_timeout_ms
+            ):
+                continue  # its replica died before deciding: stop holding capacity for it
+            live.append(e)
+        return live
 
-def _queued_from(data: dict[str, Any]) -> QueuedRun:
-    return QueuedRun(
+
+def _count(entries: list[LedgerEntry]) -> QueueCounts:
+    by_tenant: dict[str, int] = {}
+    by_lane: dict[Lane, int] = dict.fromkeys(LANES, 0)
+    oldest: dict[Lane, int] = {}
+    delayed = 0
+    for e in entries:
+        by_tenant[e.tenant] = by_tenant.get(e.tenant, 0) + 1
+        by_lane[e.lane] += 1
+        delayed += e.phase == "delayed"
+        if e.phase != "reserved" and (e.lane not in oldest or e.at_ms < oldest[e.lane]):
+            oldest[e.lane] = e.at_ms
+    return QueueCounts(len(entries), delayed, by_tenant, by_lane, oldest)
+
+
+def _entry(data: dict[str, Any], offset: int) -> LedgerEntry:
+    return LedgerEntry(
         run_id=data["run_id"],
         tenant=data["tenant"],
         lane=data["lane"],
-        admitted_at_ms=data["admitted_at"],
-        delayed=data["state"] == "delayed",
+        phase=data["state"],
+        at_ms=data["admitted_at"],
+        idempotency_key=data["idempotency_key"],
         replica=data["replica"],
+        offset=offset,
     )
 
 

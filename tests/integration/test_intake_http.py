@@ -76,7 +76,6 @@ def test_bad_requests_get_a_4xx_with_a_json_reason_and_publish_nothing(
         *entry.input_topics,
         topology.runs_topic,
         topology.decisions_topic,
-        topology.claims_topic,
     ]
     assert published(client_config, topology, topics) == 0
 
@@ -92,17 +91,17 @@ def test_accepted_run_is_on_the_first_stage_and_a_duplicate_collapses_into_it(
         running_intake(topology, client_config) as two,
         http_server(one) as base_one,
         http_server(two) as base_two,
+        httpx.Client(timeout=10) as http,
     ):
-        with httpx.Client(timeout=10) as http:
-            first = http.post(_runs_url(base_one, wf), json=run)
-            assert first.status_code == 202, first.text
-            accepted = first.json()
-            assert accepted["outcome"] == "accepted"
-            assert accepted["lane"] == "urgent"
-            again = http.post(_runs_url(base_two, wf), json=run)  # the other replica
-            assert again.status_code == 200, again.text
-            assert again.json()["outcome"] == "collapsed"
-            assert again.json()["run_id"] == accepted["run_id"]
+        first = http.post(_runs_url(base_one, wf), json=run)
+        assert first.status_code == 202, first.text
+        accepted = first.json()
+        assert accepted["outcome"] == "accepted"
+        assert accepted["lane"] == "urgent"
+        again = http.post(_runs_url(base_two, wf), json=run)  # the other replica
+        assert again.status_code == 200, again.text
+        assert again.json()["outcome"] == "collapsed"
+        assert again.json()["run_id"] == accepted["run_id"]
     events = read_events(client_config, f"{wf}.plan.urgent", 3, expect=1, timeout_s=5)
     assert [e.run_id for e in events] == [accepted["run_id"]]
     assert events[0].payload == b'{"n":1}'
