@@ -64,7 +64,11 @@ def test_apply_creates_then_reports_unchanged_grows_and_refuses_to_shrink(
 def test_validate_names_the_file_and_key_of_a_mistake(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "workflow: w\nstages:\n  plan:\n    handler: topology.example_handlers:plan\n    concurency: 3\n"
+        "workflow: w\n"
+        "stages:\n"
+        "  plan:\n"
+        "    handler: topology.example_handlers:plan\n"
+        "    concurency: 3\n"
     )
     result = CliRunner().invoke(app, ["topology", "validate", str(bad)])
     assert result.exit_code == 1
