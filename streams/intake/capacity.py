@@ -1,10 +1,13 @@
 """What the intake knows of the first stage's capacity: its input lag, how fast it drains,
 its p95 handler time, and whether it is paused by downstream pressure (pressure reaching
-the door). Read on the intake's I/O thread; `latest()` is thread-safe.
+the door). Refreshed on a thread of its own, because admin requests block for as long as
+the broker does not answer and decisions must not wait for them; `latest()` is thread-safe.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 from streams.clock import Clock
@@ -41,6 +44,19 @@ class CapacityFeed:
         self._rate = RateEstimator()
         self._fresh_s = report_fresh_s
         self._latest = StageCapacity(0, None, None, False, readable=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="intake-capacity", daemon=True)
+
+    def start(self, refresh_s: float = 0.5) -> None:
+        self._refresh_s = refresh_s
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._refresh_s):
+            try:
+                self.refresh()
+            except Exception:  # the feed must outlive a bad reading
+                logging.getLogger(__name__).exception("capacity refresh failed")
 
     def latest(self) -> StageCapacity:
         return self._latest
@@ -67,4 +83,9 @@ class CapacityFeed:
         )
 
     def close(self) -> None:
-        self._board.close()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(60.0)
+        if not self._thread.is_alive():
+            # Closing a consumer another thread still polls crashes the client.
+            self._board.close()

@@ -129,15 +129,19 @@ class Intake:
             self.close()
             raise
         self._io.start()
+        self.capacity_feed.start()
         return self
 
     def close(self) -> None:
         self._stop.set()
         if self._io.is_alive():
-            self._io.join(5.0)
+            self._io.join(60.0)
+        self.capacity_feed.close()
+        if self._io.is_alive():
+            log.error("intake I/O thread did not stop; leaving its clients open")
+            return
         self._producer.flush(5.0)
         self.view.close()
-        self.capacity_feed.close()
         if self._forwarder is not None:
             self._forwarder.close()
         if self._sync_loop is not None:
@@ -375,16 +379,15 @@ class Intake:
 
     # ------------------------------------------------------------------ I/O thread
     def _serve_io(self) -> None:
-        next_capacity = 0.0
+        next_export = 0.0
         while not self._stop.is_set():
             try:
                 served = self._producer.poll(0.0005)
                 applied = self.view.poll()
                 self._release_ledger_waiters()
                 now = time.monotonic()
-                if now >= next_capacity:
-                    next_capacity = now + 0.5
-                    self.capacity_feed.refresh()
+                if now >= next_export:
+                    next_export = now + 0.5
                     self._export_queue()
                 if self._forwarder is not None:
                     self._forwarder.step()
@@ -437,7 +440,7 @@ def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value
         if not future.done():
             future.set_result(value)
 
-    loop.call_soon_threadsafe(settle)
+    _call_soon(loop, settle)
 
 
 def _resolve_error(
@@ -447,7 +450,17 @@ def _resolve_error(
         if not future.done():
             future.set_exception(error)
 
-    loop.call_soon_threadsafe(settle)
+    _call_soon(loop, settle)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    # A late broker ack may arrive after the caller's event loop has gone (its request
+    # timed out and the server stopped): there is nobody left to tell.
+    if not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:
+            pass
 
 
 def _ack_into(

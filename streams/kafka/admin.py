@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
@@ -47,8 +47,10 @@ class TopicChange:
 
 class Admin:
     def __init__(self, config: ClientConfig, *, timeout_s: float = 30.0) -> None:
+        self._config = config
         self._admin = AdminClient(config.base())
         self._timeout_s = timeout_s
+        self._offset_readers: dict[str, Consumer] = {}
 
     def partition_counts(self) -> dict[str, int]:
         try:
@@ -137,23 +139,37 @@ class Admin:
     def committed_offsets(
         self, group_id: str, partitions: Iterable[TopicPartition]
     ) -> dict[TopicPartition, int | None]:
-        """A group's committed offsets (None where it has committed nothing)."""
-        request = [
-            ConsumerGroupTopicPartitions(
-                group_id, [KafkaTopicPartition(tp.topic, tp.partition) for tp in partitions]
+        """A group's committed offsets (None where it has committed nothing).
+
+        Read through a consumer that carries the group's id but never joins it, not through
+        AdminClient.list_consumer_group_offsets: that call crashes the process when the
+        group's coordinator answers NOT_COORDINATOR (the admin client has no group handle
+        to re-query with; librdkafka #5040, confluent-kafka-python #1982), which a fresh
+        broker or group does routinely.
+        """
+        parts = [KafkaTopicPartition(tp.topic, tp.partition) for tp in partitions]
+        if not parts:
+            return {}
+        reader = self._offset_readers.get(group_id)
+        if reader is None:
+            reader = self._offset_readers[group_id] = Consumer(
+                {**self._config.base(), "group.id": group_id, "enable.auto.commit": False}
             )
-        ]
-        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout_s)
         try:
-            answer = futures[group_id].result()
+            answer = reader.committed(parts, timeout=self._timeout_s)
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"cannot read offsets of {group_id}: {exc.args[0].str()}"
             ) from exc
         return {
             TopicPartition(p.topic, p.partition): (p.offset if p.offset >= 0 else None)
-            for p in answer.topic_partitions
+            for p in answer
         }
+
+    def close(self) -> None:
+        for reader in self._offset_readers.values():
+            reader.close()
+        self._offset_readers.clear()
 
     def partitions_of(self, topics: Iterable[str]) -> list[TopicPartition]:
         counts = self.partition_counts()
