@@ -101,8 +101,7 @@ class DelayForwarder:
 
     def _commit(self) -> None:
         offsets = self._offsets.committable()
-        if offsets:
-            self._consumer.commit(offsets)
+        if offsets and self._consumer.commit(offsets):
             self._offsets.mark_committed(offsets)
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:

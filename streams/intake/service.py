@@ -10,6 +10,7 @@ broker does not answer in time the caller gets BrokerUnavailable, never a false 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -457,10 +458,8 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
     # A late broker ack may arrive after the caller's event loop has gone (its request
     # timed out and the server stopped): there is nobody left to tell.
     if not loop.is_closed():
-        try:
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
             loop.call_soon_threadsafe(callback)
-        except RuntimeError:
-            pass
 
 
 def _ack_into(

@@ -21,6 +21,17 @@ log = logging.getLogger(__name__)
 
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 
+# Commit refusals that mean "the group is changing", not "the broker is gone": classic
+# generations (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID) and KIP-848
+# member epochs (STALE_MEMBER_EPOCH).
+_REBALANCING = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.STALE_MEMBER_EPOCH,
+    KafkaError.FENCED_MEMBER_EPOCH,
+}
+
 
 class GroupConsumer:
     """One member of a consumer group subscribed to `topics`.
@@ -87,19 +98,25 @@ class GroupConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(to_theirs([tp], {tp: offset})[0])
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit synchronously; raises BrokerUnavailable when the broker does not confirm."""
+    def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit synchronously. False when the group is mid-rebalance and refused the
+        commit (the caller keeps the offsets and commits them again later: partitions it
+        loses are committed in the revoke callback); BrokerUnavailable on other failures."""
         if not offsets:
-            return
+            return True
         try:
             self._consumer.commit(offsets=to_theirs(offsets, offsets), asynchronous=False)
         except KafkaException as exc:
             error = exc.args[0]
             if error.code() == KafkaError._NO_OFFSET:
-                return
+                return True
+            if error.code() in _REBALANCING:
+                log.info("commit for group %s deferred: %s", self.group_id, error.str())
+                return False
             raise BrokerUnavailable(
                 f"commit for group {self.group_id} failed: {error.str()}"
             ) from exc
+        return True
 
     def committed(
         self, partitions: Iterable[TopicPartition], timeout_s: float = 10.0

@@ -67,7 +67,12 @@ class PauseSet:
         want = self.desired() & assigned_set
         if want:
             consumer.pause(want)
+        newly = want - self._applied
+        self.pause_events += len(newly)
         self._applied = want
+        if self._on_change is not None:
+            for tp in newly:
+                self._on_change(tp, min(self._reasons[tp]), True)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:

@@ -374,8 +374,7 @@ class StageWorker:
         offsets = self._offsets.committable()
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
-        if offsets:
-            self._consumer.commit(offsets)
+        if offsets and self._consumer.commit(offsets):
             self._offsets.mark_committed(offsets)
             self.metrics.count_commit()
 

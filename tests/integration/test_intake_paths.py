@@ -165,13 +165,16 @@ def test_the_served_openapi_document_matches_the_service(
     admin: Admin, client_config: ClientConfig
 ) -> None:
     topology = intake_workflow(admin, {})
-    with running_intake(topology, client_config) as intake, http_server(intake) as base:
-        with httpx.Client(timeout=10) as http:
-            doc = http.get(f"{base}/openapi.json").json()
-            http.post(_url(base, intake), json={"tenant": "t", "payload": {}})
-            capacity = http.get(f"{base}/v1/workflows/{topology.workflow}/capacity").json()
-            health = http.get(f"{base}/healthz")
-            metrics = http.get(f"{base}/metrics").text
+    with (
+        running_intake(topology, client_config) as intake,
+        http_server(intake) as base,
+        httpx.Client(timeout=10) as http,
+    ):
+        doc = http.get(f"{base}/openapi.json").json()
+        http.post(_url(base, intake), json={"tenant": "t", "payload": {}})
+        capacity = http.get(f"{base}/v1/workflows/{topology.workflow}/capacity").json()
+        health = http.get(f"{base}/healthz")
+        metrics = http.get(f"{base}/metrics").text
     post = doc["paths"]["/v1/workflows/{workflow}/runs"]["post"]
     assert set(post["responses"]) == {"200", "202", "400", "404", "413", "415", "422", "429", "503"}
     schema = post["requestBody"]["content"]["application/json"]["schema"]

@@ -53,8 +53,7 @@ def test_tenant_bound_rejects_with_429_and_retry_after(
         httpx.Client(timeout=10) as http,
     ):
         answers = [
-            http.post(_url(base, intake), json={"tenant": "acme", "payload": {}})
-            for _ in range(5)
+            http.post(_url(base, intake), json={"tenant": "acme", "payload": {}}) for _ in range(5)
         ]
         other = http.post(_url(base, intake), json={"tenant": "globex", "payload": {}})
     assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
