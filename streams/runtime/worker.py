@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, cast
 
@@ -115,6 +115,49 @@ class StageWorker:
     # ----------------------------------------------------------------- lifecycle
     def stop(self) -> None:
         self._stopping.set()
+
+    def status(self) -> WorkerStatus:
+        """A point-in-time picture for live views; safe to call from another thread."""
+        lag: dict[Lane, int] = {}
+        own = self._feed.snapshot().own if hasattr(self, "_feed") else None
+        for part in own.partitions if own is not None else ():
+            lane = self._lane_of_topic.get(part.tp.topic)
+            if lane is not None:
+                lag[lane] = lag.get(lane, 0) + part.lag
+        paused: dict[str, int] = {}
+        for tp in list(self._buffers):
+            for reason in self.pauses.reasons(tp):
+                paused[reason] = paused.get(reason, 0) + 1
+        return WorkerStatus(
+            stage=self.stage.name,
+            in_flight=self._in_flight,
+            concurrency=self.stage.concurrency,
+            assigned=len(self._buffers),
+            paused_by_reason=paused,
+            lag_by_lane=lag,
+            age_by_lane=self.queue_ages(),
+            last_pause_reason=self._last_pause_reason,
+        )
+
+    def queue_ages(self) -> dict[Lane, float]:
+        """Oldest queued age per lane at this stage: the older of what waits in the worker's
+        buffers and what waits unconsumed in Kafka (the lag's time estimate). Safe to call
+        from another thread (a sample taken mid-rebalance may miss a partition)."""
+        now = self._clock.now()
+        ages: dict[Lane, float] = {}
+        try:
+            for buffer in list(self._buffers.values()):
+                oldest = buffer.oldest_enqueued_ms()
+                if oldest is not None:
+                    ages[buffer.lane] = max(ages.get(buffer.lane, 0.0), queue_age_s(oldest, now))
+            own = self._feed.snapshot().own
+            for part in own.partitions if own is not None else ():
+                lane = self._lane_of_topic.get(part.tp.topic)
+                if lane is not None and part.lag > 0:
+                    ages[lane] = max(ages.get(lane, 0.0), part.oldest_age_s)
+        except (RuntimeError, IndexError):
+            pass  # the poll thread changed the buffers under us: the next sample sees them
+        return ages
 
     def run(self) -> None:
         self._open()
@@ -525,6 +568,18 @@ class StageWorker:
         self._producer.flush(10.0)
         self._commit()
         log.info("stage %s stopped", self.stage.name)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    stage: str
+    in_flight: int
+    concurrency: int
+    assigned: int
+    paused_by_reason: dict[str, int]
+    lag_by_lane: dict[Lane, int]
+    age_by_lane: dict[Lane, float]
+    last_pause_reason: str
 
 
 class _Expired(StreamsError):

@@ -1,0 +1,159 @@
+"""The demo's report: a Markdown page, PNG plots and the data behind them (JSON), governed
+against naive. Owns presentation only; the numbers come from streams.demo.summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the demo runs in terminals and CI without a display
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from .run import RunData
+from .summary import Summary, worst_age
+
+LANES = ("urgent", "standard", "background")
+COLORS = {"governed": "tab:green", "naive": "tab:red"}
+
+
+def write_report(out: Path, runs: list[RunData], summaries: list[Summary]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(
+        json.dumps({s.mode: s.to_json() for s in summaries}, indent=2)
+    )
+    (out / "timeline.json").write_text(json.dumps({r.mode: _timeline(r) for r in runs}))
+    _plot_ages(out / "queue_age.png", runs)
+    _plot_goodput(out / "goodput.png", runs)
+    _plot_memory(out / "memory.png", runs)
+    report = out / "report.md"
+    report.write_text(_markdown(summaries))
+    return report
+
+
+def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
+    by_mode = {s.mode: s for s in summaries}
+    rows: list[tuple[str, ...]] = [("", *by_mode)]
+
+    def row(label: str, fmt: str, attr: str) -> None:
+        values = [getattr(s, attr) for s in by_mode.values()]
+        rows.append((label, *("-" if v is None else format(v, fmt) for v in values)))
+
+    row("capacity in warm-up (runs/s)", ".1f", "capacity_per_s")
+    row("goodput in overload (runs/s)", ".1f", "goodput_overload_per_s")
+    row("urgent p99 queue age, overload (s)", ".1f", "urgent_age_p99_overload_s")
+    row("urgent latency p50 (s)", ".1f", "urgent_latency_p50_s")
+    row("urgent latency p99 (s)", ".1f", "urgent_latency_p99_s")
+    row("queue age growth in overload (s)", ".1f", "overload_age_growth_s")
+    row("admitted runs", "d", "admitted")
+    row("completed", "d", "completed")
+    row("dead-lettered", "d", "dead_lettered")
+    row("accepted, never finished", "d", "accepted_never_finished")
+    row("work on expired runs", "d", "wasted_executions")
+    row("peak RSS (MB)", ".0f", "max_rss_mb")
+    return rows
+
+
+def _markdown(summaries: list[Summary]) -> str:
+    rows = summary_table(summaries)
+    table = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    table += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    decisions = "\n".join(
+        f"- {s.mode}: " + ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items()))
+        for s in summaries
+    )
+    letters = "\n".join(
+        f"- {s.mode}: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(s.dead_letters.items())) or "none")
+        for s in summaries
+    )
+    return (
+        "# streams demo: governed vs naive\n\n"
+        "The same workflow, handlers and offered load, twice: warm-up, a capacity probe, "
+        "the LLM 10x slower, offered load at 3x capacity, recovery, drain.\n\n"
+        + "\n".join(table)
+        + "\n\n## Admission decisions\n\n"
+        + decisions
+        + "\n\n## Dead letters by reason\n\n"
+        + letters
+        + "\n\n## Oldest queued age per lane\n\n![queue age](queue_age.png)\n\n"
+        "## Goodput (runs finished within their deadline)\n\n![goodput](goodput.png)\n\n"
+        "## Worker memory\n\n![memory](memory.png)\n"
+    )
+
+
+def _timeline(run: RunData) -> dict[str, object]:
+    return {
+        "phases": run.phases,
+        "samples": [
+            {
+                "t": s.t,
+                "phase": s.phase,
+                "stage_ages": s.stage_ages,
+                "queued": s.queued,
+                "rss_mb": s.rss_mb,
+            }
+            for s in run.samples
+        ],
+    }
+
+
+def _shade_phases(ax: Axes, run: RunData) -> None:
+    for i, (name, start, end) in enumerate(run.phases):
+        if i % 2:
+            ax.axvspan(start, end, color="0.93", zorder=0)
+        ax.text(start, 1.0, name, transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
+
+
+def _plot_ages(path: Path, runs: list[RunData]) -> None:
+    fig, axes = plt.subplots(len(LANES), 1, figsize=(9, 7), sharex=True)
+    for ax, lane in zip(axes, LANES, strict=True):
+        for run in runs:
+            ax.plot(
+                [s.t for s in run.samples],
+                [worst_age(s.stage_ages, lane) for s in run.samples],
+                label=run.mode, color=COLORS[run.mode],
+            )  # fmt: skip
+        ax.set_ylabel(f"{lane}\noldest age (s)")
+        _shade_phases(ax, runs[0])
+    axes[0].legend(loc="upper left")
+    axes[-1].set_xlabel("seconds since start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_goodput(path: Path, runs: list[RunData], bucket_s: float = 5.0) -> None:
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for run in runs:
+        counts: dict[int, int] = {}
+        for c in run.completions:
+            if c.deadline_ms is not None and c.done_ms <= c.deadline_ms:
+                b = int((c.done_ms / 1000 - run.started_wall) // bucket_s)
+                counts[b] = counts.get(b, 0) + 1
+        xs = sorted(counts)
+        ax.step([x * bucket_s for x in xs], [counts[x] / bucket_s for x in xs],
+                where="post", label=run.mode, color=COLORS[run.mode])  # fmt: skip
+    _shade_phases(ax, runs[0])
+    ax.set_ylabel("runs/s within deadline")
+    ax.set_xlabel("seconds since start")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_memory(path: Path, runs: list[RunData]) -> None:
+    fig, ax = plt.subplots(figsize=(9, 3))
+    for run in runs:
+        ax.plot([s.t for s in run.samples], [s.rss_mb for s in run.samples],
+                label=run.mode, color=COLORS[run.mode])  # fmt: skip
+    ax.set_ylabel("process RSS (MB)")
+    ax.set_xlabel("seconds since start")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

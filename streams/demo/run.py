@@ -1,0 +1,230 @@
+"""One run of the demo scenario, governed or naive, on one broker: start the workflow's
+workers and its intake, offer the load, sample what happens, drain, collect the outcome.
+
+Owns the wiring of one run and the raw data it yields; the report reads that data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import resource
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from streams.events import TaskEventCodec
+from streams.intake.service import Intake
+from streams.kafka.admin import Admin, TopicWanted
+from streams.kafka.client_config import ClientConfig
+from streams.runtime.options import WorkerOptions
+from streams.runtime.worker import StageWorker
+from streams.testing import WorkerThread, read_dead_letters, read_records
+from streams.topology import Topology, parse_topology
+
+from .scenario import Phase, Scenario, Submissions, offer_load
+
+Mode = Literal["governed", "naive"]
+TRIAGE = Path(__file__).resolve().parents[2] / "topology" / "triage.yaml"
+_HUGE = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    t: float
+    phase: str
+    oldest_age_s: dict[str, float]
+    queued: dict[str, int]
+    stage_ages: dict[str, dict[str, float]]  # stage -> lane -> oldest queued age (s)
+    rss_mb: float
+    bottleneck_done: int  # the bottleneck dependency's completed calls so far
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    run_id: str
+    lane: str
+    created_ms: int
+    done_ms: int
+    deadline_ms: int | None
+
+
+@dataclass
+class RunData:
+    mode: Mode
+    workflow: str
+    started_wall: float
+    phases: list[tuple[str, float, float]] = field(default_factory=list)  # name, start, end
+    samples: list[Sample] = field(default_factory=list)
+    completions: list[Completion] = field(default_factory=list)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    dead_run_ids: set[str] = field(default_factory=set)
+    submissions: Submissions = field(default_factory=Submissions)
+    work: dict[str, Any] = field(default_factory=dict)
+    deadlines: dict[str, int] = field(default_factory=dict)
+    max_queue_age_s: dict[str, float] = field(default_factory=dict)
+
+
+def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
+    """The triage workflow under a fresh name; naive mode switches every control off."""
+    data = yaml.safe_load(source.read_text())
+    data["workflow"] = f"triage-{mode[:3]}-{uuid.uuid4().hex[:6]}"
+    if mode == "naive":
+        data = naive_variant(data)
+    return parse_topology(data, str(source))
+
+
+def naive_variant(data: dict[str, Any]) -> dict[str, Any]:
+    """What a plain consumer loop does: accept everything, never pause, never expire."""
+    data = copy.deepcopy(data)
+    intake = data.setdefault("intake", {}) or {}
+    intake.update(
+        {"max_queued_runs": _HUGE, "max_queued_per_tenant": _HUGE, "saturation_ratio": 1.0,
+         "pressure_saturation_ratio": 1.0}
+    )  # fmt: skip
+    intake.pop("tenants", None)
+    data["intake"] = intake
+    for stage in data["stages"].values():
+        stage["max_queue_age_s"] = _HUGE
+        stage["max_lag"] = _HUGE
+        stage["partition_buffer"] = max(int(stage.get("partition_buffer", 100)), 5000)
+        stage.pop("partition_resume", None)
+        if stage.get("downstream") or stage.get("yields_to"):
+            stage["pressure"] = {
+                "lag": {"pause": _HUGE, "resume": _HUGE - 1},
+                "oldest_age_s": {"pause": _HUGE, "resume": _HUGE - 1},
+            }
+        else:
+            stage.pop("pressure", None)
+        stage["dead_letter_limit"] = {"max_ratio": 1.0, "window": 100, "min_records": 100,
+                                      "max_consecutive": None}  # fmt: skip
+    return data
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_once(
+    mode: Mode,
+    client: ClientConfig,
+    scenario: Scenario,
+    *,
+    deps: Any,
+    bottleneck_done: Callable[[], int],
+    time_scale: float,
+    on_tick: Callable[[RunData, Intake, list[StageWorker]], None] | None = None,
+) -> RunData:
+    topology = load_triage(mode)
+    Admin(client).apply(
+        TopicWanted(name, spec.partitions, spec.retention_ms, spec.compacted)
+        for name, spec in topology.all_topics().items()
+    )
+    deps.reset()
+    deps.configure(time_scale=time_scale)
+    data = RunData(mode, topology.workflow, time.time())
+    data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
+    options = WorkerOptions(shutdown_grace_s=5.0, stall_after_s=60.0)
+    workers = [StageWorker(topology, s, client, options=options) for s in topology.stages]
+    threads = [WorkerThread(w).start() for w in workers]
+    intake = Intake(topology, client).start()
+    started = time.monotonic()
+    current = ["starting"]
+    stop_sampling = threading.Event()
+
+    def sample() -> None:
+        while not stop_sampling.wait(0.5):
+            report = intake.capacity()
+            data.samples.append(
+                Sample(
+                    t=time.monotonic() - started,
+                    phase=current[0],
+                    oldest_age_s={str(k): v for k, v in report.oldest_queued_age_s.items()},
+                    queued={str(k): v for k, v in report.queued_by_lane.items()},
+                    stage_ages={
+                        w.stage.name: {str(k): v for k, v in w.queue_ages().items()}
+                        for w in workers
+                        if not w.stage.background
+                    },
+                    rss_mb=_rss_mb(),
+                    bottleneck_done=bottleneck_done(),
+                )
+            )
+            if on_tick is not None:
+                on_tick(data, intake, workers)
+
+    def enter(phase: Phase) -> None:
+        now = time.monotonic() - started
+        if data.phases:
+            name, begin, _ = data.phases[-1]
+            data.phases[-1] = (name, begin, now)
+        data.phases.append((phase.name, now, now))
+        current[0] = phase.name
+        deps.llm.set_slowdown(phase.slowdown)
+
+    sampler = threading.Thread(target=sample, name="demo-sampler", daemon=True)
+    sampler.start()
+    try:
+        asyncio.run(
+            offer_load(
+                intake, scenario, on_phase=enter, started_at=started,
+                send_deadlines=mode == "governed", out=data.submissions,
+            )
+        )  # fmt: skip
+        end_of_load = time.monotonic() - started
+        name, begin, _ = data.phases[-1]
+        data.phases[-1] = (name, begin, end_of_load)
+        current[0] = "drain"
+        deps.llm.set_slowdown(1.0)
+        drain_until = time.monotonic() + scenario.drain_s
+        while (
+            time.monotonic() < drain_until
+            and intake.capacity().queued_by_lane
+            and sum(intake.capacity().queued_by_lane.values())
+        ):
+            time.sleep(0.5)
+        data.phases.append(("drain", end_of_load, time.monotonic() - started))
+    finally:
+        stop_sampling.set()
+        sampler.join(5)
+        intake.close()
+        for thread in threads:
+            thread.stop()
+    _collect(data, topology, client)
+    data.work = deps.ledger.snapshot()
+    data.deadlines = data.submissions.deadlines
+    return data
+
+
+def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
+    codec = TaskEventCodec()
+    parts = topology.topic_defaults.partitions
+    for record in read_records(client, topology.completed_topic, parts, expect=10**9, timeout_s=3):
+        if record.value is None:
+            continue
+        event = codec.decode(record.value)
+        data.completions.append(
+            Completion(
+                event.run_id, event.lane, event.created_at_ms, record.timestamp_ms,
+                data.submissions.deadlines.get(event.run_id),
+            )
+        )  # fmt: skip
+    for letter in read_dead_letters(
+        client, topology.dead_letter_topic, parts, expect=10**9, timeout_s=2
+    ):
+        data.dead_letters[letter.reason] += 1
+        if letter.original_key:
+            data.dead_run_ids.add(letter.original_key.decode(errors="replace"))

@@ -1,0 +1,106 @@
+"""Numbers the demo is judged by, computed from one run's raw data: goodput against the
+capacity measured in warm-up, urgent queue age and latency, wasted work, runs lost.
+
+Pure: no I/O, so the test and the report read the same figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .run import RunData
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    mode: str
+    capacity_per_s: float  # the bottleneck's completion rate in the warm-up capacity probe
+    goodput_overload_per_s: float  # runs finished within their deadline, per s of overload
+    urgent_age_p99_overload_s: float  # p99 over samples of urgent's oldest queued age
+    urgent_max_queue_age_s: float  # the smallest max_queue_age_s of the stages
+    urgent_latency_p50_s: float | None
+    urgent_latency_p99_s: float | None
+    admitted: int
+    completed: int
+    dead_lettered: int
+    accepted_never_finished: int
+    wasted_executions: int  # handler calls on runs already past their deadline
+    decisions: dict[str, int]
+    dead_letters: dict[str, int]
+    max_rss_mb: float
+    overload_age_growth_s: float  # oldest queued age at the end of overload minus its start
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _window(data: RunData, phase: str) -> tuple[float, float]:
+    for name, start, end in data.phases:
+        if name == phase:
+            return start, end
+    return 0.0, 0.0
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def worst_age(sample_ages: dict[str, dict[str, float]], lane: str) -> float:
+    return max((ages.get(lane, 0.0) for ages in sample_ages.values()), default=0.0)
+
+
+def summarize(data: RunData) -> Summary:
+    probe_start, probe_end = _window(data, "capacity probe")
+    # Skip the probe's first second: the pipeline needs a moment to fill the bottleneck.
+    in_probe = [s for s in data.samples if probe_start + 1.0 <= s.t <= probe_end]
+    capacity = 0.0
+    if len(in_probe) >= 2:
+        span = in_probe[-1].t - in_probe[0].t
+        done = in_probe[-1].bottleneck_done - in_probe[0].bottleneck_done
+        capacity = done / span if span > 0 else 0.0
+    start, end = _window(data, "overload")
+    wall_start = data.started_wall
+    good = [
+        c
+        for c in data.completions
+        if c.deadline_ms is not None
+        and c.done_ms <= c.deadline_ms
+        and wall_start + start <= c.done_ms / 1000 <= wall_start + end
+    ]
+    overload_samples = [s for s in data.samples if start <= s.t <= end]
+    urgent_ages = [worst_age(s.stage_ages, "urgent") for s in overload_samples]
+    all_lane_ages = [
+        max(worst_age(s.stage_ages, lane) for lane in ("urgent", "standard", "background"))
+        for s in overload_samples
+    ]
+    growth = all_lane_ages[-1] - all_lane_ages[0] if len(all_lane_ages) >= 2 else 0.0
+    urgent_latency = [
+        (c.done_ms - c.created_ms) / 1000 for c in data.completions if c.lane == "urgent"
+    ]
+    finished = {c.run_id for c in data.completions} | data.dead_run_ids
+    admitted = set(data.submissions.admitted)
+    decisions: dict[str, int] = {}
+    for (_lane, outcome), n in data.submissions.decisions.items():
+        decisions[outcome] = decisions.get(outcome, 0) + n
+    return Summary(
+        mode=data.mode,
+        capacity_per_s=capacity,
+        goodput_overload_per_s=len(good) / (end - start) if end > start else 0.0,
+        urgent_age_p99_overload_s=_quantile(urgent_ages, 0.99) or 0.0,
+        urgent_max_queue_age_s=min(data.max_queue_age_s.values(), default=0.0),
+        urgent_latency_p50_s=_quantile(urgent_latency, 0.50),
+        urgent_latency_p99_s=_quantile(urgent_latency, 0.99),
+        admitted=len(admitted),
+        completed=len({c.run_id for c in data.completions}),
+        dead_lettered=sum(data.dead_letters.values()),
+        accepted_never_finished=len(admitted - finished),
+        wasted_executions=sum(data.work.get("wasted", {}).values()),
+        decisions=decisions,
+        dead_letters=dict(data.dead_letters),
+        max_rss_mb=max((s.rss_mb for s in data.samples), default=0.0),
+        overload_age_growth_s=growth,
+    )
