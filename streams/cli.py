@@ -209,16 +209,25 @@ def topology_apply(
 
 @app.command("demo")
 def demo(
-    events: Annotated[int, typer.Option(help="Task events to publish.")] = 2000,
-    workdir: Annotated[Path, typer.Option(help="Where reports go.")] = Path("runs"),
+    quick: Annotated[bool, typer.Option(help="The 2-minute version.")] = False,
+    live: Annotated[bool | None, typer.Option(help="Live view (default: on a terminal).")] = None,
+    out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
 ) -> None:
-    """Run the demo workflow on the local broker and print what happened."""
-    from streams.demo.quick import run_quick_demo
+    """Run the triage workflow under overload, governed then naive, and report."""
+    from rich.console import Console
 
-    if not _debug:
-        logging.getLogger("streams").setLevel(logging.WARNING)  # the summary tells the story
-    result = _run(lambda: run_quick_demo(load_settings(), events=events))
-    typer.echo(result.summary())
+    from streams.demo.main import run_demo
+
+    console = Console()
+    show_live = console.is_terminal if live is None else live
+    result = _run(
+        lambda: run_demo(
+            load_settings(), quick=quick, live=show_live, out_root=out, console=console
+        )
+    )
+    typer.echo(f"report: {result.report}")
+    for failure in result.failures:
+        typer.echo(f"NOT SHOWN: {failure}", err=True)
     if not result.ok:
         raise typer.Exit(code=1)
 

@@ -17,6 +17,7 @@ await; rate limits are computed sleeps, not asyncio primitives tied to one loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import random
@@ -332,13 +333,24 @@ class WorkLedger:
         """Count one execution; True if it is wasted work."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         self._executions.add(stage)
-        wasted = event.deadline_ms is not None and now > event.deadline_ms
+        deadline = event.deadline_ms if event.deadline_ms is not None else _payload_due(event)
+        wasted = deadline is not None and now > deadline
         if wasted:
             self._wasted.add(stage)
         return wasted
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         return {"executions": self._executions.snapshot(), "wasted": self._wasted.snapshot()}
+
+
+def _payload_due(event: TaskEvent) -> int | None:
+    """The caller's deadline when the system was not told it (the demo's naive run puts
+    it in the payload as "due_ms", so its wasted work can still be counted)."""
+    try:
+        due = json.loads(event.payload).get("due_ms")
+    except (ValueError, AttributeError):
+        return None
+    return int(due) if isinstance(due, int) else None
 
 
 class Dependencies:

@@ -70,6 +70,7 @@ class RunData:
     work: dict[str, Any] = field(default_factory=dict)
     deadlines: dict[str, int] = field(default_factory=dict)
     max_queue_age_s: dict[str, float] = field(default_factory=dict)
+    worker_errors: dict[str, str] = field(default_factory=dict)
 
 
 def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
@@ -135,6 +136,9 @@ def run_once(
     )
     deps.reset()
     deps.configure(time_scale=time_scale)
+    # The simulation scales rate limits with time too; the demo keeps the bottleneck at
+    # its nominal rate at any time scale, so a quick run overloads the same workflow.
+    deps.configure(crm=type(deps.crm)(rate_per_s=deps.crm.bucket.rate_per_s * time_scale))
     data = RunData(mode, topology.workflow, time.time())
     data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
     options = WorkerOptions(shutdown_grace_s=5.0, stall_after_s=60.0)
@@ -203,6 +207,8 @@ def run_once(
         intake.close()
         for thread in threads:
             thread.stop()
+            if thread.error is not None:
+                data.worker_errors[thread.worker.stage.name] = repr(thread.error)
     _collect(data, topology, client)
     data.work = deps.ledger.snapshot()
     data.deadlines = data.submissions.deadlines

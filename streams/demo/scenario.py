@@ -56,14 +56,14 @@ class Scenario:
 def full_scenario(capacity: float) -> Scenario:
     return Scenario(
         phases=(
-            Phase("warm-up", 40, 0.6, 1.0),
+            Phase("warm-up", 30, 0.6, 1.0),
             Phase("capacity probe", 10, 2.0, 1.0),
-            Phase("dependency slow", 40, 0.6, 10.0),
-            Phase("overload", 80, 3.0, 10.0),
-            Phase("recovery", 40, 0.6, 1.0),
+            Phase("dependency slow", 30, 0.6, 10.0),
+            Phase("overload", 60, 3.0, 10.0),
+            Phase("recovery", 30, 0.6, 1.0),
         ),
         nominal_capacity_per_s=capacity,
-        drain_s=60,
+        drain_s=45,
     )
 
 

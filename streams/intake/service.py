@@ -110,7 +110,7 @@ class Intake:
         pressure_spec = topology.all_topics()[topology.pressure_topic]
         board = ReportBoard(TopicTail(client, topology.pressure_topic, pressure_spec.partitions))
         self.capacity_feed = CapacityFeed(
-            LagReader(Admin(client), self._clock), board, self._entry, self._clock
+            LagReader(Admin(client, timeout_s=5.0), self._clock), board, self._entry, self._clock
         )
         self._forwarder = (
             DelayForwarder(client, topology, self._entry, self._clock) if forward_delayed else None
@@ -185,7 +185,7 @@ class Intake:
             queued_by_tenant=dict(counts.by_tenant),
             oldest_queued_age_s={
                 lane: max(0.0, (now_ms - ms) / 1000)
-                for lane, ms in counts.oldest_admitted_ms.items()
+                for lane, ms in self.view.oldest_admitted_ms().items()
             },
             delayed=counts.delayed,
             first_stage=first,
@@ -402,8 +402,11 @@ class Intake:
         with self._waiters_lock:
             if not self._ledger_waiters:
                 return
-            ready = [w for w in self._ledger_waiters if self.view.read_past(w[0])]
-            self._ledger_waiters = [w for w in self._ledger_waiters if w not in ready]
+            ready: list[tuple[int, Callable[[], None]]] = []
+            waiting: list[tuple[int, Callable[[], None]]] = []
+            for waiter in self._ledger_waiters:
+                (ready if self.view.read_past(waiter[0]) else waiting).append(waiter)
+            self._ledger_waiters = waiting
         for _, release in ready:
             release()
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -55,7 +54,35 @@ class QueueCounts:
     delayed: int
     by_tenant: dict[str, int]
     by_lane: dict[Lane, int]
-    oldest_admitted_ms: dict[Lane, int]
+
+
+class _Totals:
+    """Running counts of live entries, so a decision never rescans the ledger."""
+
+    __slots__ = ("by_lane", "by_tenant", "delayed", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.delayed = 0
+        self.by_tenant: dict[str, int] = {}
+        self.by_lane: dict[Lane, int] = dict.fromkeys(LANES, 0)
+
+    def add(self, entry: LedgerEntry, sign: int) -> None:
+        self.total += sign
+        self.delayed += sign * (entry.phase == "delayed")
+        self.by_lane[entry.lane] += sign
+        left = self.by_tenant.get(entry.tenant, 0) + sign
+        if left:
+            self.by_tenant[entry.tenant] = left
+        else:
+            self.by_tenant.pop(entry.tenant, None)
+
+    def copy(self) -> _Totals:
+        other = _Totals()
+        other.total, other.delayed = self.total, self.delayed
+        other.by_tenant = dict(self.by_tenant)
+        other.by_lane = dict(self.by_lane)
+        return other
 
 
 class RunStateView:
@@ -77,6 +104,12 @@ class RunStateView:
         self._reservation_timeout_ms = int(reservation_timeout_s * 1000)
         self._lock = threading.Lock()
         self._entries: dict[str, LedgerEntry] = {}
+        self._totals = _Totals()
+        # Entries in ledger order, to find the few at or after a reservation's offset;
+        # items of entries that are gone are skipped and dropped from the left.
+        self._order: deque[tuple[int, str]] = deque()
+        self._unread: set[str] = set()  # one's own entries not yet read back
+        self._reserved: set[str] = set()  # undecided reservations (they may time out)
         self._finished_early: OrderedDict[str, None] = OrderedDict()
         self._read_to = -1
 
@@ -120,7 +153,7 @@ class RunStateView:
         with self._lock:
             self._read_to = record.offset
             if record.value is None:  # tombstone: finished, or reservation rejected
-                self._entries.pop(run_id, None)
+                self._drop(run_id)
                 return
             try:
                 data = self.serde.decode(record.value)
@@ -133,11 +166,38 @@ class RunStateView:
             # The reservation fixes the entry's place in the order; later entries only
             # change its phase.
             offset = known.offset if known is not None and known.offset >= 0 else record.offset
-            self._entries[run_id] = _entry(data, offset)
+            self._put(_entry(data, offset))
+            self._unread.discard(run_id)
+            if known is None or known.offset < 0:
+                self._order.append((offset, run_id))
+
+    def _put(self, entry: LedgerEntry) -> None:
+        """Insert or replace an entry, keeping the totals (call with the lock held)."""
+        known = self._entries.get(entry.run_id)
+        if known is not None:
+            self._totals.add(known, -1)
+        self._entries[entry.run_id] = entry
+        self._totals.add(entry, +1)
+        if entry.phase == "reserved":
+            self._reserved.add(entry.run_id)
+        else:
+            self._reserved.discard(entry.run_id)
+
+    def _drop(self, run_id: str) -> bool:
+        """Remove an entry, keeping the totals (call with the lock held)."""
+        known = self._entries.pop(run_id, None)
+        if known is None:
+            return False
+        self._totals.add(known, -1)
+        self._unread.discard(run_id)
+        self._reserved.discard(run_id)
+        while self._order and self._order[0][1] not in self._entries:
+            self._order.popleft()
+        return True
 
     def _finish(self, run_id: str) -> None:
         with self._lock:
-            if self._entries.pop(run_id, None) is None:
+            if not self._drop(run_id):
                 self._finished_early[run_id] = None
                 while len(self._finished_early) > _EARLY_FINISH_KEEP:
                     self._finished_early.popitem(last=False)
@@ -154,18 +214,50 @@ class RunStateView:
             if known is not None and known.offset >= 0:
                 entry = replace(entry, offset=known.offset)
             if entry.run_id not in self._finished_early:
-                self._entries[entry.run_id] = entry
+                self._put(entry)
+                if entry.offset < 0:
+                    self._unread.add(entry.run_id)
 
     def forget(self, run_id: str) -> None:
         with self._lock:
-            self._entries.pop(run_id, None)
+            self._drop(run_id)
 
     def counts(self, *, before_offset: int | None = None, now_ms: int | None = None) -> QueueCounts:
         """Queued runs (reservations included). With before_offset, only entries earlier
-        in the ledger: what a reservation at that offset is decided on."""
+        in the ledger: what a reservation at that offset is decided on. Costs the entries
+        after that offset and the undecided reservations, not the whole ledger."""
+        with self._lock:
+            totals = self._totals.copy()
+            excluded: dict[str, LedgerEntry] = {}
+            if before_offset is not None:
+                for run_id in self._unread:
+                    excluded[run_id] = self._entries[run_id]
+                for offset, run_id in reversed(self._order):
+                    if offset < before_offset:
+                        break
+                    entry = self._entries.get(run_id)
+                    if entry is not None and entry.offset == offset:
+                        excluded[run_id] = entry
+            if now_ms is not None:
+                # A reservation its replica never decided (it died) stops holding capacity.
+                for run_id in self._reserved:
+                    entry = self._entries[run_id]
+                    if now_ms - entry.at_ms > self._reservation_timeout_ms:
+                        excluded[run_id] = entry
+        for entry in excluded.values():
+            totals.add(entry, -1)
+        return QueueCounts(totals.total, totals.delayed, totals.by_tenant, totals.by_lane)
+
+    def oldest_admitted_ms(self) -> dict[Lane, int]:
+        """Admission time of the oldest admitted, unfinished run per lane (a full scan: for
+        reports, not for decisions)."""
         with self._lock:
             entries = list(self._entries.values())
-        return _count(self._live(entries, before_offset, now_ms))
+        oldest: dict[Lane, int] = {}
+        for e in entries:
+            if e.phase != "reserved" and (e.lane not in oldest or e.at_ms < oldest[e.lane]):
+                oldest[e.lane] = e.at_ms
+        return oldest
 
     def first_with_key(
         self, tenant: str, key: str, since_ms: int, *, before_offset: int | None = None
@@ -189,36 +281,6 @@ class RunStateView:
     def close(self) -> None:
         for tail in (self._ledger, *self._done):
             tail.close()
-
-    def _live(
-        self, entries: Iterable[LedgerEntry], before_offset: int | None, now_ms: int | None
-    ) -> list[LedgerEntry]:
-        live = []
-        for e in entries:
-            if before_offset is not None and not (0 <= e.offset < before_offset):
-                continue
-            if (
-                e.phase == "reserved"
-                and now_ms is not None
-                and now_ms - e.at_ms > self._reservation_timeout_ms
-            ):
-                continue  # its replica died before deciding: stop holding capacity for it
-            live.append(e)
-        return live
-
-
-def _count(entries: list[LedgerEntry]) -> QueueCounts:
-    by_tenant: dict[str, int] = {}
-    by_lane: dict[Lane, int] = dict.fromkeys(LANES, 0)
-    oldest: dict[Lane, int] = {}
-    delayed = 0
-    for e in entries:
-        by_tenant[e.tenant] = by_tenant.get(e.tenant, 0) + 1
-        by_lane[e.lane] += 1
-        delayed += e.phase == "delayed"
-        if e.phase != "reserved" and (e.lane not in oldest or e.at_ms < oldest[e.lane]):
-            oldest[e.lane] = e.at_ms
-    return QueueCounts(len(entries), delayed, by_tenant, by_lane, oldest)
 
 
 def _entry(data: dict[str, Any], offset: int) -> LedgerEntry:

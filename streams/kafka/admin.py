@@ -152,8 +152,15 @@ class Admin:
             return {}
         reader = self._offset_readers.get(group_id)
         if reader is None:
+            # read_uncommitted: a read_committed client asks for stable offsets and waits
+            # out every pending transactional commit, which an exactly-once stage always has.
             reader = self._offset_readers[group_id] = Consumer(
-                {**self._config.base(), "group.id": group_id, "enable.auto.commit": False}
+                {
+                    **self._config.base(),
+                    "group.id": group_id,
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_uncommitted",
+                }
             )
         try:
             answer = reader.committed(parts, timeout=self._timeout_s)

@@ -124,6 +124,18 @@ class GroupConsumer:
         result = self._consumer.committed(to_theirs(partitions), timeout=timeout_s)
         return {TopicPartition(p.topic, p.partition): p.offset for p in result}
 
+    def positions(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Next offset the client will hand us per partition (past control records);
+        partitions with no position yet are left out."""
+        parts = to_theirs(partitions)
+        if not parts:
+            return {}
+        return {
+            TopicPartition(p.topic, p.partition): p.offset
+            for p in self._consumer.position(parts)
+            if p.offset >= 0
+        }
+
     def consumer_group_metadata(self) -> object:
         return self._consumer.consumer_group_metadata()
 

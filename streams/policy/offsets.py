@@ -169,6 +169,28 @@ class OffsetTracker:
                 result[tp] = position
         return result
 
+    def idle_positions(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Consumer positions worth committing for partitions with no unfinished work.
+
+        Transaction markers and compaction gaps take offsets that are never delivered, so
+        committing "last completed + 1" leaves an idle partition one or more offsets behind
+        its end forever: a phantom lag (and a growing age) that would hold an upstream stage
+        paused. When nothing is unfinished, the consumer's position (past those offsets) is
+        the honest commit point.
+        """
+        result: dict[TopicPartition, int] = {}
+        for tp, position in positions.items():
+            offsets = self._partitions.get(tp)
+            if offsets is None or offsets.pending():
+                continue
+            known = max(
+                (o for o in (offsets.committed, offsets.committable()) if o is not None),
+                default=-1,
+            )
+            if position > known:
+                result[tp] = position
+        return result
+
     def mark_committed(self, committed: Mapping[TopicPartition, int]) -> None:
         """Acknowledge a commit; partitions revoked meanwhile are skipped."""
         for tp, offset in committed.items():

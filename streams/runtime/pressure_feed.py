@@ -68,7 +68,8 @@ class PressureFeed:
         self._board = board
         self._refresh_s = refresh_s
         self._report_fresh_s = report_fresh_s
-        self._sent_by_stage: Mapping[str, int] = sent_by_stage or {}
+        # Not `or {}`: the caller's dict starts empty, and the feed must see it fill.
+        self._sent_by_stage: Mapping[str, int] = sent_by_stage if sent_by_stage is not None else {}
         self._snapshot = PressureSnapshot({w.stage: None for w in self._watched})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pressure-feed", daemon=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from streams.kafka.consumer import GroupConsumer
 from streams.kafka.producer import RecordProducer
 from streams.policy.offsets import OffsetTracker
+from streams.types import TopicPartition
 
 
 class TransactionalCommitter:
@@ -19,7 +20,12 @@ class TransactionalCommitter:
         producer.init_transactions()
         producer.begin_transaction()
 
-    def commit(self, offsets: OffsetTracker, consumer: GroupConsumer) -> None:
+    def commit(
+        self,
+        offsets: OffsetTracker,
+        consumer: GroupConsumer,
+        idle_positions: dict[TopicPartition, int] | None = None,
+    ) -> None:
         """Commit the open transaction with every offset that is complete by now.
 
         The worker routes outcomes of each partition in offset order in this mode, so after
@@ -27,7 +33,7 @@ class TransactionalCommitter:
         """
         if self._producer.flush(30.0):
             return  # not everything acknowledged yet: try again next interval
-        committable = offsets.committable()
+        committable = {**offsets.committable(), **(idle_positions or {})}
         if not committable and not self._producer.sent_since_commit:
             return
         if committable:

@@ -184,7 +184,7 @@ class StageWorker:
         )
         self._txn = TransactionalCommitter(self._producer) if self._eos else None
         self._runner = HandlerRunner(self._handler, max_threads=options.handler_threads)
-        admin = Admin(self._client)
+        admin = Admin(self._client, timeout_s=5.0)  # a stale reading beats a stuck feed
         watched_names = stage.yields_to if stage.background else stage.downstream
         watched = [
             Watched(n, self.topology.stages[n].consumer_group, self.topology.stages[n].input_topics)
@@ -391,9 +391,12 @@ class StageWorker:
         buffer.in_flight -= 1
         self._offsets.complete(record.tp, record.offset)
         self.metrics.record_outcome(outcome, dead_letter_reason=reason)
+        if reason != "expired":
+            # Expiry is a policy working as meant, and after a pause it comes in long runs:
+            # the safety valve watches failures (undecodable, errors, timeouts) only.
+            self._valve.record(outcome == "dead_lettered")
         # The record's Kafka timestamp is when it entered this stage's queue.
         self.metrics.observe_age_at_completion(self._clock.now() - record.timestamp_ms / 1000)
-        self._valve.record(outcome == "dead_lettered")
 
     def _release_key(self, record: Record) -> None:
         if record.key is not None:
@@ -412,14 +415,18 @@ class StageWorker:
     # ----------------------------------------------------------------- commits
     def _commit(self, only: set[TopicPartition] | None = None) -> None:
         if self._txn is not None:
-            self._txn.commit(self._offsets, self._consumer)
+            self._txn.commit(self._offsets, self._consumer, self._idle_positions())
             return
-        offsets = self._offsets.committable()
+        offsets = {**self._offsets.committable(), **self._idle_positions()}
         if only is not None:
             offsets = {tp: o for tp, o in offsets.items() if tp in only}
         if offsets and self._consumer.commit(offsets):
             self._offsets.mark_committed(offsets)
             self.metrics.count_commit()
+
+    def _idle_positions(self) -> dict[TopicPartition, int]:
+        idle = [tp for tp, buffer in self._buffers.items() if buffer.fill == 0]
+        return self._offsets.idle_positions(self._consumer.positions(idle)) if idle else {}
 
     # ----------------------------------------------------------------- pressure
     def _update_pauses(self, now_mono: float) -> None:

@@ -38,7 +38,8 @@ def running_intake(topology: Topology, client: ClientConfig, **options: Any) -> 
 @contextmanager
 def http_server(intake: Intake) -> Iterator[str]:
     """Serve the intake on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else ~40 ms Nagle delays).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -211,3 +211,19 @@ def test_tracker_reassign_starts_fresh() -> None:
 def test_tracker_track_unassigned_raises() -> None:
     with pytest.raises(KeyError):
         OffsetTracker().track(TP, 0)
+
+
+def test_idle_partition_commits_the_position_past_undelivered_offsets() -> None:
+    # Transaction markers take offsets that are never delivered: position 11 after record 9.
+    tp = TopicPartition("t", 0)
+    tracker = OffsetTracker()
+    tracker.assign(tp)
+    tracker.track(tp, 9)
+    assert tracker.idle_positions({tp: 11}) == {}  # record 9 unfinished: never past it
+    tracker.complete(tp, 9)
+    assert tracker.committable() == {tp: 10}
+    assert tracker.idle_positions({tp: 11}) == {tp: 11}
+    tracker.mark_committed({tp: 11})
+    assert tracker.idle_positions({tp: 11}) == {}  # nothing new
+    tracker.track(tp, 11)
+    assert tracker.idle_positions({tp: 12}) == {}
