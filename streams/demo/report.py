@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from .run import RunData
-from .summary import Summary, worst_age
+from .summary import Summary, oldest_run_ages
 
 LANES = ("urgent", "standard", "background")
 COLORS = {"governed": "tab:green", "naive": "tab:red"}
@@ -44,7 +44,8 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
 
     row("capacity in warm-up (runs/s)", ".1f", "capacity_per_s")
     row("goodput in overload (runs/s)", ".1f", "goodput_overload_per_s")
-    row("urgent p99 queue age, overload (s)", ".1f", "urgent_age_p99_overload_s")
+    row("urgent p99 stage queue age, overload (s)", ".1f", "urgent_age_p99_overload_s")
+    row("oldest unfinished urgent run, p99 (s)", ".1f", "urgent_oldest_run_p99_overload_s")
     row("urgent latency p50 (s)", ".1f", "urgent_latency_p50_s")
     row("urgent latency p99 (s)", ".1f", "urgent_latency_p99_s")
     row("queue age growth in overload (s)", ".1f", "overload_age_growth_s")
@@ -109,12 +110,15 @@ def _shade_phases(ax: Axes, run: RunData) -> None:
 
 
 def _plot_ages(path: Path, runs: list[RunData]) -> None:
+    """Oldest admitted, unfinished run per lane asked for, over time, both modes."""
     fig, axes = plt.subplots(len(LANES), 1, figsize=(9, 7), sharex=True)
+    series = {run.mode: oldest_run_ages(run) for run in runs}
     for ax, lane in zip(axes, LANES, strict=True):
         for run in runs:
+            points = series[run.mode]
             ax.plot(
-                [s.t for s in run.samples],
-                [worst_age(s.stage_ages, lane) for s in run.samples],
+                [t for t, _ in points],
+                [ages[lane] for _, ages in points],
                 label=run.mode, color=COLORS[run.mode],
             )  # fmt: skip
         ax.set_ylabel(f"{lane}\noldest age (s)")

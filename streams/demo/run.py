@@ -65,7 +65,7 @@ class RunData:
     samples: list[Sample] = field(default_factory=list)
     completions: list[Completion] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
-    dead_run_ids: set[str] = field(default_factory=set)
+    dead_run_ids: dict[str, int] = field(default_factory=dict)  # run -> dead-lettered at (ms)
     submissions: Submissions = field(default_factory=Submissions)
     work: dict[str, Any] = field(default_factory=dict)
     deadlines: dict[str, int] = field(default_factory=dict)
@@ -185,7 +185,8 @@ def run_once(
         asyncio.run(
             offer_load(
                 intake, scenario, on_phase=enter, started_at=started,
-                send_deadlines=mode == "governed", out=data.submissions,
+                send_deadlines=mode == "governed", one_queue=mode == "naive",
+                out=data.submissions,
             )
         )  # fmt: skip
         end_of_load = time.monotonic() - started
@@ -222,10 +223,11 @@ def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
         if record.value is None:
             continue
         event = codec.decode(record.value)
+        asked = data.submissions.admitted.get(event.run_id)
         data.completions.append(
             Completion(
-                event.run_id, event.lane, event.created_at_ms, record.timestamp_ms,
-                data.submissions.deadlines.get(event.run_id),
+                event.run_id, asked[0] if asked else event.lane, event.created_at_ms,
+                record.timestamp_ms, data.submissions.deadlines.get(event.run_id),
             )
         )  # fmt: skip
     for letter in read_dead_letters(
@@ -233,4 +235,5 @@ def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
     ):
         data.dead_letters[letter.reason] += 1
         if letter.original_key:
-            data.dead_run_ids.add(letter.original_key.decode(errors="replace"))
+            run_id = letter.original_key.decode(errors="replace")
+            data.dead_run_ids.setdefault(run_id, letter.dead_at_ms)

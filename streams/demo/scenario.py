@@ -98,7 +98,8 @@ class Submissions:
         self.decisions[(lane, decision.outcome)] += 1
         self.by_phase.setdefault(phase, Counter())[decision.outcome] += 1
         if decision.outcome in ("accepted", "delayed", "downgraded") and decision.run_id:
-            self.admitted[decision.run_id] = (decision.lane, at, phase)
+            # The lane the caller asked for: what the report groups by in both runs.
+            self.admitted[decision.run_id] = (lane, at, phase)
             self.deadlines[decision.run_id] = deadline_ms
 
 
@@ -109,12 +110,14 @@ async def offer_load(
     on_phase: Callable[[Phase], None],
     started_at: float,
     send_deadlines: bool = True,
+    one_queue: bool = False,
     seed: int = 7,
     out: Submissions | None = None,
 ) -> Submissions:
     """Submit runs at each phase's offered rate (Poisson arrivals), concurrently. Every run
     has a deadline; send_deadlines=False keeps it from the system (the naive run cannot
-    act on it) while the report still judges goodput by it."""
+    act on it) while the report still judges goodput by it. one_queue=True sends every run
+    on the standard lane: a plain consumer loop has one queue, urgent or not."""
     rng = random.Random(seed)
     out = out if out is not None else Submissions()
     lanes = [lane for lane, _ in scenario.lane_mix]
@@ -131,7 +134,12 @@ async def offer_load(
         sent = deadline_ms if send_deadlines else None
         try:
             decision = await intake.asubmit(
-                RunRequest(tenant=tenant, payload=payload, lane=lane, deadline_ms=sent)
+                RunRequest(
+                    tenant=tenant,
+                    payload=payload,
+                    lane="standard" if one_queue else lane,
+                    deadline_ms=sent,
+                )
             )
         except Exception:  # a broker hiccup is a failed submission, counted, not a crash
             out.errors += 1
