@@ -106,8 +106,6 @@ class StageWorker:
         self._next_report = 0.0
         self._last_pause_reason: str = ""
         self._stage_paused = False
-        self._worker_full = False
-        self._total_bound = PartitionBound(1)
         self._stage_reason: PauseReason = (
             "yield_to_foreground" if self.stage.background else "downstream"
         )
@@ -255,15 +253,16 @@ class StageWorker:
             self._report(now_mono)
 
     def _fetch_room(self) -> int:
-        """How many records one poll may take: never more than the worker's free buffer
-        space, so buffered plus in-flight stays within the sum of its partitions' bounds
-        (one partition may use what others leave free). At zero, every partition is paused
-        by _update_pauses, so the minimum poll of one record fetches nothing."""
-        room = self._total_bound.high_water - self._total_fill()
-        return max(1, min(self.options.poll_batch, room))
-
-    def _total_fill(self) -> int:
-        return sum(buffer.fill for buffer in self._buffers.values())
+        """How many records one poll may take: no more than the least free space of any
+        partition still fetching, because one poll may bring them all from one partition.
+        So no partition's buffered plus in-flight passes its bound (by more than the one
+        record a poll must be allowed), and one stuck partition cannot take the room of
+        the others (pausing the whole assignment starves healthy partitions)."""
+        room = self.options.poll_batch
+        for tp, buffer in self._buffers.items():
+            if not self.pauses.is_paused(tp):
+                room = min(room, buffer.bound - buffer.fill)
+        return max(1, room)
 
     def _accept(self, record: Record) -> None:
         buffer = self._buffers.get(record.tp)
@@ -431,12 +430,10 @@ class StageWorker:
     # ----------------------------------------------------------------- pressure
     def _update_pauses(self, now_mono: float) -> None:
         stage = self.stage
-        self._worker_full = self._total_bound.should_pause(self._total_fill(), self._worker_full)
         for tp, buffer in self._buffers.items():
             bound = self._bounds[tp]
             paused = "local_bound" in self.pauses.reasons(tp)
-            full = bound.should_pause(buffer.fill, paused) or self._worker_full
-            self.pauses.mark(tp, "local_bound", full)
+            self.pauses.mark(tp, "local_bound", bound.should_pause(buffer.fill, paused))
         snapshot = self._feed.snapshot()
         verdict = self._pressure.evaluate(
             _with_sent_since(snapshot, self._router.sent_by_stage), self._clock.now(), now_mono
@@ -518,7 +515,6 @@ class StageWorker:
             self._offsets.assign(tp)
             # A stage-wide pause applies to new partitions at once, before any fetch.
             self.pauses.mark(tp, self._stage_reason, self._stage_paused)
-        self._resize_total_bound()
         self.pauses.reapply(self._consumer, self._buffers.keys())
         log.info("assigned %s", ", ".join(map(str, partitions)))
 
@@ -553,13 +549,6 @@ class StageWorker:
             self._stalls.forget(tp)
             self.metrics.forget_partition(tp)
         self.pauses.forget(partitions)
-        self._resize_total_bound()
-
-    def _resize_total_bound(self) -> None:
-        """The worker-wide bound: the sum of its partitions' bounds and low-water marks."""
-        high = sum(b.high_water for b in self._bounds.values())
-        low = sum(b.low_water for b in self._bounds.values())
-        self._total_bound = PartitionBound(max(1, high), min(low, max(1, high) - 1))
 
     # ----------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
