@@ -99,7 +99,18 @@ class TaskEvent:
     def with_stage(self, stage: str, enqueued_at_ms: int) -> TaskEvent:
         """The event as queued for ``stage``. ``attempt`` restarts at 0: retries are counted
         per stage, so one stage's failures do not spend the next stage's retry budget."""
-        return dataclasses.replace(self, stage=stage, enqueued_at_ms=enqueued_at_ms, attempt=0)
+        # Copy the slots directly: dataclasses.replace re-runs __init__ and __post_init__,
+        # and this runs once per record on the poll thread.
+        copy = object.__new__(TaskEvent)
+        for name in _TASK_EVENT_SLOTS:
+            object.__setattr__(copy, name, getattr(self, name))
+        object.__setattr__(copy, "stage", stage)
+        object.__setattr__(copy, "enqueued_at_ms", enqueued_at_ms)
+        object.__setattr__(copy, "attempt", 0)
+        return copy
+
+
+_TASK_EVENT_SLOTS = tuple(f.name for f in dataclasses.fields(TaskEvent))
 
 
 def new_task_event(

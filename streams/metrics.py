@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -255,6 +255,10 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry, stage: str, workflow: str) -> None:
         self._f = _worker(registry)
         self._base = (workflow, stage)
+        self._records_by_outcome: dict[str, Any] = {}
+        self._handler_latency = self._f.handler_latency.labels(*self._base)
+        self._age_at_completion = self._f.age_at_completion.labels(*self._base)
+        self._in_flight = self._f.in_flight.labels(*self._base)
         self._lock = threading.Lock()
         self._paused: dict[TopicPartition, PauseReason | None] = {}
         self._lanes: dict[TopicPartition, Lane] = {}
@@ -286,18 +290,23 @@ class WorkerMetrics:
         """Count finished records; a dead-lettered one also counts under its reason."""
         if (outcome == "dead_lettered") != (dead_letter_reason is not None):
             raise ValueError("dead_letter_reason is required for, and only for, dead_lettered")
-        self._f.records.labels(*self._base, outcome).inc(count)
+        child = self._records_by_outcome.get(outcome)
+        if child is None:
+            child = self._records_by_outcome[outcome] = self._f.records.labels(*self._base, outcome)
+        child.inc(count)
         if dead_letter_reason is not None:
             self._f.dead_letters.labels(*self._base, dead_letter_reason).inc(count)
 
+    # The per-record calls below use children resolved once: labels() costs microseconds
+    # per call, which the poll loop pays for every record.
     def observe_handler(self, seconds: float) -> None:
-        self._f.handler_latency.labels(*self._base).observe(seconds)
+        self._handler_latency.observe(seconds)
 
     def observe_age_at_completion(self, seconds: float) -> None:
-        self._f.age_at_completion.labels(*self._base).observe(max(0.0, seconds))
+        self._age_at_completion.observe(max(0.0, seconds))
 
     def set_in_flight(self, count: int) -> None:
-        self._f.in_flight.labels(*self._base).set(count)
+        self._in_flight.set(count)
 
     def set_concurrency_limit(self, limit: int) -> None:
         self._f.concurrency_limit.labels(*self._base).set(limit)
