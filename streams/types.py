@@ -38,7 +38,8 @@ class Record:
     value: bytes | None
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+    # Built once: the poll loop asks for it several times per record.
+    tp: TopicPartition = field(init=False, compare=False, repr=False)
 
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tp", TopicPartition(self.topic, self.partition))

@@ -235,7 +235,10 @@ class StageWorker:
 
     # ----------------------------------------------------------------- the loop
     def _iterate(self) -> None:
-        timeout = self.options.busy_poll_s if self._in_flight else self.options.idle_poll_s
+        # Block only when there is nothing to do: with work buffered, in flight or awaiting
+        # acks, a long wait for new records only delays what is already here.
+        busy = self._in_flight or self._router.awaiting or self._any_waiting()
+        timeout = self.options.busy_poll_s if busy else self.options.idle_poll_s
         for record in self._consumer.poll(self._fetch_room(), timeout):
             self._accept(record)
         self.ready.set()
@@ -252,17 +255,23 @@ class StageWorker:
             self._next_report = now_mono + self.options.report_interval_s
             self._report(now_mono)
 
+    def _any_waiting(self) -> bool:
+        return any(buffer.waiting for buffer in self._buffers.values())
+
     def _fetch_room(self) -> int:
-        """How many records one poll may take: no more than the least free space of any
-        partition still fetching, because one poll may bring them all from one partition.
-        So no partition's buffered plus in-flight passes its bound (by more than the one
-        record a poll must be allowed), and one stuck partition cannot take the room of
-        the others (pausing the whole assignment starves healthy partitions)."""
+        """How many records one poll may take. One poll may bring them all from one
+        partition, so the room is the least free space among partitions still fetching, so
+        that one stuck partition cannot take the others' room; but never below a quarter
+        of the smallest bound, or a nearly full partition would throttle every poll to a
+        record or two. So a partition's buffered plus in-flight stays within its bound plus
+        a quarter (the overshoot the local-bound pause allows)."""
         room = self.options.poll_batch
+        floor = self.options.poll_batch
         for tp, buffer in self._buffers.items():
+            floor = min(floor, max(1, buffer.bound // 4))
             if not self.pauses.is_paused(tp):
                 room = min(room, buffer.bound - buffer.fill)
-        return max(1, room)
+        return max(floor, room)
 
     def _accept(self, record: Record) -> None:
         buffer = self._buffers.get(record.tp)
