@@ -444,17 +444,24 @@ class StageWorker:
             paused = "local_bound" in self.pauses.reasons(tp)
             self.pauses.mark(tp, "local_bound", bound.should_pause(buffer.fill, paused))
         snapshot = self._feed.snapshot()
-        verdict = self._pressure.evaluate(
-            _with_sent_since(snapshot, self._router.sent_by_stage), self._clock.now(), now_mono
-        )
+        signals = _with_sent_since(snapshot, self._router.sent_by_stage)
+        verdict = self._pressure.evaluate(signals, self._clock.now(), now_mono)
         self._stage_paused = verdict.paused
+        # The urgent lane keeps flowing past the pause thresholds, up to a downstream
+        # stage's hard bounds (its max_lag and max_queue_age_s): lower lanes yield first,
+        # and downstream serves urgent first, so urgent work is not held behind a pause
+        # meant for the bulk (pausing every lane starves the one that matters).
+        urgent_paused = verdict.paused and (
+            stage.background or self._at_hard_bound(signals, self._clock.now())
+        )
         backlog: dict[Lane, int] = {}
         for buffer in self._buffers.values():
             backlog[buffer.lane] = backlog.get(buffer.lane, 0) + len(buffer.waiting)
         at_capacity = self._in_flight >= stage.concurrency
         paused_lanes = lanes_to_pause(backlog, at_capacity, stage.lanes)
         for tp, buffer in self._buffers.items():
-            self.pauses.mark(tp, self._stage_reason, verdict.paused)
+            paused = urgent_paused if buffer.lane == "urgent" else verdict.paused
+            self.pauses.mark(tp, self._stage_reason, paused)
             self.pauses.mark(tp, "lane", buffer.lane in paused_lanes)
         if (
             verdict.paused
@@ -466,6 +473,20 @@ class StageWorker:
         elif not verdict.paused:
             self._last_pause_reason = ""
         self.pauses.reconcile(self._consumer, self._buffers.keys())
+
+    def _at_hard_bound(self, signals: dict[str, PressureSignal | None], now: float) -> bool:
+        """Whether a downstream stage is at its own bounds, or cannot be read (fail safe)."""
+        stale_after = self.stage.pressure.stale_after_s
+        for name, signal in signals.items():
+            if signal is None or now - signal.measured_at > stale_after:
+                return True
+            downstream = self.topology.stages[name]
+            if (
+                signal.lag >= downstream.max_lag
+                or signal.oldest_age_s >= downstream.max_queue_age_s
+            ):
+                return True
+        return False
 
     def _pause_changed(self, tp: TopicPartition, reason: PauseReason | None, paused: bool) -> None:
         self.metrics.set_paused(tp, reason if paused else None)

@@ -61,8 +61,10 @@ def drain_group(client: ClientConfig, topology: Topology, stage: str, admin: Adm
         consumer.close()
 
 
-def all_paused_for(worker: StageWorker, reason: str) -> bool:
-    assigned = worker._buffers.keys()
+def all_paused_for(worker: StageWorker, reason: str, *, urgent_too: bool = False) -> bool:
+    """Every assigned partition paused for `reason`; the urgent lane only if asked, since
+    it keeps flowing until downstream reaches its hard bounds."""
+    assigned = [tp for tp, b in worker._buffers.items() if urgent_too or b.lane != "urgent"]
     return bool(assigned) and all(reason in worker.pauses.reasons(tp) for tp in assigned)
 
 
@@ -339,5 +341,42 @@ def test_downstream_oldest_age_pauses_upstream(admin: Admin, client_config: Clie
         assert not plan.pauses.desired()  # 5 records, young: under every threshold
         wait_for(lambda: all_paused_for(plan, "downstream"), 10, "plan to pause on act's age")
         assert "age" in plan._last_pause_reason
+    finally:
+        running.stop()
+
+
+def test_the_urgent_lane_flows_past_the_pause_threshold_until_the_hard_bound(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    topology = make_workflow(
+        admin,
+        {
+            "plan": {
+                "downstream": ["act"],
+                "pressure": {"lag": {"pause": 20, "resume": 10}, "min_dwell_s": 0.5},
+            },
+            "act": {"max_lag": 60},
+        },
+    )
+    wf = topology.workflow
+    publish(client_config, f"{wf}.act.standard", events(topology, "act", 30))  # over 20
+    worker = StageWorker(topology, "plan", client_config, options=FAST)
+    running = WorkerThread(worker).start()
+    try:
+        wait_for(lambda: all_paused_for(worker, "downstream"), 15, "standard to pause")
+        urgent = [tp for tp, b in worker._buffers.items() if b.lane == "urgent"]
+        # Until the first reading, act counts as over every bound (fail safe); after it,
+        # urgent flows while standard stays paused.
+        wait_for(
+            lambda: not any(worker.pauses.reasons(tp) for tp in urgent), 10, "urgent to flow"
+        )
+        assert all_paused_for(worker, "downstream")
+        publish(client_config, f"{wf}.plan.urgent", events(topology, "plan", 10, lane="urgent"))
+        out = read_events(client_config, f"{wf}.act.urgent", 3, expect=10)
+        assert len(out) == 10  # urgent went through while standard was held
+        publish(client_config, f"{wf}.act.standard", events(topology, "act", 40))  # past 60
+        wait_for(
+            lambda: all_paused_for(worker, "downstream", urgent_too=True), 15, "urgent to pause"
+        )
     finally:
         running.stop()
