@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import zlib
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -325,14 +325,18 @@ class ReviewerPool:
 class WorkLedger:
     """Handler executions by stage, and `wasted` ones: on runs already past their deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waits: int = 500_000) -> None:
         self._executions = _Counters()
         self._wasted = _Counters()
+        # (now_ms, lane, stage, seconds the record waited in the stage's queue): the
+        # handler's start is when queueing ends, so this is the honest queue age.
+        self._waits: deque[tuple[int, str, str, float]] = deque(maxlen=max_waits)
 
     def record(self, stage: str, event: TaskEvent, *, now_ms: int | None = None) -> bool:
         """Count one execution; True if it is wasted work."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         self._executions.add(stage)
+        self._waits.append((now, event.lane, stage, max(0.0, (now - event.enqueued_at_ms) / 1000)))
         deadline = event.deadline_ms if event.deadline_ms is not None else _payload_due(event)
         wasted = deadline is not None and now > deadline
         if wasted:
@@ -341,6 +345,10 @@ class WorkLedger:
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         return {"executions": self._executions.snapshot(), "wasted": self._wasted.snapshot()}
+
+    def waits(self) -> list[tuple[int, str, str, float]]:
+        """Queue waits seen at handler start: (at_ms, lane, stage, seconds)."""
+        return list(self._waits)
 
 
 def _payload_due(event: TaskEvent) -> int | None:

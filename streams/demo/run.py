@@ -71,6 +71,7 @@ class RunData:
     deadlines: dict[str, int] = field(default_factory=dict)
     max_queue_age_s: dict[str, float] = field(default_factory=dict)
     worker_errors: dict[str, str] = field(default_factory=dict)
+    waits: list[tuple[int, str, str, float]] = field(default_factory=list)
 
 
 def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
@@ -212,6 +213,7 @@ def run_once(
                 data.worker_errors[thread.worker.stage.name] = repr(thread.error)
     _collect(data, topology, client)
     data.work = deps.ledger.snapshot()
+    data.waits = deps.ledger.waits()
     data.deadlines = data.submissions.deadlines
     return data
 

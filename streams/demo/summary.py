@@ -17,7 +17,7 @@ class Summary:
     mode: str
     capacity_per_s: float  # the bottleneck's completion rate in the warm-up capacity probe
     goodput_overload_per_s: float  # runs finished within their deadline, per s of overload
-    urgent_age_p99_overload_s: float  # p99 over samples of urgent's oldest queued age at a stage
+    urgent_age_p99_overload_s: float  # p99 of urgent runs' waits in stage queues, overload
     urgent_oldest_run_p99_overload_s: float  # p99 over samples: oldest unfinished urgent run
     urgent_max_queue_age_s: float  # the smallest max_queue_age_s of the stages
     urgent_latency_p50_s: float | None
@@ -50,10 +50,6 @@ def _quantile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def worst_age(sample_ages: dict[str, dict[str, float]], lane: str) -> float:
-    return max((ages.get(lane, 0.0) for ages in sample_ages.values()), default=0.0)
-
-
 def summarize(data: RunData) -> Summary:
     probe_start, probe_end = _window(data, "capacity probe")
     # Skip the probe's first second: the pipeline needs a moment to fill the bottleneck.
@@ -72,10 +68,16 @@ def summarize(data: RunData) -> Summary:
         and c.done_ms <= c.deadline_ms
         and wall_start + start <= c.done_ms / 1000 <= wall_start + end
     ]
-    overload_samples = [s for s in data.samples if start <= s.t <= end]
     # The naive run has one queue (a plain loop), so its urgent runs wait in all of it.
     lanes = ("urgent",) if data.mode == "governed" else ("urgent", "standard", "background")
-    urgent_ages = [max(worst_age(s.stage_ages, lane) for lane in lanes) for s in overload_samples]
+    # Queue age of urgent runs: how long each waited in a stage's queue before a handler
+    # took it (in flight is not queued: a slow LLM call is latency, not queueing).
+    wall_start, wall_end = data.started_wall + start, data.started_wall + end
+    urgent_ages = [
+        wait
+        for at_ms, lane, _stage, wait in data.waits
+        if lane in lanes and wall_start <= at_ms / 1000 <= wall_end
+    ]
     ages = oldest_run_ages(data)
     in_overload = [a for t, a in ages if start <= t <= end]
     urgent_oldest = [a["urgent"] for a in in_overload]
