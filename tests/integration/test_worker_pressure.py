@@ -367,9 +367,7 @@ def test_the_urgent_lane_flows_past_the_pause_threshold_until_the_hard_bound(
         urgent = [tp for tp, b in worker._buffers.items() if b.lane == "urgent"]
         # Until the first reading, act counts as over every bound (fail safe); after it,
         # urgent flows while standard stays paused.
-        wait_for(
-            lambda: not any(worker.pauses.reasons(tp) for tp in urgent), 10, "urgent to flow"
-        )
+        wait_for(lambda: not any(worker.pauses.reasons(tp) for tp in urgent), 10, "urgent to flow")
         assert all_paused_for(worker, "downstream")
         publish(client_config, f"{wf}.plan.urgent", events(topology, "plan", 10, lane="urgent"))
         out = read_events(client_config, f"{wf}.act.urgent", 3, expect=10)
