@@ -142,7 +142,7 @@ class LocalBroker:
         (self._dir / "log4j2.properties").write_text(log4j.read_text())
 
     def _format_storage(self, java: str, classpath: str) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         cmd = [
             java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
             "-t", cluster_id, "-c", str(self._dir / "server.properties"),
@@ -186,6 +186,15 @@ class LocalBroker:
             f"the Kafka broker did not answer on {state.bootstrap} within {START_TIMEOUT_S:.0f} s; "
             f"see {state.log_file}"
         )
+
+
+def _cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's Uuid.randomUuid, never one starting with '-':
+    the storage tool's argument parser would read it as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def server_properties(data_dir: Path, broker_port: int, controller_port: int) -> str:

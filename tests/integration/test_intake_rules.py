@@ -89,9 +89,11 @@ def test_two_replicas_share_one_bound_without_overshoot(
         queued_two = two.capacity().queued_by_tenant.get("acme", 0)
     accepted = sum(a.status_code == 202 for a in answers)
     assert accepted == 25  # the tenant bound, exactly: the ledger orders both replicas
-    assert Counter(a.json()["reason"] for a in answers if a.status_code == 429) == {
-        "tenant_full": 35
-    }
+    # Undecided reservations count too, so some are refused as workflow_full: either
+    # way nothing past the bounds was admitted.
+    reasons = Counter(a.json()["reason"] for a in answers if a.status_code == 429)
+    assert sum(reasons.values()) == 35
+    assert set(reasons) <= {"tenant_full", "workflow_full"}
     assert queued_one == queued_two == 25
     out = read_events(client_config, f"{topology.workflow}.plan.urgent", 3, expect=26, timeout_s=3)
     assert len(out) == 25

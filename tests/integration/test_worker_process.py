@@ -137,6 +137,13 @@ def _kill_mid_stream(
             env={"PROC_HANDLER_SLEEP_S": "0.01", "PROC_HANDLER_LOG": str(calls)},
         )
         assert out.wait_until(lambda r: len(r.records) >= count // 5, 60), procs.logs()
+        # Kill while some handled work is not yet committed, so the restart has work to
+        # redo (commits run every 0.5 s; the window is rarely shut, but wait it out).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if len(handler_log(calls)[1]) > sum(committed(admin, group, (input_topic,)).values()):
+                break
+            time.sleep(0.02)
         first.signal(signal.SIGKILL)
         assert first.wait(10) == -signal.SIGKILL
 
