@@ -70,15 +70,15 @@ def full_scenario(capacity: float) -> Scenario:
 def quick_scenario(capacity: float) -> Scenario:
     return Scenario(
         phases=(
-            Phase("warm-up", 6, 0.6, 1.0),
+            Phase("warm-up", 5, 0.6, 1.0),
             Phase("capacity probe", 4, 2.0, 1.0),
-            Phase("dependency slow", 5, 0.6, 10.0),
-            Phase("overload", 12, 3.0, 10.0),
-            Phase("recovery", 5, 0.6, 1.0),
+            Phase("dependency slow", 3, 0.6, 10.0),
+            Phase("overload", 16, 3.0, 10.0),
+            Phase("recovery", 3, 0.6, 1.0),
         ),
         nominal_capacity_per_s=capacity,
         deadline_s=(("urgent", 20), ("standard", 60), ("background", 120)),
-        drain_s=20,
+        drain_s=40,
     )
 
 

@@ -32,7 +32,7 @@ def test_quick_demo_shows_governed_against_naive(
     assert governed["wasted_executions"] == 0
     assert governed["accepted_never_finished"] == 0
     assert governed["decisions"].get("rejected", 0) > 0  # it said no to work it could not do
-    assert naive["overload_age_growth_s"] > 0.5 * 12  # quick overload lasts 12 s
+    assert naive["overload_age_growth_s"] >= 0.4 * 16  # quick overload lasts 16 s
     assert naive["accepted_never_finished"] > 0
     report = (run_dir / "report.md").read_text()
     assert "| goodput in overload (runs/s) |" in report
