@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 from prometheus_client import CollectorRegistry
 
@@ -651,12 +651,3 @@ def _stage_of_topic_map(topology: Topology) -> dict[str, str]:
         for topic in stage.input_topics:
             mapping.setdefault(topic, stage.name)
     return mapping
-
-
-def run_worker_until_signalled(worker: StageWorker, install: Callable[..., Any]) -> None:
-    """Run a worker with SIGTERM/SIGINT mapped to a graceful stop (used by the CLI)."""
-    import signal
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        install(sig, lambda *_: worker.stop())
-    worker.run()
