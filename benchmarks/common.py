@@ -151,12 +151,14 @@ def make_workflow(
         TopicWanted(t, spec.partitions, None, spec.compacted)
         for t, spec in topology.all_topics().items()
     )
-    _wait_for_leaders(Admin(client), topology)
+    _wait_for_leaders(client, topology)
     return data, topology
 
 
-def _wait_for_leaders(admin: Admin, topology: Topology, timeout_s: float = 90.0) -> None:
+def _wait_for_leaders(client: ClientConfig, topology: Topology, timeout_s: float = 90.0) -> None:
     # New topics answer NOT_LEADER_OR_FOLLOWER for a moment; start only once they serve.
+    # A fresh admin client per try: one that saw a topic as unknown kept answering
+    # UNKNOWN_TOPIC_OR_PART from its metadata cache for the whole 90 s (seen here).
     tps = [
         TopicPartition(t, p)
         for t, spec in topology.all_topics().items()
@@ -165,7 +167,7 @@ def _wait_for_leaders(admin: Admin, topology: Topology, timeout_s: float = 90.0)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin.end_offsets(tps)
+            Admin(client).end_offsets(tps)
             return
         except BrokerUnavailable:
             if time.monotonic() > deadline:

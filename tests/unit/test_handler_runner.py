@@ -1,0 +1,178 @@
+"""HandlerRunner: outcomes, timeouts and cancellation of async and plain handlers (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from streams.events import TaskEvent, new_task_event
+from streams.runtime.context import HandlerContext
+from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, HandlerTimeout, Job
+from streams.types import Record
+
+EVENT = new_task_event(
+    workflow="w", stage="s", tenant="t", lane="standard", payload=b"{}", now_ms=1
+)
+
+
+def _job(token: int | str, timeout_s: float = 5.0) -> Job:
+    """A job whose record offset is the token (when it is a number)."""
+    offset = token if isinstance(token, int) else 0
+    record = Record("w.s.standard", 0, offset, b"k", b"v", 0, ())
+    ctx = HandlerContext("s", "standard", record, None, 0, {"standard": ("w.completed",)})
+    return Job(token, EVENT, ctx, timeout_s)
+
+
+def _run(handler: Handler, jobs: list[Job], wait_s: float = 5.0) -> dict[object, Completion]:
+    runner = HandlerRunner(handler, max_threads=4)
+    try:
+        runner.submit(jobs)
+        done: dict[object, Completion] = {}
+        deadline = time.monotonic() + wait_s
+        while len(done) < len(jobs) and time.monotonic() < deadline:
+            done.update((c.job.token, c) for c in runner.drain())
+            time.sleep(0.005)
+        assert runner.in_flight == 0 or len(done) < len(jobs)
+        return done
+    finally:
+        runner.close()
+
+
+def test_async_outcomes_ok_error_and_own_timeout_error_is_an_error() -> None:
+    async def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        token = ctx.record.offset
+        await asyncio.sleep(0.001)
+        if token == 1:
+            raise ValueError("bad")
+        if token == 2:
+            raise TimeoutError("the tool timed out")  # not ours: a handler error
+        ctx.emit(event)
+
+    jobs = [_job(i) for i in range(3)]
+    done = _run(handler, jobs)
+    assert done[0].status == "ok" and len(done[0].job.ctx.emits) == 1
+    assert done[1].status == "error" and isinstance(done[1].error, ValueError)
+    assert done[2].status == "error" and not isinstance(done[2].error, HandlerTimeout)
+
+
+def test_async_timeout_cancels_the_coroutine() -> None:
+    cancelled = threading.Event()
+
+    async def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    started = time.monotonic()
+    done = _run(handler, [_job("slow", timeout_s=0.2)])
+    assert done["slow"].status == "timeout"
+    assert isinstance(done["slow"].error, HandlerTimeout)
+    assert cancelled.is_set()
+    assert 0.2 <= time.monotonic() - started < 2.0
+
+
+def test_async_handlers_run_inside_a_task_so_asyncio_timeout_and_taskgroup_work() -> None:
+    async def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        async with asyncio.timeout(5):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(asyncio.sleep(0))
+        ctx.emit(event)
+
+    done = _run(handler, [_job(i) for i in range(20)])
+    assert [done[i].status for i in range(20)] == ["ok"] * 20, [
+        done[i].error for i in range(20) if done[i].status != "ok"
+    ]
+
+
+def test_many_async_calls_run_concurrently() -> None:
+    async def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        await asyncio.sleep(0.3)
+
+    started = time.monotonic()
+    done = _run(handler, [_job(i) for i in range(500)])
+    assert len(done) == 500 and all(c.status == "ok" for c in done.values())
+    assert time.monotonic() - started < 2.5  # 500 x 0.3 s one after another would be 150 s
+
+
+def _sync(body: Callable[[HandlerContext], None]) -> Handler:
+    def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        body(ctx)
+
+    return handler
+
+
+def test_plain_function_outcomes_and_bounded_threads() -> None:
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def body(ctx: HandlerContext) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        if ctx.record.offset == 3:
+            raise RuntimeError("boom")
+
+    jobs = [_job(i) for i in range(12)]
+    done = _run(_sync(body), jobs)
+    assert sorted(done) == list(range(12))
+    assert done[3].status == "error" and isinstance(done[3].error, RuntimeError)
+    assert all(done[i].status == "ok" for i in range(12) if i != 3)
+    assert 1 < peak[0] <= 4  # max_threads=4
+
+
+def test_plain_function_timeout_is_reported_on_time_and_its_late_result_dropped() -> None:
+    release = threading.Event()
+
+    def body(ctx: HandlerContext) -> None:
+        release.wait(10)
+
+    runner = HandlerRunner(_sync(body), max_threads=2)
+    try:
+        started = time.monotonic()
+        runner.submit([_job("stuck", timeout_s=0.2)])
+        completions: list[Completion] = []
+        while not completions and time.monotonic() - started < 5:
+            completions = runner.drain()
+            time.sleep(0.005)
+        assert [c.status for c in completions] == ["timeout"]
+        assert time.monotonic() - started < 2.0
+        release.set()
+        time.sleep(0.1)
+        assert runner.drain() == []  # the late "ok" is not reported a second time
+    finally:
+        release.set()
+        runner.close()
+
+
+@pytest.mark.parametrize("is_async", [True, False])
+def test_every_job_completes_exactly_once(is_async: bool) -> None:
+    async def async_handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        if ctx.record.offset % 2:
+            await asyncio.sleep(0)
+
+    def sync_handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        pass
+
+    jobs = [_job(i) for i in range(2000)]
+    runner = HandlerRunner(async_handler if is_async else sync_handler, max_threads=8)
+    try:
+        for start in range(0, 2000, 250):
+            runner.submit(jobs[start : start + 250])
+        seen: list[object] = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 2000 and time.monotonic() < deadline:
+            seen.extend(c.job.token for c in runner.drain())
+            time.sleep(0.002)
+        time.sleep(0.05)
+        seen.extend(c.job.token for c in runner.drain())
+        assert sorted(seen) == list(range(2000))  # none lost, none twice
+    finally:
+        runner.close()
