@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.errors import StreamsError
-from streams.policy.admission import AdmissionOutcome, ReasonCode
+from streams.policy.admission import AdmissionDecision, AdmissionOutcome, ReasonCode
 from streams.types import Lane
 
 MAX_TENANT_LEN = 200
@@ -66,6 +66,30 @@ class Decision:
             "retry_after_s": self.retry_after_s,
             "forecast_wait_s": self.forecast_wait_s,
         }
+
+
+def decision_of(
+    verdict: AdmissionDecision,
+    requested_lane: Lane,
+    *,
+    run_id: str | None = None,
+    due_at_ms: int | None = None,
+) -> Decision:
+    return Decision(
+        verdict.outcome,
+        verdict.reason,
+        verdict.lane,
+        requested_lane,
+        run_id,
+        due_at_ms,
+        verdict.retry_after_s,
+        verdict.forecast_wait_s,
+    )
+
+
+def collapsed_into(run_id: str, lane: Lane, requested_lane: Lane) -> Decision:
+    """A duplicate's answer: the existing run `run_id`, in its lane."""
+    return Decision("collapsed", "duplicate", lane, requested_lane, run_id=run_id)
 
 
 def check_request(request: RunRequest, lanes: tuple[Lane, ...]) -> None:

@@ -1,0 +1,314 @@
+"""One replica's in-memory model of the run ledger: live entries, their counts, their order,
+and which ledger offsets this replica knows the content of. Pure bookkeeping, no I/O
+(streams.intake.state feeds it from the broker); thread-safe.
+
+"Known" offsets are those read from the ledger plus this replica's own acknowledged
+writes. When every offset below a reservation is known, nobody else can have written in
+between, so the reservation can be decided without reading the ledger back first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from streams.types import LANES, Lane
+
+Phase = Literal["reserved", "queued", "delayed"]
+# A completion can be read before the admission it ends (different topics); remember it
+# long enough for the admission to arrive, and no longer.
+_EARLY_FINISH_KEEP = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    run_id: str
+    tenant: str
+    lane: Lane
+    phase: Phase
+    at_ms: int
+    idempotency_key: str | None
+    replica: str
+    offset: int  # of the reservation (the entry's place in the total order); -1: not placed
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Queued runs (reservations included). The dicts are the caller's own copies."""
+
+    total: int
+    delayed: int
+    by_tenant: dict[str, int]
+    by_lane: dict[Lane, int]
+
+
+class _Totals:
+    """Running counts of live entries, so a decision never rescans the ledger."""
+
+    __slots__ = ("by_lane", "by_tenant", "delayed", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.delayed = 0
+        self.by_tenant: dict[str, int] = {}
+        self.by_lane: dict[Lane, int] = dict.fromkeys(LANES, 0)
+
+    def add(self, entry: LedgerEntry, sign: int) -> None:
+        self.total += sign
+        if entry.phase == "delayed":
+            self.delayed += sign
+        self.by_lane[entry.lane] += sign
+        left = self.by_tenant.get(entry.tenant, 0) + sign
+        if left:
+            self.by_tenant[entry.tenant] = left
+        else:
+            self.by_tenant.pop(entry.tenant, None)
+
+
+class LedgerBook:
+    def __init__(self, *, reservation_timeout_s: float = 30.0) -> None:
+        self._reservation_timeout_ms = int(reservation_timeout_s * 1000)
+        self._lock = threading.Lock()
+        self._entries: dict[str, LedgerEntry] = {}
+        self._totals = _Totals()
+        # Entries in ledger order, to find the few at or after a reservation's offset;
+        # items of entries that are gone are skipped and dropped from the left.
+        self._order: deque[tuple[int, str]] = deque()
+        self._unplaced: set[str] = set()  # one's own reservations not yet placed
+        # Undecided reservations in arrival order (they may time out: oldest first).
+        self._reserved: dict[str, None] = {}
+        self._by_key: dict[tuple[str, str], set[str]] = {}
+        self._finished_early: OrderedDict[str, None] = OrderedDict()
+        self._read_to = -1  # last ledger offset read
+        self._known_to = -1  # every offset up to here is known (read, or written by us)
+        self._own_ahead: set[int] = set()  # own acknowledged writes past _read_to
+
+    # ------------------------------------------------------------ what the ledger says
+    def skip_own(self, offset: int) -> bool:
+        """Mark `offset` read; True when it holds one of our own writes, whose content the
+        book already has (so the caller need not decode it)."""
+        with self._lock:
+            self._read_to = offset
+            if offset > self._known_to:
+                self._known_to = offset
+                self._advance_known()
+            if offset in self._own_ahead:
+                self._own_ahead.discard(offset)
+                return True
+            if len(self._own_ahead) > 4096:  # writes never read back (cannot happen: hygiene)
+                self._own_ahead = {o for o in self._own_ahead if o > offset}
+            return False
+
+    def apply(self, offset: int, run_id: str, data: dict[str, Any] | None) -> None:
+        """Apply the ledger record at `offset` (after skip_own said it is not ours).
+        `data` None is a tombstone: the run finished, or its reservation was rejected."""
+        with self._lock:
+            if data is None:
+                self._drop(run_id)
+                return
+            if run_id in self._finished_early:
+                del self._finished_early[run_id]
+                return
+            known = self._entries.get(run_id)
+            # The reservation fixes the entry's place in the order; later entries only
+            # change its phase.
+            place = known.offset if known is not None and known.offset >= 0 else offset
+            self._put(_entry(data, place))
+            self._unplaced.discard(run_id)
+            if known is None or known.offset < 0:
+                _insert_ordered(self._order, (place, run_id))
+
+    def finish(self, run_id: str) -> None:
+        """The run left the workflow (completed or dead-lettered)."""
+        with self._lock:
+            if not self._drop(run_id):
+                self._finished_early[run_id] = None
+                while len(self._finished_early) > _EARLY_FINISH_KEEP:
+                    self._finished_early.popitem(last=False)
+
+    # ------------------------------------------------------------ one's own writes
+    def note(self, entry: LedgerEntry) -> None:
+        """Count one's own entry at once, before the broker has placed it."""
+        with self._lock:
+            known = self._entries.get(entry.run_id)
+            if known is not None and known.offset >= 0:
+                entry = replace(entry, offset=known.offset)
+            if entry.run_id not in self._finished_early:
+                self._put(entry)
+                if entry.offset < 0:
+                    self._unplaced.add(entry.run_id)
+
+    def admit(self, entry: LedgerEntry) -> None:
+        """One's own reservation was admitted: change its phase (and maybe lane). A run
+        already gone (finished, or released) stays gone: a fast stage can finish a run
+        before its admission is noted here."""
+        with self._lock:
+            if entry.run_id in self._entries:
+                self._put(entry)
+
+    def placed(self, offset: int, reservation_of: str | None = None) -> None:
+        """The broker acknowledged one of our writes at `offset`; `reservation_of` names
+        the run when that write was its reservation (which fixes the run's place)."""
+        with self._lock:
+            if offset > self._read_to:
+                self._own_ahead.add(offset)
+                if offset == self._known_to + 1:
+                    self._advance_known()
+            if reservation_of is None:
+                return
+            known = self._entries.get(reservation_of)
+            if known is not None and known.offset < 0:
+                self._entries[reservation_of] = replace(known, offset=offset)
+                self._unplaced.discard(reservation_of)
+                _insert_ordered(self._order, (offset, reservation_of))
+
+    def forget(self, run_id: str) -> None:
+        with self._lock:
+            self._drop(run_id)
+
+    # ------------------------------------------------------------ questions
+    def known_before(self, offset: int) -> bool:
+        """True when every ledger offset below `offset` is known: what a reservation there
+        is decided on is all in the book."""
+        with self._lock:
+            return self._known_to >= offset - 1
+
+    def read_past(self, offset: int) -> bool:
+        with self._lock:
+            return self._read_to >= offset
+
+    def counts(self, *, before_offset: int | None = None, now_ms: int | None = None) -> QueueCounts:
+        """Queued runs (reservations included). With before_offset, only entries earlier
+        in the ledger: what a reservation at that offset is decided on. Costs the entries
+        after that offset and one's unplaced reservations, not the whole ledger."""
+        with self._lock:
+            t = self._totals
+            total, delayed = t.total, t.delayed
+            by_tenant, by_lane = dict(t.by_tenant), dict(t.by_lane)
+            excluded: dict[str, LedgerEntry] = {}
+            if before_offset is not None:
+                for run_id in self._unplaced:
+                    excluded[run_id] = self._entries[run_id]
+                for offset, run_id in reversed(self._order):
+                    if offset < before_offset:
+                        break
+                    entry = self._entries.get(run_id)
+                    if entry is not None and entry.offset == offset:
+                        excluded[run_id] = entry
+            if now_ms is not None:
+                # A reservation its replica never decided (it died) stops holding capacity.
+                # Oldest first; one still young ends the scan (a later arrival with an older
+                # clock is counted a little longer, which can only under-admit).
+                oldest_live = now_ms - self._reservation_timeout_ms
+                for run_id in self._reserved:
+                    entry = self._entries[run_id]
+                    if entry.at_ms >= oldest_live:
+                        break
+                    excluded[run_id] = entry
+        for entry in excluded.values():
+            total -= 1
+            if entry.phase == "delayed":
+                delayed -= 1
+            by_lane[entry.lane] -= 1
+            left = by_tenant.get(entry.tenant, 0) - 1
+            if left > 0:
+                by_tenant[entry.tenant] = left
+            else:
+                by_tenant.pop(entry.tenant, None)
+        return QueueCounts(total, delayed, by_tenant, by_lane)
+
+    def oldest_admitted_ms(self) -> dict[Lane, int]:
+        """Admission time of the oldest admitted, unfinished run per lane (a full scan: for
+        reports, not for decisions)."""
+        with self._lock:
+            entries = list(self._entries.values())
+        oldest: dict[Lane, int] = {}
+        for e in entries:
+            if e.phase != "reserved" and (e.lane not in oldest or e.at_ms < oldest[e.lane]):
+                oldest[e.lane] = e.at_ms
+        return oldest
+
+    def first_with_key(
+        self, tenant: str, key: str, since_ms: int, *, before_offset: int | None = None
+    ) -> LedgerEntry | None:
+        """The earliest placed live entry of the tenant's idempotency key inside the window."""
+        with self._lock:
+            run_ids = self._by_key.get((tenant, key))
+            matches = [self._entries[r] for r in run_ids] if run_ids else []
+        ordered = [e for e in matches if e.offset >= 0 and e.at_ms >= since_ms]
+        if before_offset is not None:
+            ordered = [e for e in ordered if e.offset < before_offset]
+        return min(ordered, key=lambda e: e.offset) if ordered else None
+
+    def entry(self, run_id: str) -> LedgerEntry | None:
+        with self._lock:
+            return self._entries.get(run_id)
+
+    # ------------------------------------------------------------ with the lock held
+    def _advance_known(self) -> None:
+        ahead, known = self._own_ahead, self._known_to
+        while known + 1 in ahead:
+            known += 1
+        self._known_to = known
+
+    def _put(self, entry: LedgerEntry) -> None:
+        """Insert or replace an entry, keeping the totals and indexes."""
+        run_id = entry.run_id
+        known = self._entries.get(run_id)
+        if known is not None:
+            self._totals.add(known, -1)
+        self._entries[run_id] = entry
+        self._totals.add(entry, +1)
+        if entry.phase == "reserved":
+            self._reserved.setdefault(run_id)
+        else:
+            self._reserved.pop(run_id, None)
+        if entry.idempotency_key is not None and known is None:
+            self._by_key.setdefault((entry.tenant, entry.idempotency_key), set()).add(run_id)
+
+    def _drop(self, run_id: str) -> bool:
+        """Remove an entry, keeping the totals and indexes."""
+        known = self._entries.pop(run_id, None)
+        if known is None:
+            return False
+        self._totals.add(known, -1)
+        self._unplaced.discard(run_id)
+        self._reserved.pop(run_id, None)
+        if known.idempotency_key is not None:
+            index_key = (known.tenant, known.idempotency_key)
+            run_ids = self._by_key.get(index_key)
+            if run_ids is not None:
+                run_ids.discard(run_id)
+                if not run_ids:
+                    del self._by_key[index_key]
+        order = self._order
+        while order and order[0][1] not in self._entries:
+            order.popleft()
+        return True
+
+
+def _insert_ordered(order: deque[tuple[int, str]], item: tuple[int, str]) -> None:
+    """Keep `order` sorted by offset; reads and own placements arrive almost in order, so
+    the place is found a step or two from the right."""
+    if not order or order[-1][0] <= item[0]:
+        order.append(item)
+        return
+    i = len(order) - 1
+    while i > 0 and order[i - 1][0] > item[0]:
+        i -= 1
+    order.insert(i, item)
+
+
+def _entry(data: dict[str, Any], offset: int) -> LedgerEntry:
+    return LedgerEntry(
+        run_id=data["run_id"],
+        tenant=data["tenant"],
+        lane=data["lane"],
+        phase=data["state"],
+        at_ms=data["admitted_at"],
+        idempotency_key=data["idempotency_key"],
+        replica=data["replica"],
+        offset=offset,
+    )
