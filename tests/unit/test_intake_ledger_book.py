@@ -1,0 +1,156 @@
+"""The intake's ledger book: counts before a reservation, which offsets are known without a
+read-back, own writes skipped when read back, timed-out reservations, duplicates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.intake.ledger_book import LedgerBook, LedgerEntry, Phase
+
+
+def entry(run_id: str, tenant: str = "t", phase: Phase = "reserved", **kw: Any) -> LedgerEntry:
+    fields: dict[str, Any] = {
+        "lane": "standard", "at_ms": 1_000, "idempotency_key": None, "replica": "me", "offset": -1,
+    }  # fmt: skip
+    fields.update(kw)
+    return LedgerEntry(run_id, tenant, phase=phase, **fields)
+
+
+def data(run_id: str, tenant: str = "t", state: str = "queued", key: str | None = None) -> Any:
+    return {
+        "run_id": run_id, "tenant": tenant, "lane": "standard", "state": state,
+        "admitted_at": 1_000, "idempotency_key": key, "replica": "other",
+    }  # fmt: skip
+
+
+def read(book: LedgerBook, offset: int, run_id: str, record: Any) -> None:
+    """What the view does with one ledger record."""
+    if not book.skip_own(offset):
+        book.apply(offset, run_id, record)
+
+
+def test_a_reservation_is_decided_on_the_entries_before_it_only() -> None:
+    book = LedgerBook()
+    read(book, 0, "a", data("a", "x"))
+    read(book, 1, "b", data("b", "y"))
+    for run_id in ("mine1", "mine2", "mine3"):
+        book.note(entry(run_id))
+    book.placed(2, "mine1")
+    book.placed(3, "mine2")  # mine3 not placed yet
+    assert book.counts().total == 5
+    before_mine2 = book.counts(before_offset=3)
+    assert before_mine2.total == 3  # a, b and mine1
+    assert before_mine2.by_tenant == {"x": 1, "y": 1, "t": 1}
+    assert book.counts(before_offset=2).total == 2
+
+
+def test_offsets_are_known_through_reads_and_own_placements_until_a_gap() -> None:
+    book = LedgerBook()
+    assert book.known_before(0)
+    read(book, 0, "a", data("a"))
+    book.note(entry("mine1"))
+    book.note(entry("mine2"))
+    book.placed(1, "mine1")
+    assert book.known_before(2)  # 0 read, 1 ours
+    book.placed(3, "mine2")  # offset 2 is somebody else's, not read yet
+    assert not book.known_before(3)
+    assert not book.known_before(4)
+    read(book, 2, "theirs", data("theirs", "z", state="reserved"))
+    assert book.known_before(4)
+    assert book.counts(before_offset=3).by_tenant == {"t": 2, "z": 1}
+
+
+def test_own_writes_read_back_are_skipped_and_others_applied() -> None:
+    book = LedgerBook()
+    book.note(entry("mine"))
+    book.placed(0, "mine")
+    book.placed(1)  # e.g. its 'queued' entry
+    assert book.skip_own(0)
+    assert book.skip_own(1)
+    assert not book.skip_own(2)
+    assert book.read_past(2)
+
+
+def test_an_own_record_read_before_its_placement_is_applied_once() -> None:
+    book = LedgerBook()
+    book.note(entry("mine"))
+    read(book, 0, "mine", data("mine", state="reserved"))
+    book.placed(0, "mine")  # the ack arrives after the read
+    mine = book.entry("mine")
+    assert mine is not None and mine.offset == 0
+    assert book.counts().total == 1
+    assert book.counts(before_offset=0).total == 0
+    assert book.counts(before_offset=1).total == 1
+
+
+def test_an_undecided_reservation_stops_counting_after_its_timeout() -> None:
+    book = LedgerBook(reservation_timeout_s=30.0)
+    read(book, 0, "old", data("old", state="reserved"))
+    read(book, 1, "queued", data("queued"))
+    assert book.counts(now_ms=1_000 + 29_000).total == 2
+    assert book.counts(now_ms=1_000 + 31_000).total == 1  # the queued run still counts
+    assert book.counts(before_offset=1, now_ms=1_000 + 31_000).total == 0
+
+
+def test_tombstones_and_finished_runs_leave_the_counts() -> None:
+    book = LedgerBook()
+    read(book, 0, "a", data("a"))
+    read(book, 1, "b", data("b"))
+    read(book, 2, "a", None)
+    book.finish("b")
+    assert book.counts().total == 0
+    book.finish("c")  # finished before its admission is read
+    read(book, 3, "c", data("c"))
+    assert book.counts().total == 0
+
+
+def test_admitting_a_run_that_already_finished_does_not_bring_it_back() -> None:
+    book = LedgerBook()
+    book.note(entry("fast"))
+    book.placed(0, "fast")
+    book.finish("fast")  # a fast stage finished it before its admission was noted
+    book.admit(entry("fast", phase="queued", offset=0))
+    assert book.entry("fast") is None
+    assert book.counts().total == 0
+
+
+def test_the_first_entry_of_a_key_in_ledger_order_owns_it() -> None:
+    book = LedgerBook()
+    read(book, 0, "first", data("first", "acme", key="k"))
+    read(book, 1, "second", data("second", "acme", key="k"))
+    read(book, 2, "other-tenant", data("other-tenant", "globex", key="k"))
+    owner = book.first_with_key("acme", "k", since_ms=0)
+    assert owner is not None and owner.run_id == "first"
+    assert book.first_with_key("acme", "k", since_ms=0, before_offset=0) is None
+    assert book.first_with_key("acme", "k", since_ms=2_000) is None  # outside the window
+    read(book, 3, "first", None)
+    owner = book.first_with_key("acme", "k", since_ms=0)
+    assert owner is not None and owner.run_id == "second"
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=40))
+def test_known_before_means_every_lower_offset_was_read_or_written_by_us(
+    steps: list[tuple[bool, bool]],
+) -> None:
+    """Offsets 0..n-1 are each ours or someone else's; reads come in order, our acks in
+    order, interleaved arbitrarily. known_before(o) must hold exactly when each offset
+    below o was read or is ours and acknowledged."""
+    ours = [mine for mine, _ in steps]
+    book = LedgerBook()
+    read_next, acked_next = 0, 0
+    own_offsets = [o for o, mine in enumerate(ours) if mine]
+    known: set[int] = set()
+    for _, read_first in steps:
+        if read_first and read_next < len(ours):
+            read(book, read_next, f"r{read_next}", data(f"r{read_next}"))
+            known.add(read_next)
+            read_next += 1
+        elif acked_next < len(own_offsets):
+            book.placed(own_offsets[acked_next])
+            known.add(own_offsets[acked_next])
+            acked_next += 1
+        for offset in range(len(ours) + 1):
+            assert book.known_before(offset) == all(o in known for o in range(offset))
