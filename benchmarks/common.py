@@ -274,6 +274,12 @@ def stop_on_stdin_eof(stop: Callable[[], None]) -> None:
     threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
 
 
+def cpu_seconds() -> float:
+    """User plus system CPU of this whole process (every thread, librdkafka's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def serve_worker(
     workflow: dict[str, Any], stage: str, bootstrap_servers: str, handler: Handler, **opts: Any
 ) -> dict[str, Any]:
@@ -287,11 +293,10 @@ def serve_worker(
         handler=handler,
     )
     stop_on_stdin_eof(worker.stop)
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = cpu_seconds()
     worker.run()
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "peak_rss_mb": proc_status_kb("VmHWM") / 1024,
-        "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+        "cpu_s": cpu_seconds() - cpu0,
         "pause_events": worker.pauses.pause_events,
     }

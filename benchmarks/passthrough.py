@@ -72,6 +72,7 @@ def _bare_loop(workflow: dict[str, Any], servers: str, first: list[float]) -> di
     out_topic = f"{name}.completed"
     stopping: list[bool] = []
     common.stop_on_stdin_eof(lambda: stopping.append(True))
+    cpu0 = common.cpu_seconds()
     while not stopping:
         messages = consumer.consume(num_messages=500, timeout=0.05)
         if messages and not first:
@@ -93,7 +94,10 @@ def _bare_loop(workflow: dict[str, Any], servers: str, first: list[float]) -> di
             consumer.commit(asynchronous=True)
     producer.flush(30.0)
     consumer.close()
-    return {"peak_rss_mb": common.proc_status_kb("VmHWM") / 1024}
+    return {
+        "peak_rss_mb": common.proc_status_kb("VmHWM") / 1024,
+        "cpu_s": common.cpu_seconds() - cpu0,
+    }
 
 
 # --------------------------------------------------------------------------- driver

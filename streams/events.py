@@ -246,6 +246,13 @@ class TaskEventCodec:
     def encode(self, event: TaskEvent) -> bytes:
         return self.serde.encode(event.to_avro())
 
+    def encode_for_stage(self, event: TaskEvent, stage: str, enqueued_at_ms: int) -> bytes:
+        """The bytes of ``event.with_stage(stage, enqueued_at_ms)``, without building that
+        copy (this runs once per emitted record)."""
+        avro = event.to_avro()
+        avro["stage"], avro["enqueued_at"], avro["attempt"] = stage, enqueued_at_ms, 0
+        return self.serde.encode(avro)
+
     def decode(self, data: bytes) -> TaskEvent:
         return TaskEvent.from_avro(self.serde.decode(data))
 

@@ -15,11 +15,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Literal, Protocol, get_args
 from weakref import WeakKeyDictionary
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from streams.metric_families import (
+    LocalCounterChild,
+    LocalCounterFamily,
+    LocalHistogramFamily,
+)
 from streams.types import DeadLetterReason, Lane, Outcome, PauseReason, TopicPartition
 
 RebalanceKind = Literal["assign", "revoke", "lost"]
@@ -39,9 +44,9 @@ _PARTITION = ("topic", "partition")
 
 @dataclass(frozen=True, slots=True)
 class _WorkerFamilies:
-    records: Counter
-    handler_latency: Histogram
-    age_at_completion: Histogram
+    records: LocalCounterFamily
+    handler_latency: LocalHistogramFamily
+    age_at_completion: LocalHistogramFamily
     oldest_queued_age: Gauge
     lag: Gauge
     in_flight: Gauge
@@ -51,7 +56,7 @@ class _WorkerFamilies:
     partition_paused: Gauge
     pause_events: Counter
     resume_events: Counter
-    dead_letters: Counter
+    dead_letters: LocalCounterFamily
     stalled_partitions: Gauge
     partition_stalled: Gauge
     downstream_lag: Gauge
@@ -64,20 +69,20 @@ class _WorkerFamilies:
     def define(cls, registry: CollectorRegistry) -> _WorkerFamilies:
         r = registry
         return cls(
-            records=Counter(
+            records=LocalCounterFamily(
                 "streams_records",
                 "Records finished by a stage worker, by outcome.",
                 [*_BASE, "outcome"],
                 registry=r,
             ),
-            handler_latency=Histogram(
+            handler_latency=LocalHistogramFamily(
                 "streams_handler_latency_seconds",
                 "Duration of one handler call.",
                 _BASE,
                 buckets=HANDLER_LATENCY_BUCKETS,
                 registry=r,
             ),
-            age_at_completion=Histogram(
+            age_at_completion=LocalHistogramFamily(
                 "streams_age_at_completion_seconds",
                 "Age of a record (since its Kafka timestamp) when its handling finished.",
                 _BASE,
@@ -138,7 +143,7 @@ class _WorkerFamilies:
                 [*_BASE, "reason"],
                 registry=r,
             ),
-            dead_letters=Counter(
+            dead_letters=LocalCounterFamily(
                 "streams_dead_letters",
                 "Records written to the dead-letter topic, by reason.",
                 [*_BASE, "reason"],
@@ -246,16 +251,23 @@ def _lag(registry: CollectorRegistry) -> _LagFamilies:
 class WorkerMetrics:
     """The metrics of one stage worker, every series labelled with its workflow and stage.
 
-    Thread-safe: handler threads may observe latencies while the poll loop sets partition
-    state. Per-partition series live from the first ``set_*`` call for that partition until
-    ``forget_partition`` (call it for revoked and lost partitions, so a partition that moved
-    to another worker is not reported twice).
+    record_outcome, observe_handler and observe_age_at_completion belong to one thread (the
+    poll loop: they are lock-free); the rest is thread-safe. Per-partition series live
+    from the first ``set_*`` call for that partition until ``forget_partition`` (call it
+    for revoked and lost partitions, so a partition that moved to another worker is not
+    reported twice).
     """
 
     def __init__(self, registry: CollectorRegistry, stage: str, workflow: str) -> None:
         self._f = _worker(registry)
         self._base = (workflow, stage)
-        self._records_by_outcome: dict[str, Any] = {}
+        self._records_by_outcome: dict[str, LocalCounterChild] = {
+            outcome: self._f.records.labels(*self._base, outcome) for outcome in get_args(Outcome)
+        }
+        self._dead_letters_by_reason: dict[str, LocalCounterChild] = {
+            reason: self._f.dead_letters.labels(*self._base, reason)
+            for reason in get_args(DeadLetterReason)
+        }
         self._handler_latency = self._f.handler_latency.labels(*self._base)
         self._age_at_completion = self._f.age_at_completion.labels(*self._base)
         self._in_flight = self._f.in_flight.labels(*self._base)
@@ -264,11 +276,8 @@ class WorkerMetrics:
         self._lanes: dict[TopicPartition, Lane] = {}
         self._stalled: set[TopicPartition] = set()
         self._partitions: set[TopicPartition] = set()
-        # Closed label sets start at 0 so rate() and absent() work from the first scrape.
-        for outcome in get_args(Outcome):
-            self._f.records.labels(*self._base, outcome)
-        for reason in get_args(DeadLetterReason):
-            self._f.dead_letters.labels(*self._base, reason)
+        # Closed label sets start at 0 so rate() and absent() work from the first scrape
+        # (the outcome and reason children above are created for this reason too).
         for pause_reason in get_args(PauseReason):
             self._f.pause_events.labels(*self._base, pause_reason)
             self._f.resume_events.labels(*self._base, pause_reason)
@@ -290,15 +299,13 @@ class WorkerMetrics:
         """Count finished records; a dead-lettered one also counts under its reason."""
         if (outcome == "dead_lettered") != (dead_letter_reason is not None):
             raise ValueError("dead_letter_reason is required for, and only for, dead_lettered")
-        child = self._records_by_outcome.get(outcome)
-        if child is None:
-            child = self._records_by_outcome[outcome] = self._f.records.labels(*self._base, outcome)
-        child.inc(count)
+        self._records_by_outcome[outcome].inc(count)
         if dead_letter_reason is not None:
-            self._f.dead_letters.labels(*self._base, dead_letter_reason).inc(count)
+            self._dead_letters_by_reason[dead_letter_reason].inc(count)
 
-    # The per-record calls below use children resolved once: labels() costs microseconds
-    # per call, which the poll loop pays for every record.
+    # The per-record calls use children resolved once (labels() costs microseconds per
+    # call) of lock-free families (streams.metric_families): the poll loop pays for every
+    # record, so these four are for the poll thread alone.
     def observe_handler(self, seconds: float) -> None:
         self._handler_latency.observe(seconds)
 

@@ -6,7 +6,7 @@ Owns the vocabulary (records, partitions, lanes, outcomes); must not import Kafk
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Lane = Literal["urgent", "standard", "background"]
 #: Lanes from most to least urgent; a worker serves them in this order.
@@ -18,8 +18,9 @@ PauseReason = Literal["local_bound", "downstream", "lane", "yield_to_foreground"
 DeliveryMode = Literal["at_least_once", "exactly_once"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class TopicPartition:
+class TopicPartition(NamedTuple):
+    # A tuple, not a dataclass: it keys several dicts per record on the poll loop, and a
+    # tuple hashes and compares in C (0.08 us a lookup here, against 0.34 us).
     topic: str
     partition: int
 

@@ -54,15 +54,18 @@ class RecordProducer:
             callback = _delivery(on_ack)
         else:
             callback = None
-        deadline = time.monotonic() + max_wait_s
+        deadline: float | None = None
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=list(headers), on_delivery=callback
-                )
+                    topic, value=value, key=key, headers=list(headers) or None,
+                    on_delivery=callback,
+                )  # fmt: skip
                 self.sent_since_commit += 1
                 return
             except BufferError:
+                if deadline is None:
+                    deadline = time.monotonic() + max_wait_s
                 if time.monotonic() >= deadline:
                     raise ProducerQueueFull(
                         f"producer queue full for {max_wait_s:.0f} s while sending to {topic}"

@@ -6,6 +6,7 @@ the handler returns, so a handler's work is never re-run because a hand-off had 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streams.events import TaskEvent
@@ -37,7 +38,7 @@ class HandlerContext:
     record: Record
     deadline_ms: int | None
     now_ms: int
-    routes: dict[Lane, tuple[str, ...]]
+    routes: Mapping[Lane, tuple[str, ...]]  # shared by every context of the stage: read-only
     emits: list[Emit] = field(default_factory=list)
 
     def emit(self, event: TaskEvent, *, lane: Lane | None = None) -> None:

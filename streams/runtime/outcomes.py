@@ -69,17 +69,19 @@ class OutcomeRouter:
             return
         now = self._now_ms()
         waiter = _AwaitingAcks(record, "emitted", None, len(emits), token)
+        acked = partial(self._acked, waiter)
         self.awaiting += 1
+        sent = self.sent_by_stage
         for emit in emits:
             stage = self._stage_of_topic(emit.topic)
-            self.sent_by_stage[stage] = self.sent_by_stage.get(stage, 0) + 1
-            event = emit.event.with_stage(stage, now)
+            sent[stage] = sent.get(stage, 0) + 1
+            event = emit.event
             self._producer.send(
                 emit.topic,
-                self._events.encode(event),
+                self._events.encode_for_stage(event, stage, now),
                 key=event.run_id.encode(),
-                headers=_trace_headers(event),
-                on_ack=partial(self._acked, waiter),
+                headers=_trace_headers(event) if event.trace_context else (),
+                on_ack=acked,
             )
 
     def dead_letter(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
+from types import MappingProxyType
 from typing import cast
 
 from prometheus_client import CollectorRegistry
@@ -83,6 +84,7 @@ class StageWorker:
             t: lane for lane, t in self.stage.input_topics_by_lane.items()
         }
         self._stage_of_topic = _stage_of_topic_map(topology)
+        self._routes: Mapping[Lane, tuple[str, ...]] = MappingProxyType(dict(self.stage.routes))
         self._buffers: dict[TopicPartition, PartitionBuffer] = {}
         self._bounds: dict[TopicPartition, PartitionBound] = {}
         self._busy_keys: set[bytes] = set()
@@ -344,7 +346,7 @@ class StageWorker:
                 record=record,
                 deadline_ms=event.deadline_ms,
                 now_ms=int(now * 1000),
-                routes=dict(self.stage.routes),
+                routes=self._routes,
             )
             jobs.append(Job((buffer, pending), event, ctx, self.stage.handler_timeout_s))
         self._in_flight += len(jobs)
@@ -362,6 +364,9 @@ class StageWorker:
             if self._buffers.get(record.tp) is not buffer:
                 continue  # partition revoked meanwhile: abandoned, the new owner redoes it
             if done.status == "ok":
+                if not self._eos:  # the common case, without building a callable per record
+                    self._router.emit(record, done.job.ctx.emits, buffer)
+                    continue
                 action = partial(self._router.emit, record, done.job.ctx.emits, token=buffer)
             else:
                 reason: DeadLetterReason = (

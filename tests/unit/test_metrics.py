@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.kafka.lag_reader import GroupLag, PartitionLag
@@ -219,3 +219,20 @@ def test_serve_metrics_over_http_on_loopback(
     emitted = (("outcome", "emitted"), ("stage", "plan"), ("workflow", "wf"))
     assert samples[("streams_records_total", emitted)] == 5.0
     assert "# TYPE streams_handler_latency_seconds histogram" in body
+
+
+def test_lock_free_histogram_buckets_are_le_and_cumulative_in_the_exposition(
+    registry: CollectorRegistry, metrics: WorkerMetrics
+) -> None:
+    for seconds in (0.001, 0.0011, 0.3, 500.0):  # a value on a bound counts in that bucket
+        metrics.observe_handler(seconds)
+    name = "streams_handler_latency_seconds"
+    assert value(registry, f"{name}_bucket", **BASE, le="0.001") == 1.0
+    assert value(registry, f"{name}_bucket", **BASE, le="0.0025") == 2.0
+    assert value(registry, f"{name}_bucket", **BASE, le="0.5") == 3.0
+    assert value(registry, f"{name}_bucket", **BASE, le="120.0") == 3.0
+    assert value(registry, f"{name}_bucket", **BASE, le="+Inf") == 4.0
+    text = generate_latest(registry).decode()
+    assert f"# TYPE {name} histogram" in text
+    assert "# TYPE streams_records_total counter" in text
+    assert 'streams_records_total{outcome="done",stage="plan",workflow="wf"} 0.0' in text

@@ -1,0 +1,130 @@
+"""Counter and histogram families for per-record metrics, updated without locks.
+
+prometheus_client takes a lock per inc() and two per observe(); on the poll loop, once or
+twice per record, that was 5 % of a passthrough worker's time (py-spy). These families keep
+plain Python numbers that one thread (the poll loop) updates, and build the exposition at
+scrape time through the public custom-collector API. Under the GIL a scrape from another
+thread reads each number whole; it may see one observation in a bucket and not yet in the
+sum, which the next scrape corrects. Not for metrics updated from several threads.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["LocalCounterChild", "LocalCounterFamily", "LocalHistogramChild", "LocalHistogramFamily"]
+
+
+class LocalCounterChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters only go up")
+        self.value += amount
+
+
+class LocalHistogramChild:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = bounds
+        # counts[i]: observations in (bounds[i-1], bounds[i]]; the last slot is +Inf.
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left finds the first bound >= value: Prometheus buckets are "le".
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class _Family(Collector):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+
+    def _check(self, values: tuple[str, ...]) -> None:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+
+
+class LocalCounterFamily(_Family):
+    """A counter family (exported as NAME_total) with lock-free children."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        super().__init__(name, documentation, labelnames)
+        self._children: dict[tuple[str, ...], LocalCounterChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> LocalCounterChild:
+        child = self._children.get(values)
+        if child is None:
+            self._check(values)
+            child = self._children.setdefault(values, LocalCounterChild())
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(values, child.value)
+        yield family
+
+
+class LocalHistogramFamily(_Family):
+    """A histogram family (NAME_bucket, NAME_sum, NAME_count) with lock-free children."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float],
+    ) -> None:
+        super().__init__(name, documentation, labelnames)
+        if list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"{name}: buckets must be distinct and ascending")
+        self._bounds = tuple(float(b) for b in buckets)
+        self._children: dict[tuple[str, ...], LocalHistogramChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> LocalHistogramChild:
+        child = self._children.get(values)
+        if child is None:
+            self._check(values)
+            child = self._children.setdefault(values, LocalHistogramChild(self._bounds))
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            counts, total = list(child.counts), child.sum
+            cumulative, buckets = 0, []
+            for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+            family.add_metric(values, buckets, total)
+        yield family
