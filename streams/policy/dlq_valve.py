@@ -57,7 +57,12 @@ class DeadLetterValve:
         self._outcomes.append(dead_lettered)
         self._dead_in_window += dead_lettered
         self._consecutive = self._consecutive + 1 if dead_lettered else 0
-        if self._tripped is None:
+        # A success can only lower the ratio, except the one that brings the window to
+        # min_records (the ratio is judged from then on); skipping the rest saves the
+        # check on nearly every record.
+        if self._tripped is None and (
+            dead_lettered or len(self._outcomes) == self.limit.min_records
+        ):
             self._tripped = self._check()
 
     def _check(self) -> str | None:

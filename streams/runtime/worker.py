@@ -301,6 +301,8 @@ class StageWorker:
         if not chosen:
             return
         now = self._clock.now()
+        now_ms = int(now * 1000)
+        stage = self.stage
         jobs: list[Job] = []
         for buffer, pending in chosen:
             record, event = pending.record, pending.event
@@ -321,7 +323,7 @@ class StageWorker:
             expired = expiry_reason(
                 enqueued_ms=event.enqueued_at_ms,
                 deadline_ms=event.deadline_ms,
-                max_queue_age_s=self.stage.max_queue_age_s,
+                max_queue_age_s=stage.max_queue_age_s,
                 now=now,
             )
             if expired is not None:
@@ -341,14 +343,9 @@ class StageWorker:
                 )
                 continue
             ctx = HandlerContext(
-                stage=self.stage.name,
-                lane=buffer.lane,
-                record=record,
-                deadline_ms=event.deadline_ms,
-                now_ms=int(now * 1000),
-                routes=self._routes,
+                stage.name, buffer.lane, record, event.deadline_ms, now_ms, self._routes
             )
-            jobs.append(Job((buffer, pending), event, ctx, self.stage.handler_timeout_s))
+            jobs.append(Job((buffer, pending), event, ctx, stage.handler_timeout_s))
         self._in_flight += len(jobs)
         self.metrics.set_in_flight(self._in_flight)
         self._runner.submit(jobs)
