@@ -293,10 +293,28 @@ def serve_worker(
         handler=handler,
     )
     stop_on_stdin_eof(worker.stop)
+    in_flight: list[int] = []
+    sampling = threading.Event()
+
+    def sample_in_flight() -> None:
+        # Where a throughput shortfall comes from: idle concurrency slots show up here.
+        while not sampling.wait(0.1):
+            if worker.ready.is_set():
+                in_flight.append(worker.status().in_flight)
+
+    threading.Thread(target=sample_in_flight, daemon=True).start()
     cpu0 = cpu_seconds()
     worker.run()
+    sampling.set()
+    latency = worker.registry.get_sample_value
+    labels = {"workflow": topology.workflow, "stage": stage}
+    calls = latency("streams_handler_latency_seconds_count", labels) or 0.0
+    total = latency("streams_handler_latency_seconds_sum", labels) or 0.0
+    busy = [n for n in in_flight if n > 0]
     return {
         "peak_rss_mb": proc_status_kb("VmHWM") / 1024,
         "cpu_s": cpu_seconds() - cpu0,
         "pause_events": worker.pauses.pause_events,
+        "handler_mean_s": total / calls if calls else None,
+        "in_flight_mean_while_busy": sum(busy) / len(busy) if busy else None,
     }

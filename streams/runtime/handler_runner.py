@@ -77,8 +77,9 @@ class HandlerRunner:
     submit() and drain() are called by the poll thread and never block on user code. A
     timed-out coroutine is cancelled (the handler sees CancelledError, as under
     asyncio.timeout); a timed-out plain function cannot be stopped, so its thread runs on
-    (bounded by the pool) and its late result is dropped. A timeout covers the wait for a
-    free handler thread too: it is the record's time budget at this stage.
+    (bounded by the pool) and its late result is dropped. For a plain function the timeout
+    covers the wait for a free handler thread too (the thread may never come free); a
+    coroutine's starts when it does. Completion.duration_s is the call's own time.
     """
 
     def __init__(self, handler: Handler, *, max_threads: int = 32) -> None:
@@ -163,6 +164,10 @@ class HandlerRunner:
 
     async def _run_async(self, seq: int, call: _Call) -> None:
         job = call.job
+        # The budget starts when the handler does: a busy loop's delay in starting it
+        # is ours, not the handler's.
+        call.started = time.monotonic()
+        call.deadline = call.started + job.timeout_s
         try:
             await self._handler(job.event, job.ctx)  # type: ignore[misc]
         except asyncio.CancelledError:
@@ -205,6 +210,7 @@ class HandlerRunner:
             if seq not in self._running:
                 continue  # timed out while waiting for a thread
             job = call.job
+            call.started = time.monotonic()  # the duration is the call's own time
             try:
                 self._handler(job.event, job.ctx)
             except Exception as exc:
