@@ -4,6 +4,8 @@ tenant class and outcome; decision latency; queued runs and oldest queued age pe
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streams.types import LANES, Lane
@@ -45,12 +47,21 @@ class IntakeMetrics:
             ["workflow"],
             registry=registry,
         )
+        # labels() takes a lock and builds a key on every call: keep the children. Label
+        # sets are few (lanes x tenant classes x outcome/reason pairs).
+        self._decision_children: dict[tuple[str, str, str, str], Any] = {}
+        self._latency_child = self._latency.labels(workflow)
 
     def decided(
         self, lane: Lane, tenant_class: str, outcome: str, reason: str, seconds: float
     ) -> None:
-        self._decisions.labels(self._workflow, lane, tenant_class, outcome, reason).inc()
-        self._latency.labels(self._workflow).observe(seconds)
+        labels = (lane, tenant_class, outcome, reason)
+        child = self._decision_children.get(labels)
+        if child is None:
+            child = self._decisions.labels(self._workflow, *labels)
+            self._decision_children[labels] = child
+        child.inc()
+        self._latency_child.observe(seconds)
 
     def set_queue(
         self, queued_by_lane: dict[Lane, int], oldest_age_s: dict[Lane, float], saturated: bool

@@ -232,8 +232,11 @@ def decide(
     bound = limits.tenant_bound(request.tenant)
     if tenant_queued >= bound:
         return reject("tenant_full", _tenant_retry_after(tenant_queued, bound, snapshot, limits))
-    shares = fair_shares(request.tenant, snapshot, limits)
-    if snapshot.queued_total >= point and tenant_queued >= shares[request.tenant]:
+    # Below the saturation point fair shares decide nothing (rule 3 needs saturation, and
+    # rule 5's load is at most queued_total): skip their O(tenants) cost.
+    saturated = snapshot.queued_total >= point
+    shares = fair_shares(request.tenant, snapshot, limits) if saturated else {}
+    if saturated and tenant_queued >= shares[request.tenant]:
         return reject("fair_share", _queue_retry_after(snapshot, limits, point))
 
     deadline_hit = request.deadline_ms is not None and (
@@ -249,7 +252,7 @@ def decide(
         max(0.0, snapshot.queued_by_tenant.get(t, 0) - share)
         for t, share in shares.items()
         if t != request.tenant
-    )
+    )  # 0.0 when not saturated: no shares computed
     load = snapshot.queued_total - others_excess
     policy = limits.lanes[lane]
     if load < point or policy.on_saturation == "accept":
