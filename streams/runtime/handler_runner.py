@@ -72,7 +72,8 @@ class _Call:
 
 
 class HandlerRunner:
-    """Executes Jobs concurrently; at most `max_threads` plain-function calls at once.
+    """Executes Jobs concurrently: at most `max_threads` plain-function calls at once, and
+    at most `max_running` coroutines (None: no limit); submitted jobs beyond those wait.
 
     submit() and drain() are called by the poll thread and never block on user code. A
     timed-out coroutine is cancelled (the handler sees CancelledError, as under
@@ -82,8 +83,16 @@ class HandlerRunner:
     coroutine's starts when it does. Completion.duration_s is the call's own time.
     """
 
-    def __init__(self, handler: Handler, *, max_threads: int = 32) -> None:
+    def __init__(
+        self, handler: Handler, *, max_threads: int = 32, max_running: int | None = None
+    ) -> None:
         self._handler = handler
+        # Coroutines beyond max_running wait here and start the moment one ends, on the
+        # loop thread: a freed slot does not wait for the poll loop's next turn.
+        self._max_running = max_running
+        self._queued: deque[tuple[int, _Call]] = deque()
+        self._active = 0
+        self._starting = False
         self._is_async = inspect.iscoroutinefunction(handler)
         self._done: deque[Completion] = deque()
         self._running: dict[int, _Call] = {}
@@ -158,9 +167,21 @@ class HandlerRunner:
         self._loop.run_forever()
 
     def _start_tasks(self, calls: list[tuple[int, _Call]]) -> None:
-        create_task = self._loop.create_task
-        for seq, call in calls:
-            call.task = create_task(self._run_async(seq, call))
+        self._queued.extend(calls)
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        if self._starting:
+            return  # a task that ended during an (eager) start: the outer loop goes on
+        self._starting = True
+        try:
+            create_task, limit, queued = self._loop.create_task, self._max_running, self._queued
+            while queued and (limit is None or self._active < limit):
+                seq, call = queued.popleft()
+                self._active += 1
+                call.task = create_task(self._run_async(seq, call))
+        finally:
+            self._starting = False
 
     async def _run_async(self, seq: int, call: _Call) -> None:
         job = call.job
@@ -178,6 +199,10 @@ class HandlerRunner:
         except Exception as exc:  # any handler failure is an outcome, TimeoutError included
             self._report(seq, "error", exc)
             return
+        finally:
+            self._active -= 1
+            if self._queued:
+                self._start_queued()
         self._report(seq, "ok", None)
 
     def _sweep(self) -> None:

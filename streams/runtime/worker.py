@@ -88,7 +88,8 @@ class StageWorker:
         self._buffers: dict[TopicPartition, PartitionBuffer] = {}
         self._bounds: dict[TopicPartition, PartitionBound] = {}
         self._busy_keys: set[bytes] = set()
-        self._in_flight = 0
+        self._in_flight = 0  # submitted to the runner, not yet completed
+        self._prefetch = _prefetch(self.stage.concurrency)
         self._rr = 0
         self._offsets = OffsetTracker()
         self._codec = TaskEventCodec()
@@ -183,7 +184,11 @@ class StageWorker:
             clock_ms=lambda: int(self._clock.now() * 1000),
         )
         self._txn = TransactionalCommitter(self._producer) if self._eos else None
-        self._runner = HandlerRunner(self._handler, max_threads=options.handler_threads)
+        self._runner = HandlerRunner(
+            self._handler,
+            max_threads=min(options.handler_threads, stage.concurrency),
+            max_running=stage.concurrency,
+        )
         admin = Admin(self._client, timeout_s=5.0)  # a stale reading beats a stuck feed
         watched_names = stage.yields_to if stage.background else stage.downstream
         watched = [
@@ -293,7 +298,9 @@ class StageWorker:
     def _dispatch(self) -> None:
         if self._stopping.is_set():
             return
-        room = self.stage.concurrency - self._in_flight
+        # A few more than the cap wait in the runner, which starts them the moment a call
+        # ends; the runner keeps the cap (at most `concurrency` handler calls at once).
+        room = self.stage.concurrency + self._prefetch - self._in_flight
         chosen = take_ready(
             list(self._buffers.values()), self.stage.lanes, self._busy_keys, room, self._rr
         )
@@ -630,6 +637,12 @@ def _with_sent_since(
         )
         for name, signal in snapshot.signals.items()
     }
+
+
+def _prefetch(concurrency: int) -> int:
+    """How many dispatched calls may wait in the runner for a free slot: a tenth of the
+    cap (at least 1, at most 256), so lane priority is bent for at most that many."""
+    return max(1, min(256, concurrency // 10))
 
 
 def _limits(stage: Stage) -> DownstreamLimits:

@@ -180,6 +180,31 @@ def test_per_key_order_holds_while_concurrency_exceeds_partitions(
     assert peak[0] > 2  # more handler calls at once than partitions
 
 
+def test_no_more_handler_calls_at_once_than_the_concurrency_cap(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    topology = make_workflow(admin, {"plan": {"concurrency": 4}}, partitions=2)
+    sent = events(topology, "plan", 60)  # 60 distinct runs: only the cap holds them back
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    async def handler(event: Any, ctx: Any) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        await asyncio.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        ctx.emit(event)
+
+    publish(client_config, f"{topology.workflow}.plan.standard", sent)
+    worker = WorkerThread(StageWorker(topology, "plan", client_config, handler=handler)).start()
+    out = read_events(client_config, topology.completed_topic, 2, expect=len(sent))
+    worker.stop()
+    assert len(out) == len(sent)
+    assert peak[0] == 4
+
+
 def test_dead_letter_valve_stops_the_worker_instead_of_dead_lettering_everything(
     admin: Admin, client_config: ClientConfig
 ) -> None:

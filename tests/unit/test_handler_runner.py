@@ -176,3 +176,28 @@ def test_every_job_completes_exactly_once(is_async: bool) -> None:
         assert sorted(seen) == list(range(2000))  # none lost, none twice
     finally:
         runner.close()
+
+
+def test_max_running_caps_coroutines_and_queued_jobs_start_as_slots_free() -> None:
+    active, peak = [0], [0]
+
+    async def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        active[0] += 1  # one loop thread runs every coroutine: no lock needed
+        peak[0] = max(peak[0], active[0])
+        await asyncio.sleep(0.05)
+        active[0] -= 1
+
+    runner = HandlerRunner(handler, max_running=5)
+    try:
+        runner.submit([_job(i, timeout_s=0.5) for i in range(40)])  # 8 rounds of 5
+        seen: list[Completion] = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 40 and time.monotonic() < deadline:
+            seen.extend(runner.drain())
+            time.sleep(0.005)
+        # Nobody timed out: a queued job's budget starts when it does (40 x 0.05 s / 5
+        # at once is 0.4 s of queueing for the last, near its 0.5 s timeout otherwise).
+        assert [c.status for c in seen] == ["ok"] * 40
+        assert peak[0] == 5
+    finally:
+        runner.close()
