@@ -5,7 +5,9 @@ report awaited) and a trivial Starlette endpoint answering 202 through the same 
 Run: python -m benchmarks.intake_admission [--quick] [--variants a,b]. Each variant gets a
 fresh workflow. "accept": bounds never reached (reserve in the ledger, read back, publish,
 append admitted); "reject": max_queued_per_tenant 10 (the local fast rejection). HTTP
-servers run in a child process (`--serve KIND`); this process generates the load (httpx).
+servers run in a child process (`--serve KIND`); the load comes from wrk (C, one thread) for
+`--http-seconds` when it is installed (`apt-get install wrk`), else from httpx in this
+process (`--load httpx` forces that), which saturates a core of its own on small machines.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from benchmarks import common
+from benchmarks import common, wrk_load
 from streams.errors import StreamsError
 from streams.intake.http import create_app
 from streams.intake.requests import RunRequest
@@ -201,8 +203,14 @@ def http(client: ClientConfig, args: Args, kind: str) -> Result:
         await asyncio.gather(*(session.aclose() for session in idle))
         return result
 
+    def with_wrk() -> dict[str, Any]:
+        wrk_load.run(url, bodies, connections=args.http_concurrency, seconds=1)  # warm-up
+        return wrk_load.run(
+            url, bodies, connections=args.http_concurrency, seconds=args.http_seconds
+        )
+
     try:
-        result = asyncio.run(run())
+        result = with_wrk() if args.load == "wrk" else asyncio.run(run())
     finally:
         server = common.finish(child)
     return {**result, "server": server}
@@ -239,14 +247,18 @@ def serve(kind: str, workflow: dict[str, Any], servers: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2,000 API / 500 HTTP requests")
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 API requests; HTTP 500 requests or 3 s"
+    )
     parser.add_argument("--variants", default=VARIANTS.replace(" ", ","))
     for flag, default in (
         ("api-count", 20_000), ("http-count", 5_000), ("seq-count", 1_000),
         ("api-concurrency", 500), ("http-concurrency", 64), ("tenants", 8),
+        ("http-seconds", 10.0),  # with wrk
         ("warmup", 100), ("timeout", 300.0),  # timeout: per variant, s
     ):  # fmt: skip
         parser.add_argument(f"--{flag}", type=type(default), default=default)
+    parser.add_argument("--load", choices=("wrk", "httpx"), default=None, help="HTTP load")
     for hidden in ("--serve", "--workflow", "--servers"):  # the server child's
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -254,6 +266,9 @@ def main() -> None:
         return serve(args.serve, json.loads(args.workflow), args.servers)
     if args.quick:
         args.api_count, args.http_count, args.seq_count = 2_000, 500, 200
+        args.http_seconds = min(args.http_seconds, 3.0)
+    if args.load is None:
+        args.load = "wrk" if wrk_load.available() else "httpx"
     client = ClientConfig(common.bootstrap())
     results: dict[str, dict[str, Any]] = {}
     runs: dict[str, Callable[[], dict[str, Any]]] = {

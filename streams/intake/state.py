@@ -47,7 +47,9 @@ class RunStateView(LedgerBook):
         super().__init__(reservation_timeout_s=reservation_timeout_s)
         specs = topology.all_topics()
         self.serde = Serde(store, RUN_STATE_SCHEMA)
-        self._ledger = TopicTail(client, topology.runs_topic, 1, fetch_wait_ms=2)
+        # The broker answers a waiting fetch as soon as new entries arrive; a short wait
+        # would only add idle fetches (CPU on both sides) while the ledger is quiet.
+        self._ledger = TopicTail(client, topology.runs_topic, 1, fetch_wait_ms=100)
         self._done = [
             TopicTail(client, topic, specs[topic].partitions, fetch_wait_ms=50)
             for topic in (topology.completed_topic, topology.dead_letter_topic)
