@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
 from typing import cast
@@ -30,11 +30,8 @@ from streams.kafka.tail import TopicTail
 from streams.metrics import WorkerMetrics, serve_metrics
 from streams.policy.dlq_valve import DeadLetterLimit as ValveLimit
 from streams.policy.dlq_valve import DeadLetterValve
-from streams.policy.downstream import DownstreamLimits, DownstreamPressure, PressureSignal
 from streams.policy.expiry import expiry_reason, queue_age_s
-from streams.policy.lanes import lanes_to_pause
 from streams.policy.latency import LatencyWindow
-from streams.policy.local_bound import PartitionBound
 from streams.policy.offsets import OffsetTracker
 from streams.policy.stall import StallDetector
 from streams.runtime.buffers import PartitionBuffer, Pending, take_ready
@@ -42,8 +39,9 @@ from streams.runtime.context import HandlerContext
 from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, Job
 from streams.runtime.options import WorkerOptions
 from streams.runtime.outcomes import OutcomeRouter
+from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
-from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watched
+from streams.runtime.pressure_feed import PressureFeed, Watched
 from streams.runtime.pressure_reports import PressureReport, ReportBoard, publish_report
 from streams.runtime.transactions import TransactionalCommitter
 from streams.topology import Stage, Topology
@@ -86,7 +84,6 @@ class StageWorker:
         self._stage_of_topic = _stage_of_topic_map(topology)
         self._routes: Mapping[Lane, tuple[str, ...]] = MappingProxyType(dict(self.stage.routes))
         self._buffers: dict[TopicPartition, PartitionBuffer] = {}
-        self._bounds: dict[TopicPartition, PartitionBound] = {}
         self._busy_keys: set[bytes] = set()
         self._in_flight = 0  # submitted to the runner, not yet completed
         self._prefetch = _prefetch(self.stage.concurrency)
@@ -99,19 +96,14 @@ class StageWorker:
         self._valve = DeadLetterValve(
             ValveLimit(limit.max_ratio, limit.window, limit.min_records, limit.max_consecutive)
         )
-        self._pressure = DownstreamPressure(_limits(self.stage))
         self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
         self.pauses = PauseSet(on_change=self._pause_changed)
+        self._pause_control = PauseControl(topology, self.stage, self.pauses)
         self.metrics_port: int | None = None
         self.ready = threading.Event()
         self._eos = self.stage.delivery == "exactly_once"
         self._next_commit = 0.0
         self._next_report = 0.0
-        self._last_pause_reason: str = ""
-        self._stage_paused = False
-        self._stage_reason: PauseReason = (
-            "yield_to_foreground" if self.stage.background else "downstream"
-        )
 
     # ----------------------------------------------------------------- lifecycle
     def stop(self) -> None:
@@ -137,7 +129,7 @@ class StageWorker:
             paused_by_reason=paused,
             lag_by_lane=lag,
             age_by_lane=self.queue_ages(),
-            last_pause_reason=self._last_pause_reason,
+            last_pause_reason=self._pause_control.last_reason,
         )
 
     def queue_ages(self) -> dict[Lane, float]:
@@ -447,55 +439,15 @@ class StageWorker:
 
     # ----------------------------------------------------------------- pressure
     def _update_pauses(self, now_mono: float) -> None:
-        stage = self.stage
-        for tp, buffer in self._buffers.items():
-            bound = self._bounds[tp]
-            paused = "local_bound" in self.pauses.reasons(tp)
-            self.pauses.mark(tp, "local_bound", bound.should_pause(buffer.fill, paused))
-        snapshot = self._feed.snapshot()
-        signals = _with_sent_since(snapshot, self._router.sent_by_stage)
-        verdict = self._pressure.evaluate(signals, self._clock.now(), now_mono)
-        self._stage_paused = verdict.paused
-        # The urgent lane keeps flowing past the pause thresholds, up to a downstream
-        # stage's hard bounds (its max_lag and max_queue_age_s): lower lanes yield first,
-        # and downstream serves urgent first, so urgent work is not held behind a pause
-        # meant for the bulk (pausing every lane starves the one that matters).
-        urgent_paused = verdict.paused and (
-            stage.background or self._at_hard_bound(signals, self._clock.now())
+        self._pause_control.update(
+            self._buffers,
+            self._in_flight,
+            self._feed.snapshot(),
+            self._router.sent_by_stage,
+            self._clock.now(),
+            now_mono,
         )
-        backlog: dict[Lane, int] = {}
-        for buffer in self._buffers.values():
-            backlog[buffer.lane] = backlog.get(buffer.lane, 0) + len(buffer.waiting)
-        at_capacity = self._in_flight >= stage.concurrency
-        paused_lanes = lanes_to_pause(backlog, at_capacity, stage.lanes)
-        for tp, buffer in self._buffers.items():
-            paused = urgent_paused if buffer.lane == "urgent" else verdict.paused
-            self.pauses.mark(tp, self._stage_reason, paused)
-            self.pauses.mark(tp, "lane", buffer.lane in paused_lanes)
-        if (
-            verdict.paused
-            and verdict.reasons
-            and ",".join(verdict.reasons) != self._last_pause_reason
-        ):
-            self._last_pause_reason = ",".join(verdict.reasons)
-            log.info("stage %s paused by pressure: %s", stage.name, self._last_pause_reason)
-        elif not verdict.paused:
-            self._last_pause_reason = ""
         self.pauses.reconcile(self._consumer, self._buffers.keys())
-
-    def _at_hard_bound(self, signals: dict[str, PressureSignal | None], now: float) -> bool:
-        """Whether a downstream stage is at its own bounds, or cannot be read (fail safe)."""
-        stale_after = self.stage.pressure.stale_after_s
-        for name, signal in signals.items():
-            if signal is None or now - signal.measured_at > stale_after:
-                return True
-            downstream = self.topology.stages[name]
-            if (
-                signal.lag >= downstream.max_lag
-                or signal.oldest_age_s >= downstream.max_queue_age_s
-            ):
-                return True
-        return False
 
     def _pause_changed(self, tp: TopicPartition, reason: PauseReason | None, paused: bool) -> None:
         self.metrics.set_paused(tp, reason if paused else None)
@@ -508,7 +460,7 @@ class StageWorker:
             p95_latency_s=self._latency.p95(),
             in_flight=self._in_flight,
             reported_at=now,
-            pressure_paused=self._stage_paused,
+            pressure_paused=self._pause_control.stage_paused,
         )
         publish_report(self._producer, self.topology.pressure_topic, report)
         self.pauses.reapply(self._consumer, self._buffers.keys())
@@ -548,12 +500,8 @@ class StageWorker:
         for tp in partitions:
             lane = self._lane_of_topic[tp.topic]
             self._buffers[tp] = PartitionBuffer(tp, lane, self.stage.partition_buffer)
-            self._bounds[tp] = PartitionBound(
-                self.stage.partition_buffer, self.stage.partition_resume
-            )
             self._offsets.assign(tp)
-            # A stage-wide pause applies to new partitions at once, before any fetch.
-            self.pauses.mark(tp, self._stage_reason, self._stage_paused)
+            self._pause_control.assign(tp)
         self.pauses.reapply(self._consumer, self._buffers.keys())
         log.info("assigned %s", ", ".join(map(str, partitions)))
 
@@ -583,7 +531,7 @@ class StageWorker:
             buffer = self._buffers.pop(tp)
             for pending in buffer.waiting:
                 self._release_key(pending.record)
-            self._bounds.pop(tp, None)
+            self._pause_control.forget(tp)
             self._offsets.revoke(tp)
             self._stalls.forget(tp)
             self.metrics.forget_partition(tp)
@@ -624,40 +572,10 @@ class _Expired(StreamsError):
         )
 
 
-def _with_sent_since(
-    snapshot: PressureSnapshot, sent_by_stage: dict[str, int]
-) -> dict[str, PressureSignal | None]:
-    """Readings plus what this worker sent each stage since the reading began."""
-    return {
-        name: signal
-        if signal is None
-        else replace(
-            signal,
-            lag=signal.lag + sent_by_stage.get(name, 0) - snapshot.sent_marks.get(name, 0),
-        )
-        for name, signal in snapshot.signals.items()
-    }
-
-
 def _prefetch(concurrency: int) -> int:
     """How many dispatched calls may wait in the runner for a free slot: a tenth of the
     cap (at least 1, at most 256), so lane priority is bent for at most that many."""
     return max(1, min(256, concurrency // 10))
-
-
-def _limits(stage: Stage) -> DownstreamLimits:
-    p = stage.pressure
-    return DownstreamLimits(
-        pause_lag=p.lag.pause,
-        resume_lag=p.lag.resume,
-        pause_age_s=p.oldest_age_s.pause,
-        resume_age_s=p.oldest_age_s.resume,
-        pause_p95_s=p.p95_latency_s.pause if p.p95_latency_s else None,
-        resume_p95_s=p.p95_latency_s.resume if p.p95_latency_s else None,
-        min_dwell_s=p.min_dwell_s,
-        stale_after_s=p.stale_after_s,
-        on_stale=p.on_stale,
-    )
 
 
 def _stage_of_topic_map(topology: Topology) -> dict[str, str]:

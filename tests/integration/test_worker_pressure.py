@@ -311,7 +311,7 @@ def test_downstream_p95_latency_pauses_upstream(admin: Admin, client_config: Cli
         wait_for(lambda: not plan.pauses.desired(), 5, "plan to run: act is idle")
         publish(client_config, f"{topology.workflow}.plan.standard", events(topology, "plan", 10))
         wait_for(lambda: all_paused_for(plan, "downstream"), 15, "plan to pause on act's p95")
-        assert "p95" in plan._last_pause_reason
+        assert "p95" in plan.status().last_pause_reason
     finally:
         plan_thread.stop()
         act_thread.stop()
@@ -340,7 +340,7 @@ def test_downstream_oldest_age_pauses_upstream(admin: Admin, client_config: Clie
         time.sleep(1.0)
         assert not plan.pauses.desired()  # 5 records, young: under every threshold
         wait_for(lambda: all_paused_for(plan, "downstream"), 10, "plan to pause on act's age")
-        assert "age" in plan._last_pause_reason
+        assert "age" in plan.status().last_pause_reason
     finally:
         running.stop()
 
