@@ -56,12 +56,15 @@ class RunStateView(LedgerBook):
         ]
 
     # ------------------------------------------------------------ I/O thread
-    def poll(self) -> int:
-        """Read whatever arrived; returns how many records were applied."""
+    def poll(self, *, finished: bool = True) -> int:
+        """Read whatever arrived; returns how many records were applied. finished=False
+        skips the completed and dead-letter topics (see Intake's I/O thread)."""
         applied = 0
         for record in self._ledger.poll(5000, 0.0):
             self._apply(record)
             applied += 1
+        if not finished:
+            return applied
         for tail in self._done:
             for record in tail.poll(2000, 0.0):
                 if record.key is not None:
