@@ -7,9 +7,11 @@ touches Kafka, and each answers with a JSON reason.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -105,14 +107,25 @@ def create_app(intake: Intake) -> Starlette:
         return JSONResponse(openapi_document(intake))
 
     return Starlette(
+        lifespan=_freeze_startup_heap,
         routes=[
             Route("/v1/workflows/{workflow}/runs", submit, methods=["POST"]),
             Route("/v1/workflows/{workflow}/capacity", capacity, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
-        ]
+        ],
     )
+
+
+@contextlib.asynccontextmanager
+async def _freeze_startup_heap(_app: Starlette) -> AsyncIterator[None]:
+    """Once the server is up, what exists (modules, clients, the ledger read so far) lives
+    as long as the process: gc.freeze() keeps full collections from rescanning it, which
+    otherwise stop the event loop for 30-50 ms now and then (a p99 all by itself)."""
+    gc.collect()
+    gc.freeze()
+    yield
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
