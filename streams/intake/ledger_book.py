@@ -9,6 +9,7 @@ between, so the reservation can be decided without reading the ledger back first
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ class LedgerBook:
         # Undecided reservations in arrival order (they may time out: oldest first).
         self._reserved: dict[str, None] = {}
         self._by_key: dict[tuple[str, str], set[str]] = {}
+        # Per lane, (admitted at, run id) of admitted entries; items of runs that left or
+        # changed are dropped when they reach the top (so the oldest costs no full scan).
+        self._admitted_heaps: dict[Lane, list[tuple[int, str]]] = {lane: [] for lane in LANES}
         self._finished_early: OrderedDict[str, None] = OrderedDict()
         self._read_to = -1  # last ledger offset read
         self._known_to = -1  # every offset up to here is known (read, or written by us)
@@ -223,14 +227,14 @@ class LedgerBook:
         return QueueCounts(total, delayed, by_tenant, by_lane)
 
     def oldest_admitted_ms(self) -> dict[Lane, int]:
-        """Admission time of the oldest admitted, unfinished run per lane (a full scan: for
-        reports, not for decisions)."""
-        with self._lock:
-            entries = list(self._entries.values())
+        """Admission time of the oldest admitted, unfinished run per lane."""
         oldest: dict[Lane, int] = {}
-        for e in entries:
-            if e.phase != "reserved" and (e.lane not in oldest or e.at_ms < oldest[e.lane]):
-                oldest[e.lane] = e.at_ms
+        with self._lock:
+            for lane, heap in self._admitted_heaps.items():
+                while heap and not self._admitted_in(heap[0], lane):
+                    heapq.heappop(heap)
+                if heap:
+                    oldest[lane] = heap[0][0]
         return oldest
 
     def first_with_key(
@@ -268,8 +272,32 @@ class LedgerBook:
             self._reserved.setdefault(run_id)
         else:
             self._reserved.pop(run_id, None)
+            already_in_heap = (
+                known is not None
+                and known.phase != "reserved"
+                and (known.lane, known.at_ms) == (entry.lane, entry.at_ms)
+            )
+            if not already_in_heap:
+                self._push_admitted(entry)
         if entry.idempotency_key is not None and known is None:
             self._by_key.setdefault((entry.tenant, entry.idempotency_key), set()).add(run_id)
+
+    def _admitted_in(self, item: tuple[int, str], lane: Lane) -> bool:
+        entry = self._entries.get(item[1])
+        return (
+            entry is not None
+            and entry.phase != "reserved"
+            and entry.lane == lane
+            and entry.at_ms == item[0]
+        )
+
+    def _push_admitted(self, entry: LedgerEntry) -> None:
+        heap = self._admitted_heaps[entry.lane]
+        heapq.heappush(heap, (entry.at_ms, entry.run_id))
+        if len(heap) > 2 * len(self._entries) + 1024:  # many left below a long-lived top
+            live = [item for item in heap if self._admitted_in(item, entry.lane)]
+            heapq.heapify(live)
+            self._admitted_heaps[entry.lane] = live
 
     def _drop(self, run_id: str) -> bool:
         """Remove an entry, keeping the totals and indexes."""

@@ -154,3 +154,42 @@ def test_known_before_means_every_lower_offset_was_read_or_written_by_us(
             acked_next += 1
         for offset in range(len(ours) + 1):
             assert book.known_before(offset) == all(o in known for o in range(offset))
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "admit", "read", "forget", "finish"]),
+        st.integers(0, 7),  # run
+        st.sampled_from(["urgent", "standard", "background"]),
+        st.integers(0, 5),  # admitted at (s)
+    ),
+    max_size=60,
+)
+
+
+@given(_OPS)
+def test_the_oldest_admitted_run_per_lane_is_the_one_a_full_scan_finds(
+    ops: list[tuple[str, int, Any, int]],
+) -> None:
+    book = LedgerBook()
+    offset = 0
+    for op, run, lane, at in ops:
+        run_id = f"r{run}"
+        if op == "reserve":
+            book.note(entry(run_id, lane=lane, at_ms=at))
+        elif op == "admit":
+            book.admit(entry(run_id, phase="queued", lane=lane, at_ms=at))
+        elif op == "read":  # another replica's entry, admitted
+            row = {**data(run_id), "lane": lane, "admitted_at": at}
+            read(book, offset, run_id, row)
+            offset += 1
+        elif op == "forget":
+            book.forget(run_id)
+        else:
+            book.finish(run_id)
+        scan: dict[str, int] = {}
+        for i in range(8):
+            e = book.entry(f"r{i}")
+            if e is not None and e.phase != "reserved":
+                scan[e.lane] = min(scan.get(e.lane, e.at_ms), e.at_ms)
+        assert book.oldest_admitted_ms() == scan
