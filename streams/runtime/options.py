@@ -24,3 +24,5 @@ class WorkerOptions:
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     handler_threads: int = 32  # pool for plain-function handlers
+    # Outcomes sent and not yet acknowledged, across partitions, before dispatch waits.
+    max_unacknowledged: int = 10_000
