@@ -83,6 +83,8 @@ class KnownWaiters:
         waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         with self._lock:
             for waiter in self._waiting:
+                if waiter[2].done():  # its batch gave up waiting (timed out): forget it
+                    continue
                 (ready if known_before(waiter[0]) else waiting).append(waiter)
             self._waiting = waiting
         for _, loop, future in ready:
