@@ -89,3 +89,4 @@ class CapacityFeed:
         if not self._thread.is_alive():
             # Closing a consumer another thread still polls crashes the client.
             self._board.close()
+            self._reader.close()

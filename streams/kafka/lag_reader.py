@@ -102,6 +102,11 @@ class LagReader:
         self._partitions: dict[tuple[str, ...], tuple[list[TopicPartition], float]] = {}
         self._histories: dict[TopicPartition, EndOffsetHistory] = {}
 
+    def close(self) -> None:
+        """Close the clients behind the reader (its admin's offset-reading consumers, which
+        otherwise live, and retry a vanished broker, until the process exits)."""
+        self._admin.close()
+
     def read(self, group: str, topics: Sequence[str]) -> GroupLag:
         partitions = self._partitions_of(tuple(topics))
         if not partitions:

@@ -81,8 +81,11 @@ class PressureFeed:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
+        if self._thread.is_alive():
+            return  # closing clients a live thread still uses crashes librdkafka
         if self._board is not None:
             self._board.close()
+        self._reader.close()
 
     def snapshot(self) -> PressureSnapshot:
         return self._snapshot
