@@ -11,14 +11,20 @@ sum, which the next scrape corrects. Not for metrics updated from several thread
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["LocalCounterChild", "LocalCounterFamily", "LocalHistogramChild", "LocalHistogramFamily"]
+__all__ = [
+    "LocalCounterChild",
+    "LocalCounterFamily",
+    "LocalHistogramChild",
+    "LocalHistogramFamily",
+]
 
 
 class LocalCounterChild:
@@ -48,18 +54,40 @@ class LocalHistogramChild:
         self.sum += value
 
 
-class _Family(Collector):
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+Child = TypeVar("Child", LocalCounterChild, LocalHistogramChild)
+
+
+class _Family(Collector, Generic[Child]):
+    """Children by label values, made on first use by `new_child`; registered at once."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        new_child: Callable[[], Child],
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._new_child: Callable[[], Child] = new_child
+        self._children: dict[tuple[str, ...], Child] = {}
+        registry.register(self)
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+    def labels(self, *values: str) -> Child:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            child = self._children.setdefault(values, self._new_child())
+        return child
+
+    def _items(self) -> list[tuple[tuple[str, ...], Child]]:
+        return list(self._children.items())  # a copy: the poll loop may add a child
 
 
-class LocalCounterFamily(_Family):
+class LocalCounterFamily(_Family[LocalCounterChild]):
     """A counter family (exported as NAME_total) with lock-free children."""
 
     def __init__(
@@ -69,28 +97,19 @@ class LocalCounterFamily(_Family):
         labelnames: Sequence[str],
         registry: CollectorRegistry,
     ) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._children: dict[tuple[str, ...], LocalCounterChild] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> LocalCounterChild:
-        child = self._children.get(values)
-        if child is None:
-            self._check(values)
-            child = self._children.setdefault(values, LocalCounterChild())
-        return child
+        super().__init__(name, documentation, labelnames, registry, LocalCounterChild)
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):
+        for values, child in self._items():
             family.add_metric(values, child.value)
         yield family
 
 
-class LocalHistogramFamily(_Family):
+class LocalHistogramFamily(_Family[LocalHistogramChild]):
     """A histogram family (NAME_bucket, NAME_sum, NAME_count) with lock-free children."""
 
     def __init__(
@@ -101,26 +120,19 @@ class LocalHistogramFamily(_Family):
         registry: CollectorRegistry,
         buckets: Sequence[float],
     ) -> None:
-        super().__init__(name, documentation, labelnames)
         if list(buckets) != sorted(set(buckets)):
             raise ValueError(f"{name}: buckets must be distinct and ascending")
         self._bounds = tuple(float(b) for b in buckets)
-        self._children: dict[tuple[str, ...], LocalHistogramChild] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> LocalHistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            self._check(values)
-            child = self._children.setdefault(values, LocalHistogramChild(self._bounds))
-        return child
+        super().__init__(
+            name, documentation, labelnames, registry, lambda: LocalHistogramChild(self._bounds)
+        )
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):
+        for values, child in self._items():
             counts, total = list(child.counts), child.sum
             cumulative, buckets = 0, []
             for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):

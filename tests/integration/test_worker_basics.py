@@ -170,10 +170,7 @@ def test_per_key_order_holds_while_concurrency_exceeds_partitions(
             active[event.run_id] -= 1
         ctx.emit(event)
 
-    publish(client_config, f"{topology.workflow}.plan.standard", sent)
-    worker = WorkerThread(StageWorker(topology, "plan", client_config, handler=handler)).start()
-    out = read_events(client_config, topology.completed_topic, 2, expect=len(sent))
-    worker.stop()
+    out = _through_plan(client_config, topology, sent, handler)
     assert len(out) == len(sent)
     assert overlap == []
     assert all(seqs == list(range(8)) for seqs in started.values()), dict(started)
@@ -197,12 +194,20 @@ def test_no_more_handler_calls_at_once_than_the_concurrency_cap(
             active[0] -= 1
         ctx.emit(event)
 
-    publish(client_config, f"{topology.workflow}.plan.standard", sent)
-    worker = WorkerThread(StageWorker(topology, "plan", client_config, handler=handler)).start()
-    out = read_events(client_config, topology.completed_topic, 2, expect=len(sent))
-    worker.stop()
+    out = _through_plan(client_config, topology, sent, handler)
     assert len(out) == len(sent)
     assert peak[0] == 4
+
+
+def _through_plan(
+    client_config: ClientConfig, topology: Any, sent: list[Any], handler: Any
+) -> list[Any]:
+    """Publish `sent` to plan's input, run a plan worker until it is all out, stop it."""
+    publish(client_config, f"{topology.workflow}.plan.standard", sent)
+    worker = WorkerThread(StageWorker(topology, "plan", client_config, handler=handler)).start()
+    out: list[Any] = read_events(client_config, topology.completed_topic, 2, expect=len(sent))
+    worker.stop()
+    return out
 
 
 def test_dead_letter_valve_stops_the_worker_instead_of_dead_lettering_everything(
