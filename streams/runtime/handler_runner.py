@@ -149,14 +149,23 @@ class HandlerRunner:
             return done
 
     def close(self, timeout_s: float = 5.0) -> None:
-        def _cancel_all() -> None:
-            for task in asyncio.all_tasks(self._loop):
+        """Cancel what still runs, give it up to timeout_s to unwind, stop the loop."""
+
+        async def _cancel_all() -> None:
+            self._queued.clear()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks(self._loop) if t is not current]
+            for task in tasks:
                 task.cancel()
+            if tasks:
+                # Stopping the loop under tasks still unwinding leaves them pending, and
+                # asyncio logs each one ("Task was destroyed but it is pending!").
+                await asyncio.wait(tasks, timeout=timeout_s)
             self._loop.stop()
 
         if self._loop.is_running():
-            self._loop.call_soon_threadsafe(_cancel_all)
-        self._thread.join(timeout_s)
+            asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop)
+        self._thread.join(timeout_s + 1.0)
         for _ in self._threads:
             self._sync_jobs.put(None)  # handler threads are daemons: a stuck one is left
 

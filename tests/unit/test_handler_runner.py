@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -201,3 +202,25 @@ def test_max_running_caps_coroutines_and_queued_jobs_start_as_slots_free() -> No
         assert peak[0] == 5
     finally:
         runner.close()
+
+
+def test_close_lets_cancelled_handlers_unwind_instead_of_destroying_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unwound: list[int] = []
+
+    async def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            unwound.append(ctx.record.offset)
+
+    runner = HandlerRunner(handler)
+    runner.submit([_job(i) for i in range(50)])
+    time.sleep(0.2)
+    with caplog.at_level("ERROR", logger="asyncio"):
+        runner.close()
+        del runner
+        gc.collect()
+    assert sorted(unwound) == list(range(50))
+    assert "destroyed but it is pending" not in caplog.text
