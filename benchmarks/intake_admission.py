@@ -229,7 +229,7 @@ def serve(kind: str, workflow: dict[str, Any], servers: str) -> None:
     else:
         topology = parse_topology(workflow, "<benchmark child>", validate_handlers=False)
         intake = Intake(topology, ClientConfig(servers)).start()
-        app = create_app(intake)
+        app = create_app(intake, freeze_heap=True)  # a process of its own
     # proto IPPROTO_TCP, or asyncio leaves TCP_NODELAY off on accepted connections and every
     # response waits ~40 ms for a delayed ACK (Nagle), as in tests' http_server helper.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

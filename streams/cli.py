@@ -160,7 +160,9 @@ def intake(
 
     service = _run(build)
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(service, freeze_heap=True), host=host, port=port, log_level="warning"
+        )
     finally:
         service.close()
 

@@ -38,7 +38,10 @@ _FIELDS = {
 _STATUS_BY_OUTCOME = {"accepted": 202, "delayed": 202, "downgraded": 202, "collapsed": 200}
 
 
-def create_app(intake: Intake) -> Starlette:
+def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
+    """The intake's ASGI app. ``freeze_heap`` (for a process that serves only this app, as
+    `streams intake` does) moves what exists at startup out of the collector's reach; it is
+    process-wide, so an app embedded in a larger process leaves it off."""
     workflow = intake.topology.workflow
 
     async def submit(request: Request) -> Response:
@@ -107,7 +110,7 @@ def create_app(intake: Intake) -> Starlette:
         return JSONResponse(openapi_document(intake))
 
     return Starlette(
-        lifespan=_freeze_startup_heap,
+        lifespan=_freeze_startup_heap if freeze_heap else None,
         routes=[
             Route("/v1/workflows/{workflow}/runs", submit, methods=["POST"]),
             Route("/v1/workflows/{workflow}/capacity", capacity, methods=["GET"]),
