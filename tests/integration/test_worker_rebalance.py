@@ -179,7 +179,8 @@ def _pause_then_join(
     return scenario
 
 
-@pytest.mark.timeout(120)
+# The waits inside (60 + 30 + 120 s, then the checks) govern: each names what it waited for.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("group_protocol", PROTOCOLS)
 def test_rebalance_while_paused_keeps_partitions_paused(
     admin: Admin, client_config: ClientConfig, group_protocol: GroupProtocol
@@ -213,7 +214,7 @@ def test_rebalance_while_paused_keeps_partitions_paused(
         _died(*threads)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)  # the waits of _pause_then_join govern, as above
 def test_partitions_paused_on_assignment_are_reported_paused(
     admin: Admin, client_config: ClientConfig
 ) -> None:
