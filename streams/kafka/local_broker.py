@@ -7,6 +7,7 @@ broker is the real Apache Kafka (jars from Maven Central), never a stand-in.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -122,6 +123,9 @@ class LocalBroker:
             time.sleep(0.2)
         if _pid_alive(state.pid):
             os.kill(state.pid, signal.SIGKILL)
+            while _pid_alive(state.pid) and time.monotonic() < deadline + 5.0:
+                time.sleep(0.05)
+        _reap(state.pid)
         self.state_file.unlink(missing_ok=True)
         return True
 
@@ -246,6 +250,14 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of a broker this process started, so it leaves no zombie
+    (otherwise that waits for the garbage collector to drop its Popen object)."""
+    # Not our child (started by an earlier `streams broker start`): init reaps it.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _pid_alive(pid: int) -> bool:
