@@ -109,6 +109,12 @@ class TaskEvent:
         object.__setattr__(copy, "attempt", 0)
         return copy
 
+    def staged_avro(self, stage: str, enqueued_at_ms: int) -> dict[str, Any]:
+        """``with_stage(stage, enqueued_at_ms).to_avro()`` without the intermediate copy."""
+        avro = self.to_avro()
+        avro["stage"], avro["enqueued_at"], avro["attempt"] = stage, enqueued_at_ms, 0
+        return avro
+
 
 _TASK_EVENT_SLOTS = tuple(f.name for f in dataclasses.fields(TaskEvent))
 
@@ -249,9 +255,7 @@ class TaskEventCodec:
     def encode_for_stage(self, event: TaskEvent, stage: str, enqueued_at_ms: int) -> bytes:
         """The bytes of ``event.with_stage(stage, enqueued_at_ms)``, without building that
         copy (this runs once per emitted record)."""
-        avro = event.to_avro()
-        avro["stage"], avro["enqueued_at"], avro["attempt"] = stage, enqueued_at_ms, 0
-        return self.serde.encode(avro)
+        return self.serde.encode(event.staged_avro(stage, enqueued_at_ms))
 
     def decode(self, data: bytes) -> TaskEvent:
         return TaskEvent.from_avro(self.serde.decode(data))

@@ -65,7 +65,8 @@ def _header_bytes(value: str | bytes | None) -> bytes:
 
 
 def to_ours(partitions: Iterable[KafkaTopicPartition]) -> list[TopicPartition]:
-    return [TopicPartition(p.topic, p.partition) for p in partitions]
+    # Interned like records' partitions: the worker keys its buffers by these.
+    return [_interned_tp(p.topic, p.partition) for p in partitions]
 
 
 def to_theirs(

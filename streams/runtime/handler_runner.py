@@ -106,13 +106,8 @@ class HandlerRunner:
         self._max_threads = max_threads
         self._threads: list[threading.Thread] = []
         self._sync_jobs: queue.SimpleQueue[tuple[int, _Call] | None] = queue.SimpleQueue()
-        self._wakeup: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run_loop, name="handler-loop", daemon=True)
         self._thread.start()
-
-    def set_wakeup(self, wakeup: Callable[[], None]) -> None:
-        """Called (from a handler thread) whenever a completion is ready."""
-        self._wakeup = wakeup
 
     @property
     def in_flight(self) -> int:
@@ -258,8 +253,6 @@ class HandlerRunner:
         if call is None:
             return  # already reported as timed out; a late result is dropped
         self._done.append(Completion(call.job, status, error, time.monotonic() - call.started))
-        if self._wakeup is not None:
-            self._wakeup()
 
 
 def _timeout_error(job: Job) -> HandlerTimeout:

@@ -80,7 +80,7 @@ class OutcomeRouter:
                 emit.topic,
                 self._events.encode_for_stage(event, stage, now),
                 key=event.run_id.encode(),
-                headers=_trace_headers(event) if event.trace_context else (),
+                headers=_trace_headers(event),
                 on_ack=acked,
             )
 
@@ -127,4 +127,6 @@ class OutcomeRouter:
 
 
 def _trace_headers(event: TaskEvent) -> tuple[tuple[str, bytes], ...]:
+    if not event.trace_context:
+        return ()  # the common case, without a generator per emit
     return tuple((f"trace.{k}", v.encode()) for k, v in event.trace_context.items())

@@ -312,19 +312,7 @@ class StageWorker:
         for buffer, pending in chosen:
             record, event = pending.record, pending.event
             if event is None:
-                self._release_key(record)
-                buffer.running -= 1  # no handler runs on it
-                self._route(
-                    buffer,
-                    record,
-                    partial(
-                        self._router.dead_letter,
-                        record,
-                        "decode_error",
-                        error=pending.decode_error,
-                        token=buffer,
-                    ),
-                )
+                self._dead_letter_unhandled(buffer, record, "decode_error", pending.decode_error)
                 continue
             expired = expiry_reason(
                 enqueued_ms=event.enqueued_at_ms,
@@ -334,19 +322,8 @@ class StageWorker:
             )
             if expired is not None:
                 # No handler ever runs on expired work: it goes to the dead letters.
-                self._release_key(record)
-                buffer.running -= 1
-                self._route(
-                    buffer,
-                    record,
-                    partial(
-                        self._router.dead_letter,
-                        record,
-                        "expired",
-                        error=_Expired(expired),
-                        attempts=event.attempt,
-                        token=buffer,
-                    ),
+                self._dead_letter_unhandled(
+                    buffer, record, "expired", _Expired(expired), event.attempt
                 )
                 continue
             ctx = HandlerContext(
@@ -356,6 +333,30 @@ class StageWorker:
         self._in_flight += len(jobs)
         self.metrics.set_in_flight(self._in_flight)
         self._runner.submit(jobs)
+
+    def _dead_letter_unhandled(
+        self,
+        buffer: PartitionBuffer,
+        record: Record,
+        reason: DeadLetterReason,
+        error: Exception | None,
+        attempts: int = 1,
+    ) -> None:
+        """Dead-letter a record taken for dispatch that no handler will run on."""
+        self._release_key(record)
+        buffer.running -= 1
+        self._route(
+            buffer,
+            record,
+            partial(
+                self._router.dead_letter,
+                record,
+                reason,
+                error=error,
+                attempts=attempts,
+                token=buffer,
+            ),
+        )
 
     def _finish(self, completions: list[Completion]) -> None:
         for done in completions:
