@@ -18,7 +18,7 @@ from __future__ import annotations
 __all__ = ["DeadLetter", "Escalate", "HandlerSignal", "Retry"]
 
 
-class HandlerSignal(Exception):  # noqa: N818  (a signal, not an error: no "Error" suffix)
+class HandlerSignal(Exception):
     """Base of the signals; `reason` is a short text that ends up in the dead letter."""
 
     def __init__(self, reason: str) -> None:
