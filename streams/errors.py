@@ -2,6 +2,7 @@
 
 StreamsError
 ├── ConfigError            bad settings or topology; names the file and the key path
+│   └── MetricsPortUnavailable  the metrics port is taken or cannot be bound
 ├── BrokerError            the local broker or the cluster
 │   ├── PrerequisiteMissing   java or mvn not found / too old
 │   ├── BrokerStartFailed     the broker process died or never answered
@@ -66,3 +67,17 @@ class DeliveryError(StreamsError):
 
 class DeadLetterLimitExceeded(StreamsError):
     pass
+
+
+class MetricsPortUnavailable(ConfigError):
+    """The metrics HTTP port is already in use or cannot be bound on its address."""
+
+    def __init__(self, port: int, addr: str, problem: str) -> None:
+        self.port = port
+        self.addr = addr
+        super().__init__("--metrics-port", "", problem)
+        # The message is the problem alone: it already names the option to change.
+        self.args = (problem,)
+
+    def __str__(self) -> str:
+        return self.problem

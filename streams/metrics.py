@@ -12,6 +12,7 @@ covered by ``streams_group_lag_measured_timestamp_seconds``.
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from streams.errors import MetricsPortUnavailable
 from streams.metric_families import (
     LocalCounterChild,
     LocalCounterFamily,
@@ -469,6 +471,20 @@ def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1
 
     Port 0 lets the OS pick a free port. Binds loopback by default: exposing metrics on
     every interface is the deployer's explicit choice (addr="0.0.0.0").
+
+    Raises MetricsPortUnavailable (one line, no traceback needed) when the port is taken
+    or cannot be bound; the socket is bound before the serving thread starts, so on that
+    error nothing is left open or running.
     """
-    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            problem = f"metrics port {port} on {addr} is already in use"
+        else:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            problem = f"metrics port {port} on {addr} cannot be opened: {reason}"
+        raise MetricsPortUnavailable(
+            port, addr, f"{problem}; pick another with --metrics-port (0 picks a free one)"
+        ) from exc
     return int(server.server_port)
