@@ -52,25 +52,37 @@ def _run(action: Callable[[], T]) -> T:
 
 @broker_app.command("start")
 def broker_start(
-    port: Annotated[int | None, typer.Option(help="Listener port (default: a free one).")] = None,
-    refresh: Annotated[bool, typer.Option(help="Fetch the Kafka jars again.")] = False,
+    port: Annotated[
+        int | None, typer.Option(help="Listener port (default: the last one, else a free one).")
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option(help="Fetch the Kafka jars again (restarts a running broker).")
+    ] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="Wipe the data: a new, empty cluster (all topics lost).")
+    ] = False,
 ) -> None:
-    """Start the local broker (or reuse the running one) and print its bootstrap address."""
+    """Start the local broker (or reuse the running one) and print its bootstrap address.
+
+    Topics, committed offsets and the port are kept from the last start unless --fresh."""
     from streams.kafka.local_broker import LocalBroker
 
     settings = load_settings()
     if settings.bootstrap_servers:
         typer.echo(f"KAFKA_BOOTSTRAP_SERVERS is set; using {settings.bootstrap_servers}")
         return
-    state, reused = _run(lambda: LocalBroker(settings).start(port=port, refresh=refresh))
+    state, reused = _run(
+        lambda: LocalBroker(settings).start(port=port, refresh=refresh, fresh=fresh)
+    )
     verb = "running" if reused else "started"
     typer.echo(f"Kafka {state.kafka_version} {verb} (pid {state.pid}) at {state.bootstrap}")
+    typer.echo(f"data {state.data_dir} (cluster {state.cluster_id})")
     typer.echo(state.bootstrap)
 
 
 @broker_app.command("stop")
 def broker_stop() -> None:
-    """Stop the local broker."""
+    """Stop the local broker; its data stays for the next start."""
     from streams.kafka.local_broker import LocalBroker
 
     stopped = _run(lambda: LocalBroker(load_settings()).stop())
@@ -91,6 +103,8 @@ def broker_status() -> None:
         typer.echo("not running")
         raise typer.Exit(code=1)
     typer.echo(f"running: Kafka {state.kafka_version}, pid {state.pid}, {state.bootstrap}")
+    typer.echo(f"data: {state.data_dir}")
+    typer.echo(f"cluster id: {state.cluster_id}")
 
 
 @app.command("worker")

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -35,24 +35,44 @@ JVM_HEAP = ("-Xms256m", "-Xmx768m")
 
 @dataclass(frozen=True, slots=True)
 class BrokerState:
+    """A running broker, as state.json records it. data_dir and cluster_id default to ""
+    so a state file written before they existed still reads (status() fills them in)."""
+
     pid: int
     bootstrap: str
     controller_port: int
     kafka_version: str
     started_at: float
     log_file: str
+    data_dir: str = ""
+    cluster_id: str = ""
 
     @property
     def port(self) -> int:
         return int(self.bootstrap.rsplit(":", 1)[1])
 
 
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """What a formatted data directory binds the broker to: its cluster id and ports.
+
+    The controller port is part of the KRaft voter set recorded at format time, so it must
+    stay; the broker port is kept so clients' bootstrap addresses survive a restart.
+    """
+
+    cluster_id: str
+    broker_port: int
+    controller_port: int
+
+
 class LocalBroker:
     """Manage the local broker whose state lives under settings.broker_dir.
 
-    start() reuses a running broker; stop() shuts it down with SIGTERM (clean controlled
-    shutdown) and falls back to SIGKILL after a timeout. Data is ephemeral: each fresh start
-    formats new storage, because the KRaft voter set remembers the controller port.
+    start() reuses a running broker; otherwise it starts one on the data directory left by
+    the previous start (same cluster id, broker port and controller port: topics and
+    committed offsets survive stop + start), or formats a new cluster when there is none or
+    `fresh` is asked. stop() shuts it down with SIGTERM (clean controlled shutdown) and
+    falls back to SIGKILL after a timeout; it keeps the data.
     """
 
     def __init__(
@@ -73,6 +93,10 @@ class LocalBroker:
     def state_file(self) -> Path:
         return self._dir / "state.json"
 
+    @property
+    def data_dir(self) -> Path:
+        return self._dir / "data"
+
     def status(self) -> BrokerState | None:
         """The running broker's state, or None (stale state files are removed)."""
         state = self._read_state()
@@ -81,38 +105,61 @@ class LocalBroker:
         if not _pid_alive(state.pid) or not _port_open(HOST, state.port):
             self.state_file.unlink(missing_ok=True)
             return None
+        if not state.data_dir or not state.cluster_id:
+            # Written by an older streams: the data directory itself says which cluster.
+            state = replace(
+                state, data_dir=str(self.data_dir), cluster_id=_read_cluster_id(self.data_dir)
+            )
         return state
 
-    def start(self, *, port: int | None = None, refresh: bool = False) -> tuple[BrokerState, bool]:
-        """Start (or reuse) the broker; returns its state and whether it was already running."""
+    def start(
+        self, *, port: int | None = None, refresh: bool = False, fresh: bool = False
+    ) -> tuple[BrokerState, bool]:
+        """Start (or reuse) the broker; returns its state and whether it was already running.
+
+        port: the listener port (default: the remembered one, else a free one). refresh:
+        fetch the jars again and restart. fresh: wipe the data and format a new cluster.
+        BrokerStartFailed (one line) when a remembered port is held by another process.
+        """
         running = self.status()
-        if running is not None and not refresh:
+        if running is not None and not (refresh or fresh):
             return running, True
         if running is not None:
             self.stop()
+        if fresh:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         java = find_java(self._java)
         libs = ensure_jars(self._settings.jar_cache, refresh=refresh, mvn=self._mvn)
-        broker_port = _claim_port(port)
-        controller_port = _claim_port(None)
-        self._prepare_dir(broker_port, controller_port)
         classpath = f"{libs}/*"
-        self._format_storage(java, classpath)
+        identity = self._remembered()
+        if identity is None:
+            identity = _Identity(_cluster_id(), _claim_port(port), _claim_port(None))
+            self._prepare_dir(identity)
+            self._format_storage(java, classpath, identity.cluster_id)
+        else:
+            broker_port = identity.broker_port if port is None else port
+            _claim_port(broker_port, remembered=port is None)
+            _claim_port(identity.controller_port, remembered=True, controller=True)
+            identity = replace(identity, broker_port=broker_port)
+            self._prepare_dir(identity)
         log_file = self._dir / "broker.log"
         proc = self._launch(java, classpath, log_file)
         state = BrokerState(
             pid=proc.pid,
-            bootstrap=f"{HOST}:{broker_port}",
-            controller_port=controller_port,
+            bootstrap=f"{HOST}:{identity.broker_port}",
+            controller_port=identity.controller_port,
             kafka_version=KAFKA_VERSION,
             started_at=time.time(),
             log_file=str(log_file),
+            data_dir=str(self.data_dir),
+            cluster_id=identity.cluster_id,
         )
         self._wait_ready(proc, state)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         return state, False
 
     def stop(self) -> bool:
-        """Stop the broker; returns False when none was running."""
+        """Stop the broker (its data stays for the next start); False when none was running."""
         state = self._read_state()
         if state is None or not _pid_alive(state.pid):
             self.state_file.unlink(missing_ok=True)
@@ -135,18 +182,35 @@ class LocalBroker:
         except (OSError, ValueError, TypeError):
             return None
 
-    def _prepare_dir(self, broker_port: int, controller_port: int) -> None:
-        data = self._dir / "data"
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
+    def _remembered(self) -> _Identity | None:
+        """The identity of a formatted data directory, from meta.properties (cluster id)
+        and the server.properties written beside it (ports); None when either is missing."""
+        cluster_id = _read_cluster_id(self.data_dir)
+        props = _read_properties(self._dir / "server.properties")
+        listeners = dict(
+            item.split("://", 1) for item in props.get("listeners", "").split(",") if "://" in item
+        )
+        try:
+            broker_port = int(listeners["PLAINTEXT"].rsplit(":", 1)[1])
+            controller_port = int(listeners["CONTROLLER"].rsplit(":", 1)[1])
+        except (KeyError, ValueError, IndexError):
+            return None
+        if not cluster_id or props.get("log.dirs") != str(self.data_dir):
+            return None
+        return _Identity(cluster_id, broker_port, controller_port)
+
+    def _prepare_dir(self, identity: _Identity) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         (self._dir / "server.properties").write_text(
-            server_properties(data, broker_port, controller_port)
+            server_properties(self.data_dir, identity.broker_port, identity.controller_port)
         )
         log4j = resources.files("streams.kafka").joinpath("resources/log4j2.properties")
         (self._dir / "log4j2.properties").write_text(log4j.read_text())
 
-    def _format_storage(self, java: str, classpath: str) -> None:
-        cluster_id = _cluster_id()
+    def _format_storage(self, java: str, classpath: str, cluster_id: str) -> None:
+        # Only ever on an empty directory: leftovers of a half-formatted one would fail it.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir(parents=True)
         cmd = [
             java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
             "-t", cluster_id, "-c", str(self._dir / "server.properties"),
@@ -155,7 +219,7 @@ class LocalBroker:
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()[-1:]
             raise BrokerStartFailed(
-                f"formatting KRaft storage in {self._dir / 'data'} failed: {' '.join(detail)}"
+                f"formatting KRaft storage in {self.data_dir} failed: {' '.join(detail)}"
             )
 
     def _launch(self, java: str, classpath: str, log_file: Path) -> subprocess.Popen[bytes]:
@@ -231,17 +295,42 @@ def server_properties(data_dir: Path, broker_port: int, controller_port: int) ->
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 
-def _claim_port(requested: int | None) -> int:
+def _claim_port(
+    requested: int | None, *, remembered: bool = False, controller: bool = False
+) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((HOST, requested or 0))
         except OSError as exc:
+            if controller:
+                way_out = (
+                    "the cluster's voter set needs that port: free it, or start an empty "
+                    "cluster with --fresh"
+                )
+            elif remembered:
+                way_out = "free it, choose another listener port with --port, or --fresh"
+            else:
+                way_out = "stop what holds it or choose another with --port"
+            what = "remembered from the last start " if remembered else ""
             raise BrokerStartFailed(
-                f"port {requested} on {HOST} is in use; stop what holds it or choose "
-                "another with --port"
+                f"port {requested} on {HOST} {what}is in use by another process; {way_out}"
             ) from exc
         port: int = sock.getsockname()[1]
         return port
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _read_cluster_id(data_dir: Path) -> str:
+    """The cluster id the storage tool wrote into data/meta.properties ("" when unformatted)."""
+    return _read_properties(data_dir / "meta.properties").get("cluster.id", "")
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from streams.cli import app
 from streams.config import Settings, load_settings
 from streams.errors import BrokerStartFailed
+from streams.kafka.admin import Admin, TopicWanted
+from streams.kafka.client_config import ClientConfig
+from streams.kafka.consumer import GroupConsumer
 from streams.kafka.local_broker import LocalBroker
 from streams.kafka.probe import wait_for_metadata
+from streams.testing import publish_raw
+from streams.types import Record, TopicPartition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -68,3 +77,70 @@ def test_broker_that_dies_on_start_names_its_log(own_home: Settings) -> None:
         broker.start()
     assert "console.log" in str(info.value)
     assert broker.status() is None
+
+
+def _commit_one_record(bootstrap: str, topic: str, group: str) -> None:
+    config = ClientConfig(bootstrap, client_id="broker-keep-test")
+    Admin(config).apply([TopicWanted(topic, 1)])
+    publish_raw(config, topic, [b"kept"], key=b"k")
+    consumer = GroupConsumer(config, group, [topic])
+    try:
+        deadline = time.monotonic() + 60
+        records: list[Record] = []
+        while not records and time.monotonic() < deadline:
+            records = consumer.poll(10, 0.5)
+        assert records, "the produced record never arrived"
+        assert consumer.commit({records[0].tp: records[0].offset + 1})
+    finally:
+        consumer.close()
+
+
+def test_stop_start_keeps_data_and_port_fresh_wipes(
+    own_home: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = LocalBroker(own_home)
+    topic, group = f"kept-{uuid.uuid4().hex[:8]}", f"kept-group-{uuid.uuid4().hex[:8]}"
+    first, _ = broker.start()
+    try:
+        _commit_one_record(first.bootstrap, topic, group)
+    finally:
+        assert broker.stop()
+
+    second, reused = broker.start()
+    try:
+        assert not reused
+        assert second.bootstrap == first.bootstrap
+        assert second.controller_port == first.controller_port
+        assert second.cluster_id == first.cluster_id != ""
+        admin = Admin(ClientConfig(second.bootstrap))
+        assert admin.partition_counts().get(topic) == 1
+        tp = TopicPartition(topic, 0)
+        assert admin.committed_offsets(group, [tp]) == {tp: 1}
+        admin.close()
+
+        monkeypatch.setenv("STREAMS_HOME", str(own_home.home))
+        monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+        shown = CliRunner().invoke(app, ["broker", "status"])
+        assert shown.exit_code == 0, shown.output
+        assert str(broker.data_dir) in shown.output
+        assert second.cluster_id in shown.output
+    finally:
+        assert broker.stop()
+
+    # The remembered port held by someone else: one line naming it and the ways out.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", second.port))
+        holder.listen()
+        with pytest.raises(BrokerStartFailed) as info:
+            broker.start()
+    message = str(info.value)
+    assert f"port {second.port}" in message and "--fresh" in message and "--port" in message
+    assert "\n" not in message
+
+    fresh, _ = broker.start(fresh=True)
+    try:
+        assert fresh.cluster_id != first.cluster_id
+        assert topic not in Admin(ClientConfig(fresh.bootstrap)).partition_counts()
+    finally:
+        assert broker.stop()
