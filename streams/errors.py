@@ -11,6 +11,7 @@ StreamsError
 │   ├── UnknownSchema         a fingerprint we hold no schema for
 │   └── DecodeError           bytes that are not a valid record
 ├── DeliveryError          the broker did not acknowledge a write
+├── EmitRejected           a handler emitted an event that cannot be encoded or routed
 └── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, not dead-letter all
 
 Messages say what went wrong and what to do, in one line. Signals that steer control flow
@@ -81,3 +82,9 @@ class MetricsPortUnavailable(ConfigError):
 
     def __str__(self) -> str:
         return self.problem
+
+
+class EmitRejected(StreamsError):
+    """A handler's ctx.emit(...) was refused: the event cannot be encoded, or its lane is
+    not allowed (a promotion above the run's lane). The record is dead-lettered
+    "emit_error" with this message, whatever the handler does with the exception."""
