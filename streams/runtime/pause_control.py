@@ -4,12 +4,12 @@ Owns the three reasons a stage stops fetching: a partition's local bound (with
 hysteresis), pressure from downstream (or, for a background stage, from the foreground
 stages it yields to), and lane priority. Marks reasons on the worker's PauseSet; the
 worker applies that set to the consumer. No Kafka, no clock: callers pass readings and
-times in, so every decision here is a function of its inputs.
+times in, so every decision here is a function of its inputs. What it tells the log goes
+through PauseLog (streams.runtime.pause_log): each change once, partitions aggregated.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -17,12 +17,11 @@ from streams.policy.downstream import DownstreamLimits, DownstreamPressure, Pres
 from streams.policy.lanes import lanes_to_pause
 from streams.policy.local_bound import PartitionBound
 from streams.runtime.buffers import PartitionBuffer
+from streams.runtime.pause_log import PauseLog
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureSnapshot
 from streams.topology import Stage, Topology
 from streams.types import Lane, PauseReason, TopicPartition
-
-log = logging.getLogger(__name__)
 
 
 class PauseControl:
@@ -30,10 +29,18 @@ class PauseControl:
 
     ``stage_reason`` is the stage-wide reason this worker pauses for: ``downstream``, or
     ``yield_to_foreground`` for a background stage. ``stage_paused`` and ``last_reason``
-    describe the latest stage-wide verdict (for reports and status).
+    describe the latest stage-wide verdict (for reports and status); ``log`` says each
+    change once (see streams.runtime.pause_log for the lines and their levels).
     """
 
-    def __init__(self, topology: Topology, stage: Stage, pauses: PauseSet) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        stage: Stage,
+        pauses: PauseSet,
+        *,
+        log_summary_every_s: float = 60.0,
+    ) -> None:
         self._topology = topology
         self._stage = stage
         self._pauses = pauses
@@ -42,6 +49,7 @@ class PauseControl:
         self.stage_reason: PauseReason = "yield_to_foreground" if stage.background else "downstream"
         self.stage_paused = False
         self.last_reason = ""
+        self.log = PauseLog(stage.name, self.stage_reason, summary_every_s=log_summary_every_s)
 
     def assign(self, tp: TopicPartition) -> None:
         self._bounds[tp] = PartitionBound(
@@ -52,6 +60,7 @@ class PauseControl:
 
     def forget(self, tp: TopicPartition) -> None:
         self._bounds.pop(tp, None)
+        self.log.forget(tp)
 
     def update(
         self,
@@ -63,10 +72,17 @@ class PauseControl:
         now_mono: float,
     ) -> None:
         """Mark every reason for every assigned partition from the current readings."""
-        stage, pauses = self._stage, self._pauses
+        stage, pauses, pause_log = self._stage, self._pauses, self.log
         for tp, buffer in buffers.items():
-            paused = "local_bound" in pauses.reasons(tp)
-            pauses.mark(tp, "local_bound", self._bounds[tp].should_pause(buffer.fill, paused))
+            bound = self._bounds[tp]
+            was = "local_bound" in pauses.reasons(tp)
+            fill = buffer.fill
+            now_bound = bound.should_pause(fill, was)
+            if now_bound != was:
+                pauses.mark(tp, "local_bound", now_bound)
+                mark = bound.high_water if now_bound else bound.low_water
+                detail = f"fill {fill} {'>=' if now_bound else '<='} {mark}"
+                pause_log.partition(tp, "local_bound", now_bound, detail, now_mono)
         signals = with_sent_since(snapshot, sent_by_stage)
         verdict = self._pressure.evaluate(signals, now, now_mono)
         self.stage_paused = verdict.paused
@@ -74,35 +90,53 @@ class PauseControl:
         # stage's hard bounds (its max_lag and max_queue_age_s): lower lanes yield first,
         # and downstream serves urgent first, so urgent work is not held behind a pause
         # meant for the bulk (pausing every lane starves the one that matters).
-        urgent_paused = verdict.paused and (stage.background or self._at_hard_bound(signals, now))
+        hard_bound = self._hard_bound(signals, now) if verdict.paused else None
+        urgent_paused = verdict.paused and (stage.background or hard_bound is not None)
         backlog: dict[Lane, int] = {}
         for buffer in buffers.values():
             backlog[buffer.lane] = backlog.get(buffer.lane, 0) + len(buffer.waiting)
         paused_lanes = lanes_to_pause(backlog, in_flight >= stage.concurrency, stage.lanes)
+        has_urgent = False
         for tp, buffer in buffers.items():
-            paused = urgent_paused if buffer.lane == "urgent" else verdict.paused
+            if buffer.lane == "urgent":
+                has_urgent = True
+                paused = urgent_paused
+            else:
+                paused = verdict.paused
             pauses.mark(tp, self.stage_reason, paused)
-            pauses.mark(tp, "lane", buffer.lane in paused_lanes)
-        reason = ",".join(verdict.reasons)
-        if verdict.paused and reason and reason != self.last_reason:
-            self.last_reason = reason
-            log.info("stage %s paused by pressure: %s", stage.name, reason)
-        elif not verdict.paused:
-            self.last_reason = ""
+            lane_paused = buffer.lane in paused_lanes
+            if lane_paused != ("lane" in pauses.reasons(tp)):
+                pauses.mark(tp, "lane", lane_paused)
+                detail = (
+                    f"a higher lane has backlog, {in_flight} in flight"
+                    if lane_paused
+                    else "no higher lane waits at the concurrency cap"
+                )
+                pause_log.partition(tp, "lane", lane_paused, detail, now_mono)
+        self.last_reason = ",".join(verdict.reasons) if verdict.paused else ""
+        pause_log.stage_verdict(verdict.paused, verdict.reasons, signals, now, now_mono)
+        if not stage.background and has_urgent:
+            pause_log.urgent_lane(urgent_paused, hard_bound)
+        pause_log.tick(now_mono)
 
-    def _at_hard_bound(self, signals: Mapping[str, PressureSignal | None], now: float) -> bool:
-        """Whether a downstream stage is at its own bounds, or cannot be read (fail safe)."""
+    def _hard_bound(self, signals: Mapping[str, PressureSignal | None], now: float) -> str | None:
+        """Why a downstream stage is at its own bounds, or cannot be read (fail safe);
+        None if none is."""
         stale_after = self._stage.pressure.stale_after_s
         for name, signal in signals.items():
-            if signal is None or now - signal.measured_at > stale_after:
-                return True
+            if signal is None:
+                return f"{name} has no reading"
+            if now - signal.measured_at > stale_after:
+                return f"{name} reading is {now - signal.measured_at:.0f} s old"
             downstream = self._topology.stages[name]
-            if (
-                signal.lag >= downstream.max_lag
-                or signal.oldest_age_s >= downstream.max_queue_age_s
-            ):
-                return True
-        return False
+            if signal.lag >= downstream.max_lag:
+                return f"{name} lag {signal.lag} >= its max_lag {downstream.max_lag}"
+            if signal.oldest_age_s >= downstream.max_queue_age_s:
+                return (
+                    f"{name} oldest age {signal.oldest_age_s:.0f} s >= its max_queue_age_s "
+                    f"{downstream.max_queue_age_s:g}"
+                )
+        return None
 
 
 def with_sent_since(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from streams.policy.downstream import PressureSignal
 from streams.runtime.buffers import PartitionBuffer, Pending
@@ -141,3 +144,69 @@ def test_a_partition_assigned_during_a_stage_pause_starts_paused() -> None:
     late = TopicPartition("wf.plan.standard", 1)
     control.assign(late)
     assert _reasons(pauses, late) == {"downstream"}
+
+
+LOGGER = "streams.runtime.pause_log"
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= level]
+
+
+def test_a_pause_held_for_100_updates_logs_one_line_with_its_cause_and_readings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    control, _, buffers = _control()
+    for i in range(100):  # the lag moves on every update, the pause holds
+        control.update(buffers, 0, _snapshot(150 + i), {}, NOW, 0.5 * i)
+    assert control.stage_paused
+    (line,) = _lines(caplog)
+    assert line.startswith("stage plan paused (downstream): act.lag=150>=100")
+    assert "act lag 150, oldest age 0 s, p95 n/a" in line
+
+
+def test_a_resume_logs_one_line_with_how_long_the_stage_was_paused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    control, _, buffers = _control()
+    for i in range(20):
+        control.update(buffers, 0, _snapshot(150), {}, NOW, 0.5 * i)
+    caplog.clear()
+    for i in range(20, 40):
+        control.update(buffers, 0, _snapshot(10), {}, NOW, 0.5 * i)  # below resume (50)
+    assert not control.stage_paused
+    (line,) = _lines(caplog)
+    assert line.startswith("stage plan resumed (downstream) after 10.0 s paused")
+    assert "act lag 10" in line
+
+
+def test_a_change_of_cause_while_paused_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    control, _, buffers = _control()
+    control.update(buffers, 0, _snapshot(150), {}, NOW, 0.0)
+    stale = PressureSnapshot(signals={"act": None})  # the reading goes missing
+    for i in range(1, 50):
+        control.update(buffers, 0, stale, {}, NOW, float(i))
+    assert control.stage_paused
+    paused, changed, urgent = _lines(caplog)  # each once, in 50 updates
+    assert paused.startswith("stage plan paused (downstream): act.lag=150>=100")
+    assert changed.startswith("stage plan still paused (downstream), now by act.missing")
+    assert urgent == "stage plan: urgent lane paused too: act has no reading"
+
+
+def test_a_flapping_local_bound_logs_no_info_line_per_flap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    control, _, buffers = _control()
+    for i in range(200):  # fill to the bound, drain, fill, ... every update
+        buffers[STANDARD].waiting.clear()
+        _fill(buffers[STANDARD], 10 if i % 2 == 0 else 0)
+        control.update(buffers, 0, _snapshot(0), {}, NOW, 0.1 * i)
+    assert len(_lines(caplog, logging.INFO)) <= 1
+    debug = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.DEBUG]
+    assert len(debug) == 200  # one per change of one partition, for whoever turns it on
