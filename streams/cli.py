@@ -183,8 +183,9 @@ def intake(
 
 @topology_app.command("validate")
 def topology_validate(file: Annotated[Path, typer.Argument(help="Topology YAML.")]) -> None:
-    """Check a topology file; print its stages and topics, or the first mistake."""
-    from streams.topology import load_topology
+    """Check a topology file, intake section included; print its stages, topics and
+    intake, or the first mistake."""
+    from streams.topology import load_intake_config, load_topology
 
     sys.path.insert(0, str(Path.cwd()))
     topology = _run(lambda: load_topology(file))
@@ -193,6 +194,20 @@ def topology_validate(file: Annotated[Path, typer.Argument(help="Topology YAML."
         kind = "background" if stage.background else "stage"
         arrow = ", ".join(stage.downstream) or "-"
         typer.echo(f"  {kind} {stage.name}: {', '.join(stage.input_topics)} -> {arrow}")
+    if topology.intake is None:
+        # No intake section, and its defaults do not fit: fine for workers, not an error.
+        try:
+            load_intake_config(topology)
+        except ConfigError as exc:
+            typer.echo(
+                f"  intake: not served by the intake until set: {exc.key_path}: {exc.problem}"
+            )
+        return
+    intake = topology.intake
+    typer.echo(
+        f"  intake: runs enter {intake.entry_stage}, default lane {intake.default_lane}, "
+        f"max {intake.limits.max_queued} queued"
+    )
 
 
 @topology_app.command("apply")

@@ -10,8 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+import streams.topology as topology_package
+from streams.cli import app
 from streams.errors import ConfigError
+from streams.policy import dlq_valve, downstream
 from streams.topology import (
     CountThresholds,
     Stage,
@@ -129,7 +133,8 @@ def test_defaults_fill_in_a_minimal_topology() -> None:
     assert topology.lanes == ("urgent", "standard", "background")
     assert topology.dead_letter_topic == "triage.dlq"
     assert topology.delivery == "at_least_once"
-    assert dict(topology.intake) == {}
+    assert topology.intake is not None  # the intake's defaults fit this workflow
+    assert (topology.intake.entry_stage, topology.intake.default_lane) == ("plan", "standard")
     act = topology.stages["act"]
     assert act.partition_resume == act.partition_buffer // 2
     assert act.input_topics == (
@@ -288,37 +293,37 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "wrong type",
         {"stages.act.concurrency": "many"},
         "stages.act.concurrency",
-        "must be a valid integer, got 'many'",
+        "must be a whole number, got 'many'",
     ),
     (
         "bool is not int",
         {"stages.act.max_lag": True},
         "stages.act.max_lag",
-        "must be a valid integer",
+        "must be a whole number, got True",
     ),
     (
         "zero bound",
         {"stages.act.concurrency": 0},
         "stages.act.concurrency",
-        "must be greater than 0, got 0",
+        "must be > 0, got 0",
     ),
     (
         "negative bound",
         {"stages.act.partition_buffer": -5},
         "stages.act.partition_buffer",
-        "greater than 0, got -5",
+        "must be > 0, got -5",
     ),
     (
         "zero timeout",
         {"stages.act.handler_timeout_s": 0},
         "stages.act.handler_timeout_s",
-        "greater than 0",
+        "must be > 0, got 0",
     ),
     (
         "zero partitions",
         {"topic_defaults.partitions": 0},
         "topic_defaults.partitions",
-        "greater than 0",
+        "must be > 0, got 0",
     ),
     (
         "bad retention",
@@ -326,12 +331,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "stages.act.retention_ms",
         "or -1 to keep forever, got 0",
     ),
-    ("bad delivery", {"delivery": "at_most_once"}, "delivery", "'at_least_once' or 'exactly_once'"),
+    (
+        "bad delivery",
+        {"delivery": "at_most_once"},
+        "delivery",
+        "must be one of at_least_once, exactly_once, got 'at_most_once' "
+        "(did you mean 'at_least_once'?)",
+    ),
     (
         "bad on_stale",
         {"stages.plan.pressure": {"on_stale": "panic"}},
         "stages.plan.pressure.on_stale",
-        "'pause' or 'hold'",
+        "must be one of pause, hold, got 'panic'",
     ),
     (
         "partition_resume at buffer",
@@ -343,7 +354,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "partition_resume negative",
         {"stages.act.partition_resume": -1},
         "stages.act.partition_resume",
-        "greater than or equal to 0",
+        "must be >= 0, got -1",
     ),
     (
         "lag resume not below pause",
@@ -588,7 +599,7 @@ def test_each_mistake_is_one_clear_error(
 def test_parse_topology_errors_name_the_source_without_lines() -> None:
     with pytest.raises(ConfigError) as info:
         parse_topology(_with({"stages.act.concurrency": 0}), "inline-source")
-    assert str(info.value) == "inline-source: stages.act.concurrency: must be greater than 0, got 0"
+    assert str(info.value) == "inline-source: stages.act.concurrency: must be > 0, got 0"
 
 
 def test_external_input_topic_is_listed_with_its_stage_spec() -> None:
@@ -606,3 +617,47 @@ def test_external_input_topic_is_listed_with_its_stage_spec() -> None:
     assert topology.all_topics()["billing.completed"] == TopicSpec(2, 604_800_000)
     assert topology.stages["bg"].input_topics_by_lane == {"background": "billing.completed"}
     assert [s.name for s in topology.entry_stages] == ["plan"]
+
+
+# --------------------------------------------------------------------------- one model
+
+
+def test_intake_mistakes_fail_at_load_with_key_path_and_line() -> None:
+    path = FIXTURES / "intake_typo.yaml"
+    error = _error(path, validate_handlers=False)
+    assert str(error) == (
+        f"{path}: intake.lanes.standard.on_saturaton: unknown key "
+        "(did you mean 'on_saturation'?) [line 8]"
+    )
+
+
+def test_validate_command_rejects_a_typo_inside_intake() -> None:
+    path = FIXTURES / "intake_typo.yaml"
+    result = CliRunner().invoke(app, ["topology", "validate", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"{path}: intake.lanes.standard.on_saturaton: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_command_reports_the_intake_of_a_valid_file() -> None:
+    result = CliRunner().invoke(app, ["topology", "validate", str(REPO / "topology/triage.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "intake: runs enter plan, default lane standard, max 1200 queued" in result.output
+
+
+def test_the_topology_carries_its_intake_config() -> None:
+    topology = load_topology(REPO / "topology" / "triage.yaml", validate_handlers=False)
+    assert topology.intake is not None
+    assert topology.intake.entry_stage == "plan"
+    assert topology.intake.limits.max_queued == 1200
+
+
+def test_one_dead_letter_limit_and_one_on_stale() -> None:
+    topology = load_topology(EXAMPLE)
+    limit = topology.stages["plan"].dead_letter_limit
+    assert type(limit) is dlq_valve.DeadLetterLimit
+    assert limit == dlq_valve.DeadLetterLimit(
+        max_ratio=0.5, window=100, min_records=20, max_consecutive=50
+    )
+    assert topology_package.DeadLetterLimit is dlq_valve.DeadLetterLimit
+    assert topology_package.OnStale is downstream.OnStale
