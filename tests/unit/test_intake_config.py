@@ -11,7 +11,7 @@ import pytest
 from streams.errors import ConfigError
 from streams.intake.config import IntakeConfig, intake_limits, load_intake_config
 from streams.policy.admission import AdmissionLimits, LanePolicy
-from streams.topology import Topology, parse_topology
+from streams.topology import Topology, load_topology, parse_topology
 
 H = "tests.unit.topologies.handlers:ok"
 
@@ -300,3 +300,81 @@ def test_payload_schema_is_relative_to_the_topology_file(tmp_path: Path) -> None
 def test_the_error_message_reads_as_one_line() -> None:
     caught = error({"max_queued_runs": 0})
     assert str(caught) == "wf.yaml: intake.max_queued_runs: must be > 0, got 0"
+
+
+# --------------------------------------------------------------------------- one model
+
+
+def test_a_file_without_intake_section_still_loads_when_defaults_do_not_fit() -> None:
+    # Workers need no intake; the intake says what to add when it is asked to serve it.
+    two_entries = {"plan": {"handler": H}, "fetch": {"handler": H}}
+    loaded = topology(stages=two_entries)
+    assert loaded.intake is None
+    with pytest.raises(ConfigError) as caught:
+        load_intake_config(loaded)
+    assert str(caught.value) == (
+        "wf.yaml: intake.entry_stage: the workflow has several entry stages (plan, fetch); name one"
+    )
+
+
+def test_the_topology_carries_the_same_config_the_accessor_returns() -> None:
+    loaded = topology({"max_queued_runs": 50})
+    assert loaded.intake is not None
+    assert load_intake_config(loaded) is loaded.intake
+    assert loaded.intake.limits.max_queued == 50
+
+
+@pytest.mark.parametrize(
+    ("intake", "key_path", "problem"),
+    [
+        ({"max_queued_per_tenant": None}, "intake.max_queued_per_tenant", "got nothing (null)"),
+        ({"pressure_saturation_ratio": None}, "intake.pressure_saturation_ratio", "a number"),
+        ({"tenants": {"a": {"max_queued": None}}}, "intake.tenants.a.max_queued", "(null)"),
+        (
+            {"lanes": {"standard": {"on_saturation": None}}},
+            "intake.lanes.standard.on_saturation",
+            "must be one of accept, delay, downgrade, reject, got nothing (null)",
+        ),
+        (
+            {"lanes": {"standard": {"on_saturation": "downgrade", "downgrade_to": 3}}},
+            "intake.lanes.standard.downgrade_to",
+            "must be a lane name, got 3",
+        ),
+        ({"payload_schema": ""}, "intake.payload_schema", "path of an .avsc file, got ''"),
+        ({"default_lane": 1}, "intake.default_lane", "must be a lane name, got 1"),
+        ({1: 2}, "intake", "keys must be text, got 1; quote it"),
+        ({"lanes": {2: {}}}, "intake.lanes", "keys must be text, got 2; quote it"),
+        ({"deadline_action": "rejct"}, "intake.deadline_action", "(did you mean 'reject'?)"),
+    ],
+)
+def test_explicit_nulls_and_wrong_kinds_name_their_key(
+    intake: Any, key_path: str, problem: str
+) -> None:
+    caught = error(intake)
+    assert caught.key_path == key_path
+    assert problem in caught.problem
+
+
+def test_null_sections_read_as_empty() -> None:
+    assert config(None) == config({"lanes": {"standard": None}, "tenants": {"a": None}})
+    data = {"workflow": "triage", "stages": {"plan": {"handler": H}}, "intake": None}
+    loaded = parse_topology(data, "wf.yaml", validate_handlers=False)
+    assert loaded.intake == config()
+
+
+def test_intake_mistakes_in_a_file_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "workflow: triage\n"
+        "stages:\n"
+        "  plan: {handler: tests.unit.topologies.handlers:ok}\n"
+        "intake:\n"
+        "  tenants:\n"
+        "    acme:\n"
+        "      max_queued: 0\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_topology(path)
+    assert (
+        str(caught.value) == f"{path}: intake.tenants.acme.max_queued: must be > 0, got 0 [line 7]"
+    )

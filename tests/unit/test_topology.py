@@ -661,3 +661,10 @@ def test_one_dead_letter_limit_and_one_on_stale() -> None:
     )
     assert topology_package.DeadLetterLimit is dlq_valve.DeadLetterLimit
     assert topology_package.OnStale is downstream.OnStale
+
+
+def test_validate_command_notes_an_intake_the_defaults_do_not_fit(tmp_path: Path) -> None:
+    data = _with({"stages.plan.downstream": []})  # plan and act both take new runs
+    result = CliRunner().invoke(app, ["topology", "validate", str(_write(tmp_path, data))])
+    assert result.exit_code == 0, result.output  # fine for workers
+    assert "intake: not served by the intake until set: intake.entry_stage: " in result.output
