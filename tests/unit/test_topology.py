@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from streams.topology import (
     Topology,
     load_topology,
     parse_topology,
+    topology_keys,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -668,3 +670,31 @@ def test_validate_command_notes_an_intake_the_defaults_do_not_fit(tmp_path: Path
     result = CliRunner().invoke(app, ["topology", "validate", str(_write(tmp_path, data))])
     assert result.exit_code == 0, result.output  # fine for workers
     assert "intake: not served by the intake until set: intake.entry_stage: " in result.output
+
+
+# --------------------------------------------------------------------------- the manual
+# README "## Workflows" holds a table of every key; these keep it and the model in step.
+
+
+def _workflows_section() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Workflows\n(.*?)(?=^## )", readme, re.S | re.M)
+    assert match, "README has no '## Workflows' section"
+    return match.group(1)
+
+
+def test_readme_key_table_lists_exactly_the_keys_the_model_accepts() -> None:
+    rows = re.findall(r"^\| `([^`]+)` \|", _workflows_section(), re.M)
+    assert len(rows) == len(set(rows)), "a key is listed twice"
+    documented, accepted = set(rows), set(topology_keys())
+    assert not accepted - documented, f"keys missing from the README table: {accepted - documented}"
+    assert not documented - accepted, (
+        f"README lists keys the model refuses: {documented - accepted}"
+    )
+
+
+def test_readme_minimal_example_is_the_runnable_file() -> None:
+    minimal = REPO / "topology" / "minimal.yaml"
+    assert f"```yaml\n{minimal.read_text(encoding='utf-8')}```" in _workflows_section()
+    topology = load_topology(minimal)  # handlers imported: it runs as it stands
+    assert topology.intake is not None and topology.intake.entry_stage == "draft"
