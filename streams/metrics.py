@@ -27,6 +27,7 @@ from streams.metric_families import (
     LocalCounterFamily,
     LocalHistogramFamily,
 )
+from streams.policy.dlq_valve import ValveState
 from streams.types import DeadLetterReason, Lane, Outcome, PauseReason, TopicPartition
 
 RebalanceKind = Literal["assign", "revoke", "lost"]
@@ -66,6 +67,8 @@ class _WorkerFamilies:
     decode_errors: Counter
     commits: Counter
     rebalances: Counter
+    dead_letter_valve: Gauge
+    dead_letter_ratio: Gauge
 
     @classmethod
     def define(cls, registry: CollectorRegistry) -> _WorkerFamilies:
@@ -191,6 +194,18 @@ class _WorkerFamilies:
                 "streams_rebalances",
                 "Rebalance callbacks, by kind.",
                 [*_BASE, "kind"],
+                registry=r,
+            ),
+            dead_letter_valve=Gauge(
+                "streams_dead_letter_valve",
+                "1 for the dead-letter valve's current state (ok, warning, tripped), else 0.",
+                [*_BASE, "state"],
+                registry=r,
+            ),
+            dead_letter_ratio=Gauge(
+                "streams_dead_letter_ratio",
+                "Share of dead letters among the records the dead-letter valve's window holds.",
+                _BASE,
                 registry=r,
             ),
         )
@@ -410,6 +425,13 @@ class WorkerMetrics:
 
     def _tp_labels(self, tp: TopicPartition) -> tuple[str, str, str, str]:
         return (*self._base, tp.topic, str(tp.partition))
+
+    # The dead-letter valve (streams.policy.dlq_valve): call on each change of state and
+    # from the periodic report; ratio None (nothing judged yet) reads as 0.
+    def set_dead_letter_valve(self, state: ValveState, ratio: float | None) -> None:
+        for each in get_args(ValveState):
+            self._f.dead_letter_valve.labels(*self._base, each).set(1 if each == state else 0)
+        self._f.dead_letter_ratio.labels(*self._base).set(ratio or 0.0)
 
 
 class PartitionLagView(Protocol):
