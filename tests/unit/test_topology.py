@@ -658,9 +658,7 @@ def test_one_dead_letter_limit_and_one_on_stale() -> None:
     topology = load_topology(EXAMPLE)
     limit = topology.stages["plan"].dead_letter_limit
     assert type(limit) is dlq_valve.DeadLetterLimit
-    assert limit == dlq_valve.DeadLetterLimit(
-        max_ratio=0.5, window=100, min_records=20, max_consecutive=50
-    )
+    assert limit == dlq_valve.DeadLetterLimit()  # the file's defaults are the valve's
     assert topology_package.DeadLetterLimit is dlq_valve.DeadLetterLimit
     assert topology_package.OnStale is downstream.OnStale
 
