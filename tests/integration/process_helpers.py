@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +25,9 @@ from streams.kafka.client_config import ClientConfig
 from streams.kafka.tail import TopicTail
 from streams.topology import Topology, load_topology
 from streams.types import Record, TopicPartition
+
+if TYPE_CHECKING:
+    from streams.runtime.worker import StageWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROC_HANDLER = "tests.integration.proc_handlers:sleep_then_emit"
@@ -244,3 +247,38 @@ def committed(admin: Admin, group: str, topics: tuple[str, ...]) -> dict[TopicPa
     """The group's committed offsets, 0 where it has committed nothing."""
     offsets = admin.committed_offsets(group, admin.partitions_of(topics))
     return {tp: offset or 0 for tp, offset in offsets.items()}
+
+
+# --------------------------------------------------------------------------- in-process workers
+
+
+def partition_series(worker: StageWorker, metric: str) -> dict[TopicPartition, float]:
+    """Per-partition samples of one of a worker's gauges, summed over its other labels."""
+    values: dict[TopicPartition, float] = {}
+    for family in worker.registry.collect():
+        for sample in family.samples:
+            if sample.name == metric:
+                tp = TopicPartition(sample.labels["topic"], int(sample.labels["partition"]))
+                values[tp] = values.get(tp, 0.0) + sample.value
+    return values
+
+
+def assigned_partitions(worker: StageWorker) -> set[TopicPartition]:
+    """Partitions the worker reports owning: their series live from the first report after
+    assignment until revocation."""
+    return set(partition_series(worker, "streams_buffer_bound_records"))
+
+
+def reported_paused(worker: StageWorker) -> set[TopicPartition]:
+    return {tp for tp, v in partition_series(worker, "streams_partition_paused").items() if v}
+
+
+def desired_paused(worker: StageWorker) -> set[TopicPartition]:
+    """The worker's desired-pause set. It belongs to the poll thread; a read racing its
+    update is retried."""
+    for _ in range(100):
+        try:
+            return worker.pauses.desired()
+        except RuntimeError:
+            time.sleep(0.001)
+    raise AssertionError("could not read the pause set")
