@@ -367,14 +367,8 @@ class HandlerRunner(Generic[T]):
                 with self._stuck_lock:
                     if self._running.pop(call, False):
                         self._stuck_threads += 1
+                        # Logged and measured by the submitter, which reads `stuck`.
                         self._append(call, "timeout", _timeout_error(call.job), now)
-                        self._log_limited(
-                            "a handler thread is stuck: a call ran past its timeout of "
-                            "%g s and cannot be stopped (%d of %d threads stuck)",
-                            call.job.timeout_s,
-                            self._stuck_threads,
-                            self._max_threads,
-                        )
                 continue
             task = call.task
             if task is None:
