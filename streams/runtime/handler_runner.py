@@ -401,7 +401,10 @@ class HandlerRunner(Generic[T]):
     def _serve_sync(self) -> None:
         call: _Call[T] | None = None
         try:
-            while (call := self._sync_jobs.get()) is not None:
+            # A for loop over a C iterator stores the job before the interpreter next
+            # checks for asynchronous exceptions (`call := get()` checks right after the
+            # call returns): a thread killed that way still reports the job it took.
+            for call in iter(self._sync_jobs.get, None):
                 if not self._closing:
                     self._call_sync(call)
             with self._threads_lock:

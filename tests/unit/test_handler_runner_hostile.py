@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import threading
@@ -507,5 +508,37 @@ def test_a_start_check_that_raises_refuses_the_job_and_the_runner_keeps_serving(
         done = reports.wait({0, 1})
         assert done[0].status == "refused" and isinstance(done[0].error, RuntimeError)
         assert done[1].status == "ok"
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------- a thread dies anyway
+
+
+def test_a_handler_thread_killed_anyway_reports_its_job_and_is_replaced() -> None:
+    def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        time.sleep(0.01)
+
+    runner: HandlerRunner[int] = HandlerRunner(handler, max_threads=1)
+    reports = _Reports(runner)
+    try:
+        runner.submit([_job(0)])
+        reports.wait({0})
+        (thread,) = [
+            t
+            for t in threading.enumerate()
+            if t.name.startswith("handler-") and t.name != "handler-loop"
+        ]
+        assert thread.ident is not None
+        # What no handler's own code can do to an idle thread: an asynchronous exception,
+        # raised the moment the thread takes its next job (CPython's C API, via ctypes).
+        set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+        assert set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit)) == 1
+        runner.submit([_job(i) for i in range(1, 6)])
+        done = reports.wait(set(range(1, 6)))
+        assert done[1].status == "error" and isinstance(done[1].error, SystemExit)
+        assert {done[i].status for i in range(2, 6)} == {"ok"}  # served by its replacement
+        assert _wait_for(lambda: not thread.is_alive())
+        assert runner.capacity == 1 and runner.in_flight == 0
     finally:
         runner.close()
