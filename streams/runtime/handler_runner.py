@@ -154,7 +154,7 @@ class HandlerRunner(Generic[T]):
     "timeout" at once and its thread is stuck (capacity drops by one) until the call
     returns; its late result is dropped and the thread serves again.
 
-    A plain call that returns an awaitable has not done its work: the coroutine is closed
+    A plain call that returns an awaitable has not done its work: a coroutine is closed
     unstarted (no "never awaited" warning) and the job is an "error" with a TypeError
     saying to declare the handler `async def`. It is not run on the loop: a handler whose
     kind the runner cannot see is a bug to fix, not to guess around.
