@@ -1,28 +1,46 @@
 """Every error streams raises on purpose, in one tree.
 
-StreamsError
+StreamsError                 .retriable: the same call may succeed later
 ├── ConfigError            bad settings or topology; names the file and the key path
+│   ├── ClientConfigInvalid   librdkafka refused a client setting (fatal)
 │   └── MetricsPortUnavailable  the metrics port is taken or cannot be bound
 ├── BrokerError            the local broker or the cluster
 │   ├── PrerequisiteMissing   java or mvn not found / too old
 │   ├── BrokerStartFailed     the broker process died or never answered
-│   └── BrokerUnavailable     a cluster that does not answer
+│   ├── BrokerUnavailable     transient: no coordinator/leader/broker, timed out (retriable)
+│   ├── AuthorizationFailed   fatal: credentials or ACLs refused (authn or authz)
+│   ├── RequestRejected       the cluster refused one request; retrying will not help,
+│   │                         the client is fine (bad partition count, record too large)
+│   └── ClientFailed          fatal: the client is in librdkafka's fatal state; recreate it
+│       └── ProducerFenced       a newer producer with our transactional id took over
 ├── SerdeError             encoding or decoding a record
 │   ├── UnknownSchema         a fingerprint we hold no schema for
 │   └── DecodeError           bytes that are not a valid record
-├── DeliveryError          the broker did not acknowledge a write
 ├── EmitRejected           a handler emitted an event that cannot be encoded or routed
+├── DeliveryError          the broker did not acknowledge a write
+│   ├── ProducerQueueFull     the local producer queue is full: backpressure (retriable)
+│   └── TransactionAborted    the open transaction must be aborted, its input rewound and
+│                             processed again (retriable after the abort)
 └── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, not dead-letter all
 
-Messages say what went wrong and what to do, in one line. Signals that steer control flow
-are not errors and do not live here.
+Client errors from confluent-kafka are mapped onto this tree in one place,
+streams.kafka.errors; errors that came from the broker carry `code`, librdkafka's name for
+it (e.g. "_WAIT_COORD"). Messages say what went wrong and what to do, in one line. Signals
+that steer control flow are not errors and do not live here.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class StreamsError(Exception):
     """Base of every error streams raises on purpose."""
+
+    #: True when the same call may succeed later (TransactionAborted: after the abort).
+    retriable: ClassVar[bool] = False
+    #: librdkafka's name of the client error behind this one, when there was one.
+    code: str | None = None
 
 
 class ConfigError(StreamsError):
@@ -32,6 +50,22 @@ class ConfigError(StreamsError):
         self.problem = problem
         where = f"{source}: {key_path}" if key_path else source
         super().__init__(f"{where}: {problem}")
+
+
+class ClientConfigInvalid(ConfigError):
+    def __init__(self, problem: str) -> None:
+        super().__init__("kafka client settings", "", problem)
+
+
+class MetricsPortUnavailable(ConfigError):
+    """The metrics HTTP port is already in use or cannot be bound on its address."""
+
+    def __init__(self, port: int, addr: str, problem: str) -> None:
+        self.port = port
+        self.addr = addr
+        super().__init__("--metrics-port", "", problem)
+        # The message is the problem alone: it already names the option to change.
+        self.args = (problem,)
 
 
 class BrokerError(StreamsError):
@@ -47,6 +81,22 @@ class BrokerStartFailed(BrokerError):
 
 
 class BrokerUnavailable(BrokerError):
+    retriable = True
+
+
+class AuthorizationFailed(BrokerError):
+    pass
+
+
+class RequestRejected(BrokerError):
+    pass
+
+
+class ClientFailed(BrokerError):
+    pass
+
+
+class ProducerFenced(ClientFailed):
     pass
 
 
@@ -66,22 +116,19 @@ class DeliveryError(StreamsError):
     pass
 
 
+class ProducerQueueFull(DeliveryError):
+    """Raised at once (never after a wait) when the producer's local queue is full: stop
+    dispatching, keep polling for acks, send again once RecordProducer.queued() falls."""
+
+    retriable = True
+
+
+class TransactionAborted(DeliveryError):
+    retriable = True
+
+
 class DeadLetterLimitExceeded(StreamsError):
     pass
-
-
-class MetricsPortUnavailable(ConfigError):
-    """The metrics HTTP port is already in use or cannot be bound on its address."""
-
-    def __init__(self, port: int, addr: str, problem: str) -> None:
-        self.port = port
-        self.addr = addr
-        super().__init__("--metrics-port", "", problem)
-        # The message is the problem alone: it already names the option to change.
-        self.args = (problem,)
-
-    def __str__(self) -> str:
-        return self.problem
 
 
 class EmitRejected(StreamsError):

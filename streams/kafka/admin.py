@@ -1,10 +1,13 @@
 """Topic management and lag reads through the admin API, in our types.
 
 Owns the confluent AdminClient; topic creation is idempotent and never shrinks partitions.
+No KafkaException leaves: every failure is the StreamsError streams.kafka.errors maps it to
+(BrokerUnavailable for transient ones, which a periodic reader treats as "no reading").
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -17,8 +20,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     OffsetSpec,
 )
 
-from streams.errors import BrokerUnavailable, StreamsError
+from streams.kafka import client_logs
 from streams.kafka.client_config import ClientConfig
+from streams.kafka.errors import kafka_errors, to_streams_error
 from streams.types import TopicPartition
 
 
@@ -48,15 +52,20 @@ class TopicChange:
 class Admin:
     def __init__(self, config: ClientConfig, *, timeout_s: float = 30.0) -> None:
         self._config = config
-        self._admin = AdminClient(config.base())
+        self._hooks = client_logs.hooks()
+        with kafka_errors("creating an admin client"):
+            self._admin = AdminClient({**config.base(), **self._hooks.settings(stats=False)})
         self._timeout_s = timeout_s
         self._offset_readers: dict[str, Consumer] = {}
 
+    def _serve_logs(self) -> None:
+        # The admin client hands its logs and errors to Python only inside poll().
+        self._admin.poll(0)
+
     def partition_counts(self) -> dict[str, int]:
-        try:
+        self._serve_logs()
+        with kafka_errors("cannot read cluster metadata"):
             metadata = self._admin.list_topics(timeout=self._timeout_s)
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot read cluster metadata: {exc.args[0].str()}") from exc
         return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
     def plan(self, wanted: Iterable[TopicWanted]) -> list[TopicChange]:
@@ -103,21 +112,22 @@ class Admin:
             if c.action == "add_partitions"
         ]
         if creates:
-            _wait_all(
-                self._admin.create_topics(creates, operation_timeout=self._timeout_s),
-                ok_codes={KafkaError.TOPIC_ALREADY_EXISTS},
-            )
+            with kafka_errors("creating topics"):
+                futures = self._admin.create_topics(creates, operation_timeout=self._timeout_s)
+            _wait_all(futures, ok_codes={KafkaError.TOPIC_ALREADY_EXISTS})
         if grows:
-            _wait_all(self._admin.create_partitions(grows, operation_timeout=self._timeout_s))
+            with kafka_errors("adding partitions"):
+                futures = self._admin.create_partitions(grows, operation_timeout=self._timeout_s)
+            _wait_all(futures)
         return changes
 
     def delete_topics(self, names: Iterable[str]) -> None:
         names = list(names)
         if names:
-            _wait_all(
-                self._admin.delete_topics(names, operation_timeout=self._timeout_s),
-                ok_codes={KafkaError.UNKNOWN_TOPIC_OR_PART},
-            )
+            self._serve_logs()
+            with kafka_errors("deleting topics"):
+                futures = self._admin.delete_topics(names, operation_timeout=self._timeout_s)
+            _wait_all(futures, ok_codes={KafkaError.UNKNOWN_TOPIC_OR_PART})
 
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Log-end offsets (high watermarks) of the given partitions."""
@@ -127,13 +137,12 @@ class Admin:
         }
         if not request:
             return {}
-        futures = self._admin.list_offsets(request, request_timeout=self._timeout_s)
-        result: dict[TopicPartition, int] = {}
-        for ktp, future in futures.items():
-            try:
+        self._serve_logs()
+        with kafka_errors("cannot read end offsets"):
+            futures = self._admin.list_offsets(request, request_timeout=self._timeout_s)
+            result: dict[TopicPartition, int] = {}
+            for ktp, future in futures.items():
                 result[TopicPartition(ktp.topic, ktp.partition)] = future.result().offset
-            except KafkaException as exc:
-                raise BrokerUnavailable(f"cannot read end offsets: {exc.args[0].str()}") from exc
         return result
 
     def committed_offsets(
@@ -154,28 +163,29 @@ class Admin:
         if reader is None:
             # read_uncommitted: a read_committed client asks for stable offsets and waits
             # out every pending transactional commit, which an exactly-once stage always has.
-            reader = self._offset_readers[group_id] = Consumer(
-                {
-                    **self._config.base(),
-                    "group.id": group_id,
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_uncommitted",
-                }
-            )
-        try:
+            with kafka_errors(f"cannot read offsets of {group_id}"):
+                reader = self._offset_readers[group_id] = Consumer(
+                    {
+                        **self._config.base(),
+                        "group.id": group_id,
+                        "enable.auto.commit": False,
+                        "isolation.level": "read_uncommitted",
+                        **self._hooks.settings(stats=False),
+                    }
+                )
+        with kafka_errors(f"cannot read offsets of {group_id}"):
+            reader.poll(0)  # serves its logs and errors (it never consumes)
             answer = reader.committed(parts, timeout=self._timeout_s)
-        except KafkaException as exc:
-            raise BrokerUnavailable(
-                f"cannot read offsets of {group_id}: {exc.args[0].str()}"
-            ) from exc
         return {
             TopicPartition(p.topic, p.partition): (p.offset if p.offset >= 0 else None)
             for p in answer
         }
 
     def close(self) -> None:
+        """Close the offset readers; a broker that is down on the way out is no error."""
         for reader in self._offset_readers.values():
-            reader.close()
+            with contextlib.suppress(KafkaException, RuntimeError):
+                reader.close()
         self._offset_readers.clear()
 
     def partitions_of(self, topics: Iterable[str]) -> list[TopicPartition]:
@@ -188,7 +198,7 @@ def _wait_all(futures: Mapping[str, object], ok_codes: set[int] | None = None) -
         try:
             future.result()  # type: ignore[attr-defined]
         except KafkaException as exc:
-            error = exc.args[0]
-            if ok_codes and error.code() in ok_codes:
+            error = exc.args[0] if exc.args else None
+            if ok_codes and isinstance(error, KafkaError) and error.code() in ok_codes:
                 continue
-            raise StreamsError(f"topic {name}: {error.str()}") from exc
+            raise to_streams_error(exc, f"topic {name}") from exc

@@ -1,4 +1,8 @@
-"""librdkafka settings in one place: defaults per client role, secrets kept out of reprs."""
+"""librdkafka settings in one place: defaults per client role, secrets kept out of reprs.
+
+Owns the settings dicts; must not create clients (the log and error hooks every client
+gets are added by streams.kafka.client_logs at construction).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 GroupProtocol = Literal["classic", "consumer"]
+#: How long an idempotent producer keeps retrying a record before giving it up (6 min).
+DELIVERY_TIMEOUT_MS = 360_000
+TRANSACTION_TIMEOUT_MS = 10_000
 _SECRET_KEYS = ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret")
 
 
@@ -69,18 +76,26 @@ def consumer_settings(
 def producer_settings(
     config: ClientConfig, *, transactional_id: str | None = None
 ) -> dict[str, str | int | float | bool]:
+    # A record survives a broker outage of at least five minutes: the idempotent producer
+    # retries it inside librdkafka until this timeout (callers may set a shorter one, e.g.
+    # the intake's ack timeout). A transactional producer cannot wait longer than its
+    # transaction (librdkafka refuses message.timeout.ms > transaction.timeout.ms): its
+    # records time out into an abortable transaction, which the caller aborts and redoes.
+    timeout_ms = TRANSACTION_TIMEOUT_MS if transactional_id is not None else DELIVERY_TIMEOUT_MS
     settings: dict[str, str | int | float | bool] = {
+        "message.timeout.ms": timeout_ms,
+        # A bounded producer queue, in messages (RecordProducer.capacity); a full one is
+        # backpressure (ProducerQueueFull), never a wait. `extra` may change it.
+        "queue.buffering.max.messages": 100_000,
         **config.base(),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
-        # A bounded producer queue: BufferError is turned into backpressure by the caller.
-        "queue.buffering.max.messages": 100_000,
     }
     if transactional_id is not None:
         settings["transactional.id"] = transactional_id
         # A crashed worker's open transaction blocks read_committed readers downstream until
         # it times out; restarting with the same id aborts it at once, this bounds the rest.
-        settings["transaction.timeout.ms"] = 10_000
+        settings["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
     return settings

@@ -11,10 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
-
 from streams.clock import Clock
-from streams.errors import BrokerUnavailable
+from streams.errors import StreamsError
 from streams.kafka.admin import Admin
 from streams.policy.time_lag import EndOffsetHistory
 from streams.types import TopicPartition
@@ -81,7 +79,9 @@ class LagReader:
     Not thread-safe: one poller owns a reader. Raises BrokerUnavailable when the cluster
     does not answer, and also for transient broker errors (NOT_LEADER_OR_FOLLOWER right
     after a topic is created or a leader moves): there are no hidden retries or sleeps, a
-    periodic caller simply skips that reading and the next call re-reads the partitions.
+    periodic caller simply skips that reading ("no reading": stale pressure, which the
+    feed treats as pause) and the next call re-reads the partitions. Other failures are the
+    StreamsError streams.kafka.errors maps them to; never a KafkaException.
     """
 
     def __init__(
@@ -116,10 +116,7 @@ class LagReader:
             # lag slightly high, never negative.
             committed = self._admin.committed_offsets(group, partitions)
             end_offsets = self._admin.end_offsets(partitions)
-        except KafkaException as exc:
-            self._forget_partitions(tuple(topics))
-            raise BrokerUnavailable(f"cannot read lag of group {group}: {exc}") from exc
-        except BrokerUnavailable:
+        except StreamsError:
             # A topic may have been deleted or recreated: re-read its partitions next time.
             self._forget_partitions(tuple(topics))
             raise
@@ -143,10 +140,7 @@ class LagReader:
         # An empty list (topic not created yet) is re-read every time rather than cached.
         if cached and cached[0] and mono - cached[1] < self._partitions_refresh_s:
             return cached[0]
-        try:
-            partitions = self._admin.partitions_of(topics)
-        except KafkaException as exc:
-            raise BrokerUnavailable(f"cannot list partitions of {list(topics)}: {exc}") from exc
+        partitions = self._admin.partitions_of(topics)
         self._partitions[topics] = (partitions, mono)
         self._prune_histories()
         return partitions

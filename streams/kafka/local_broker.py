@@ -299,6 +299,9 @@ def _claim_port(
     requested: int | None, *, remembered: bool = False, controller: bool = False
 ) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the JVM binds its listeners: connections the stopped broker left in TIME_WAIT
+        # do not count as "in use", only a socket someone else is listening on does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, requested or 0))
         except OSError as exc:

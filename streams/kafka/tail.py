@@ -1,15 +1,22 @@
 """Reads a whole topic from the beginning without a consumer group (for small compacted
-topics such as pressure reports, which every reader needs in full)."""
+topics such as pressure reports, which every reader needs in full).
+
+Owns its confluent Consumer; must not join a group or commit. No KafkaException leaves:
+poll returns [] on transient errors, other calls raise the mapped StreamsError
+(BrokerUnavailable when the broker cannot say right now).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-from streams.errors import BrokerUnavailable
+from streams.kafka import client_logs
 from streams.kafka.client_config import ClientConfig
+from streams.kafka.errors import classify, kafka_errors, to_streams_error
 from streams.kafka.records import to_record
 from streams.types import Record
 
@@ -23,45 +30,68 @@ class TopicTail:
     ) -> None:
         self.topic = topic
         self._partitions = partitions
-        self._consumer = Consumer(
-            {
-                **config.base(),
-                # librdkafka wants a group id, but this reader never joins or commits.
-                "group.id": f"streams-tail-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": fetch_wait_ms,
-            }
-        )
-        self._consumer.assign(
-            [KafkaTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
-        )
+        self._hooks = client_logs.hooks()
+        settings = {
+            **config.base(),
+            # librdkafka wants a group id, but this reader never joins or commits.
+            "group.id": f"streams-tail-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": fetch_wait_ms,
+            **self._hooks.settings(),
+        }
+        with kafka_errors(f"reading {topic}"):
+            self._consumer = Consumer(settings)
+            self._consumer.assign(
+                [KafkaTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+            )
 
     def poll(self, max_records: int = 500, timeout_s: float = 0.0) -> list[Record]:
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
-        return [to_record(m) for m in messages if m.error() is None]
+        """Records that arrived; [] while the broker is away (transient errors are logged
+        through the client-log gate); raises only for fatal errors."""
+        try:
+            messages = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+        except KafkaException as exc:
+            self._unless_fatal(exc.args[0] if exc.args else None, exc)
+            return []
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(to_record(message))
+            else:
+                self._unless_fatal(error, None)
+        return records
 
     def positions(self) -> dict[int, int]:
         """Next offset to read per partition (past control records; negative: none yet)."""
         parts = [KafkaTopicPartition(self.topic, p) for p in range(self._partitions)]
-        return {p.partition: p.offset for p in self._consumer.position(parts)}
+        with kafka_errors(f"positions in {self.topic}"):
+            return {p.partition: p.offset for p in self._consumer.position(parts)}
 
     def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
         """High watermarks; BrokerUnavailable while the broker cannot say (a topic created
         a moment ago answers NOT_LEADER until its leader is elected)."""
         ends: dict[int, int] = {}
         for p in range(self._partitions):
-            try:
+            with kafka_errors(f"end offsets of {self.topic}[{p}]"):
                 _, high = self._consumer.get_watermark_offsets(
                     KafkaTopicPartition(self.topic, p), timeout=timeout_s
                 )
-            except KafkaException as exc:
-                raise BrokerUnavailable(
-                    f"end offsets of {self.topic}[{p}]: {exc.args[0].str()}"
-                ) from exc
             ends[p] = high
         return ends
 
     def close(self) -> None:
-        self._consumer.close()
+        """Close the reader; a broker that is down on the way out is no error."""
+        with contextlib.suppress(KafkaException):
+            self._consumer.close()
+
+    def _unless_fatal(self, error: object, cause: BaseException | None) -> None:
+        if isinstance(error, KafkaError) and classify(error) != "fatal":
+            if error.code() != KafkaError._PARTITION_EOF:
+                self._hooks.note(f"reading {self.topic}", error)
+            return
+        if isinstance(error, KafkaError):
+            raise to_streams_error(error, f"reading {self.topic}") from cause
+        raise to_streams_error(KafkaException(error), f"reading {self.topic}") from cause

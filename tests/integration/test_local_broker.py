@@ -13,12 +13,14 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.config import Settings, load_settings
-from streams.errors import BrokerStartFailed
+from streams.errors import BrokerStartFailed, DeliveryError
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.consumer import GroupConsumer
 from streams.kafka.local_broker import LocalBroker
 from streams.kafka.probe import wait_for_metadata
+from streams.kafka.producer import RecordProducer
+from streams.kafka.tail import TopicTail
 from streams.testing import publish_raw
 from streams.types import Record, TopicPartition
 
@@ -144,3 +146,55 @@ def test_stop_start_keeps_data_and_port_fresh_wipes(
         assert topic not in Admin(ClientConfig(fresh.bootstrap)).partition_counts()
     finally:
         assert broker.stop()
+
+
+def test_clients_ride_out_a_broker_restart(own_home: Settings) -> None:
+    """Broker stopped under live clients: commits defer (False, at once), polls and reads
+    return nothing, a record sent meanwhile is delivered once the broker is back."""
+    broker = LocalBroker(own_home)
+    state, _ = broker.start()
+    config = ClientConfig(state.bootstrap, client_id="restart-test")
+    topic, group = f"restart-{uuid.uuid4().hex[:8]}", f"restart-group-{uuid.uuid4().hex[:8]}"
+    Admin(config).apply([TopicWanted(topic, 1)])
+    publish_raw(config, topic, [b"before"], key=b"k")
+    consumer = GroupConsumer(config, group, [topic])
+    producer = RecordProducer(config)
+    tail = TopicTail(config, topic, 1)
+    acks: list[DeliveryError | None] = []
+    tp = TopicPartition(topic, 0)
+    try:
+        deadline = time.monotonic() + 60
+        records: list[Record] = []
+        while not records and time.monotonic() < deadline:
+            records = consumer.poll(10, 0.5)
+        assert records
+        assert consumer.commit({tp: 1})
+
+        assert broker.stop()
+        producer.send(topic, b"during", key=b"k", on_ack=acks.append)
+        outage_end = time.monotonic() + 8
+        while time.monotonic() < outage_end:
+            assert consumer.poll(10, 0.5) == []
+            tail.poll(10, 0.1)  # must not raise
+            producer.poll(0.1)
+            started = time.monotonic()
+            assert consumer.commit({tp: 1}) is False
+            assert time.monotonic() - started < 2.0, "a deferred commit must not block"
+        assert consumer.committed([tp], timeout_s=1.0) == {}
+        assert acks == []  # still retrying inside the client, not failed
+
+        again, _ = broker.start()
+        assert again.bootstrap == state.bootstrap
+        deadline = time.monotonic() + 90
+        committed = False
+        while time.monotonic() < deadline and not (acks and committed):
+            consumer.poll(10, 0.5)
+            producer.poll(0.1)
+            committed = committed or consumer.commit({tp: 1})
+        assert acks == [None], "the record sent during the outage was not delivered"
+        assert committed, "commits did not resume after the broker came back"
+    finally:
+        consumer.close()
+        tail.close()
+        producer.flush(5)
+        broker.stop()
