@@ -22,22 +22,19 @@ from streams.testing import WorkerThread, publish
 from streams.topology import Topology
 from streams.types import TopicPartition
 
-from .process_helpers import TopicReader, committed
+from .process_helpers import (
+    TopicReader,
+    assigned_partitions,
+    committed,
+    desired_paused,
+    reported_paused,
+)
 from .workflows import events, make_workflow
 
 pytestmark = [pytest.mark.integration]
 
 PARTITIONS = 3
-# KIP-848: in 2 of 6 full-suite runs this session the joining member did not own
-# partitions within the wait (not seen with the classic protocol when the machine was
-# quiet); kept running and reported, not required, until it is understood.
-PROTOCOLS = [
-    "classic",
-    pytest.param(
-        "consumer",
-        marks=pytest.mark.xfail(strict=False, reason="intermittent slow KIP-848 join, see above"),
-    ),
-]
+PROTOCOLS = ["classic", "consumer"]
 
 
 class WorkerDied(AssertionError):
@@ -47,34 +44,27 @@ class WorkerDied(AssertionError):
 # --------------------------------------------------------------------------- observation
 
 
-def _partition_series(worker: StageWorker, metric: str) -> dict[TopicPartition, float]:
-    """Per-partition samples of one of the worker's gauges, summed over other labels."""
-    values: dict[TopicPartition, float] = {}
-    for family in worker.registry.collect():
-        for sample in family.samples:
-            if sample.name == metric:
-                tp = TopicPartition(sample.labels["topic"], int(sample.labels["partition"]))
-                values[tp] = values.get(tp, 0.0) + sample.value
-    return values
+_assigned = assigned_partitions
+_reported_paused = reported_paused
+_desired_paused = desired_paused
 
 
-def _assigned(worker: StageWorker) -> set[TopicPartition]:
-    """Partitions the worker reports: series live from assignment until revocation."""
-    return set(_partition_series(worker, "streams_buffer_bound_records"))
-
-
-def _reported_paused(worker: StageWorker) -> set[TopicPartition]:
-    return {tp for tp, v in _partition_series(worker, "streams_partition_paused").items() if v}
-
-
-def _desired_paused(worker: StageWorker) -> set[TopicPartition]:
-    # The pause set belongs to the poll thread; a read racing its update is retried.
-    for _ in range(100):
-        try:
-            return worker.pauses.desired()
-        except RuntimeError:
-            time.sleep(0.001)
-    raise AssertionError("could not read the pause set")
+def _describe(threads: list[WorkerThread]) -> str:
+    """What each worker says about itself, for failure messages: which of a stuck pause
+    (policy still pausing) or a stuck fetch (policy resumed, nothing consumed) it is."""
+    lines = []
+    for thread in threads:
+        worker = thread.worker
+        status = worker.status()
+        lines.append(
+            f"{worker.stage.name}/{worker.options.worker_id}: alive={thread.thread.is_alive()} "
+            f"assigned={sorted(map(str, _assigned(worker)))} "
+            f"desired_paused={sorted(map(str, _desired_paused(worker)))} "
+            f"reported_paused={sorted(map(str, _reported_paused(worker)))} "
+            f"in_flight={status.in_flight} lag={status.lag_by_lane} "
+            f"pause_reason={status.last_pause_reason!r} error={thread.error!r}"
+        )
+    return "\n".join(lines)
 
 
 def _died(*threads: WorkerThread) -> bool:
@@ -85,11 +75,18 @@ def _died(*threads: WorkerThread) -> bool:
     return False
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def _wait(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    describe: Callable[[], str] = str,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting until {what}")
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting until {what}\n{describe()}"
+            )
         time.sleep(0.1)
 
 
@@ -175,7 +172,7 @@ def _pause_then_join(
         owned_a, owned_b = _assigned(a), _assigned(b)
         return bool(owned_a and owned_b) and owned_a | owned_b == every_partition
 
-    _wait(settled, 120, "both workers own partitions")
+    _wait(settled, 120, "both workers own partitions", lambda: _describe(threads))
     return scenario
 
 
@@ -210,7 +207,11 @@ def test_rebalance_while_paused_keeps_partitions_paused(
         wanted = {e.run_id for e in scenario.sent}
         with TopicReader(client_config, scenario.act_topic, PARTITIONS) as act_input:
             arrived = act_input.wait_until(lambda r: wanted <= set(r.run_ids()), 60)
-            assert arrived, f"{len(wanted - set(act_input.run_ids()))} plan runs never reached act"
+            assert arrived, (
+                f"{len(wanted - set(act_input.run_ids()))} plan runs never reached act; "
+                f"plan committed {committed(admin, plan.consumer_group, plan.input_topics)}\n"
+                f"{_describe(threads)}"
+            )
         _died(*threads)
 
 
