@@ -109,10 +109,15 @@ class TaskEvent:
         object.__setattr__(copy, "attempt", 0)
         return copy
 
-    def staged_avro(self, stage: str, enqueued_at_ms: int) -> dict[str, Any]:
-        """``with_stage(stage, enqueued_at_ms).to_avro()`` without the intermediate copy."""
+    def staged_avro(
+        self, stage: str, enqueued_at_ms: int, lane: Lane | None = None
+    ) -> dict[str, Any]:
+        """``with_stage(stage, enqueued_at_ms).to_avro()`` without the intermediate copy;
+        ``lane`` (if given) is the lane it is queued in."""
         avro = self.to_avro()
         avro["stage"], avro["enqueued_at"], avro["attempt"] = stage, enqueued_at_ms, 0
+        if lane is not None:
+            avro["lane"] = lane
         return avro
 
 
@@ -195,7 +200,7 @@ class DeadLetter:
             original_headers=tuple(record.headers),
             reason=reason,
             error_type=None if error is None else _qualified_name(type(error)),
-            error_message=None if error is None else str(error),
+            error_message=None if error is None else _error_text(error),
             stage=stage,
             workflow=workflow,
             attempts=attempts,
@@ -252,10 +257,12 @@ class TaskEventCodec:
     def encode(self, event: TaskEvent) -> bytes:
         return self.serde.encode(event.to_avro())
 
-    def encode_for_stage(self, event: TaskEvent, stage: str, enqueued_at_ms: int) -> bytes:
-        """The bytes of ``event.with_stage(stage, enqueued_at_ms)``, without building that
-        copy (this runs once per emitted record)."""
-        return self.serde.encode(event.staged_avro(stage, enqueued_at_ms))
+    def encode_for_stage(
+        self, event: TaskEvent, stage: str, enqueued_at_ms: int, lane: Lane | None = None
+    ) -> bytes:
+        """The bytes of ``event.with_stage(stage, enqueued_at_ms)`` (queued in ``lane`` if
+        given), without building that copy (this runs once per emitted record)."""
+        return self.serde.encode(event.staged_avro(stage, enqueued_at_ms, lane))
 
     def decode(self, data: bytes) -> TaskEvent:
         return TaskEvent.from_avro(self.serde.decode(data))
@@ -272,6 +279,22 @@ class DeadLetterCodec:
 
     def decode(self, data: bytes) -> DeadLetter:
         return DeadLetter.from_avro(self.serde.decode(data))
+
+
+#: Dead letters keep this much of an error's message (a handler can raise anything).
+_MAX_ERROR_CHARS = 4_000
+
+
+def _error_text(error: BaseException) -> str:
+    """str(error), safely: user code may raise exceptions whose __str__ raises or returns
+    megabytes, and this runs on the poll thread."""
+    try:
+        text = str(error)
+    except Exception:
+        return f"<unprintable {type(error).__name__}>"
+    if not isinstance(text, str):
+        return f"<unprintable {type(error).__name__}>"
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
 
 
 def _qualified_name(cls: type) -> str:

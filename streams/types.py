@@ -11,7 +11,20 @@ Lane = Literal["urgent", "standard", "background"]
 #: Lanes from most to least urgent; a worker serves them in this order.
 LANES: tuple[Lane, ...] = ("urgent", "standard", "background")
 
-DeadLetterReason = Literal["expired", "decode_error", "handler_error", "timeout"]
+#: Why a record was dead-lettered (the DeadLetter schema's enum): expired before it ran,
+#: undecodable, the handler raised or ran past its timeout, an emitted event could not be
+#: encoded or routed, or the handler asked (signals DeadLetter, Retry and Escalate: the last
+#: two until retry tiers and escalations exist).
+DeadLetterReason = Literal[
+    "expired",
+    "decode_error",
+    "handler_error",
+    "timeout",
+    "emit_error",
+    "dead_letter",
+    "retry_requested",
+    "escalated",
+]
 Outcome = Literal["emitted", "done", "dead_lettered"]
 PauseReason = Literal["local_bound", "downstream", "lane", "yield_to_foreground"]
 DeliveryMode = Literal["at_least_once", "exactly_once"]

@@ -1,67 +1,197 @@
-"""Per-partition buffers of consumed records and the choice of what to start next.
+"""Each consumed record's life in its partition, and the choice of what to start next.
 
-Owns per-key ordering (records of one key start in offset order, one at a time), lane
-priority and round-robin across partitions. No Kafka, no handlers: plain data.
+Owns the record lifecycle — waiting → running → decided → sent → settled — and the counts
+derived from it (what the partition bound limits, what is still unsettled), per-key
+ordering (records of one key start in offset order, one at a time), lane priority and
+round-robin across partitions. The one place a transition is checked. Must not talk to
+Kafka, run handlers or decide outcomes: plain data.
+
+A record is "settled" when the broker has acknowledged every write of its outcome; only
+then does its offset count as complete for commits (invariant 1).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 
 from streams.events import TaskEvent
-from streams.types import Lane, Record, TopicPartition
+from streams.policy.offsets import PartitionOffsets
+from streams.runtime.context import Emit
+from streams.types import DeadLetterReason, Lane, Record, TopicPartition
+
+# States of a RecordWork (ints: compared once per transition on the poll thread).
+WAITING, RUNNING, DECIDED, SENT, SETTLED = range(5)
+_STATE_NAMES = ("waiting", "running", "decided", "sent", "settled")
 
 
-@dataclass(slots=True)
-class Pending:
-    """A consumed record waiting to start: decoded, or with the error that stopped decoding."""
-
-    record: Record
-    event: TaskEvent | None
-    decode_error: Exception | None = None
+class LifecycleError(RuntimeError):
+    """A record moved out of order through its lifecycle: a bug in streams, never user
+    code. Raised so the worker stops before committing anything it cannot account for."""
 
 
-@dataclass(slots=True)
+class RecordWork:
+    """One consumed record from arrival to settlement, with its decided outcome.
+
+    `event` is None when the value did not decode (`decode_error` says why). The outcome
+    is set by `PartitionBuffer.decide`: `emits` for a success (empty: done, nothing to
+    send), or `reason` (+ `error`) for a dead letter.
+    """
+
+    __slots__ = (
+        "attempts",
+        "decode_error",
+        "emits",
+        "error",
+        "event",
+        "owner",
+        "reason",
+        "record",
+        "seq",
+        "state",
+    )
+
+    def __init__(
+        self,
+        record: Record,
+        event: TaskEvent | None,
+        decode_error: Exception | None = None,
+        owner: PartitionBuffer | None = None,
+    ) -> None:
+        self.record = record
+        self.event = event
+        self.decode_error = decode_error
+        self.owner = owner
+        self.state = WAITING
+        self.seq = 0  # dispatch order, set when it starts (the dead-letter valve's order)
+        self.emits: Sequence[Emit] = ()
+        self.reason: DeadLetterReason | None = None
+        self.error: BaseException | None = None
+        self.attempts = 0
+
+    @property
+    def state_name(self) -> str:
+        return _STATE_NAMES[self.state]
+
+    def enqueued_ms(self) -> int:
+        """When it entered this stage's queue (its Kafka timestamp if undecodable)."""
+        return self.event.enqueued_at_ms if self.event is not None else self.record.timestamp_ms
+
+
 class PartitionBuffer:
-    tp: TopicPartition
-    lane: Lane
-    bound: int
-    waiting: deque[Pending] = field(default_factory=deque)
-    #: Dispatched records whose handler has not finished.
-    running: int = 0
-    #: Dispatched records whose outcome the broker has not acknowledged yet (>= running).
-    in_flight: int = 0
-    # Exactly-once mode only: offsets in arrival order and decided outcomes not yet routed,
-    # so outcomes leave each partition in offset order (see StageWorker._route).
-    arrival: deque[int] = field(default_factory=deque)
-    decided: dict[int, Callable[[], None]] = field(default_factory=dict)
+    """The lives of one assigned partition's records.
+
+    `fill` (waiting + running + decided) is what the per-partition bound limits; outcomes
+    already sent and awaiting the broker's acks do not count: with a fast handler they are
+    most of a partition's records at any moment, and counting them paused partitions many
+    times a second, each pause dropping the client's prefetched records (10x less
+    throughput at a bound of 100, measured). The worker caps those across partitions
+    instead (WorkerOptions.max_unacknowledged).
+
+    `live` turns False when the partition is revoked or lost: every later transition of its
+    records is refused (returns False), since the new owner redoes them from the last commit.
+    """
+
+    __slots__ = ("bound", "decided", "lane", "live", "offsets", "running", "sent", "tp", "waiting")
+
+    def __init__(
+        self, tp: TopicPartition, lane: Lane, bound: int, offsets: PartitionOffsets | None = None
+    ) -> None:
+        self.tp = tp
+        self.lane = lane
+        self.bound = bound
+        self.offsets = offsets if offsets is not None else PartitionOffsets()
+        self.waiting: deque[RecordWork] = deque()
+        self.running = 0
+        self.decided = 0
+        self.sent = 0
+        self.live = True
 
     @property
     def fill(self) -> int:
-        """Buffered plus in-flight handler calls (plus, in exactly-once mode, outcomes held
-        for offset order): what the per-partition bound limits.
-
-        Outcomes already sent and awaiting the broker's ack do not count: with a fast
-        handler they are most of a partition's records at any moment, and counting them
-        paused partitions many times a second, each pause dropping the client's prefetched
-        records (10x less throughput at a bound of 100, measured). The worker caps those
-        across partitions instead (WorkerOptions.max_unacknowledged).
-        """
-        return len(self.waiting) + self.running + len(self.decided)
+        return len(self.waiting) + self.running + self.decided
 
     @property
     def unsettled(self) -> int:
-        """Records consumed and not yet acknowledged in full: 0 means the partition is idle."""
-        return len(self.waiting) + self.in_flight
+        """Records consumed and not yet settled: 0 means the partition is idle."""
+        return len(self.waiting) + self.running + self.decided + self.sent
+
+    @property
+    def in_flight(self) -> int:
+        """Records taken for dispatch and not yet settled."""
+        return self.running + self.decided + self.sent
 
     def oldest_enqueued_ms(self) -> int | None:
-        """Enqueue time of the oldest waiting record (its Kafka timestamp if undecodable)."""
-        if not self.waiting:
-            return None
-        head = self.waiting[0]
-        return head.event.enqueued_at_ms if head.event is not None else head.record.timestamp_ms
+        """Enqueue time of the oldest waiting record."""
+        return self.waiting[0].enqueued_ms() if self.waiting else None
+
+    # ----------------------------------------------------------------- transitions
+    def accept(
+        self, record: Record, event: TaskEvent | None, decode_error: Exception | None = None
+    ) -> RecordWork:
+        """A record consumed from this partition (in offset order): it waits."""
+        self.offsets.track(record.offset)
+        work = RecordWork(record, event, decode_error, self)
+        self.waiting.append(work)
+        return work
+
+    def start(self, work: RecordWork) -> None:
+        """`work` was taken out of `waiting` for dispatch."""
+        _expect(work, WAITING)
+        work.state = RUNNING
+        self.running += 1
+
+    def decide(
+        self,
+        work: RecordWork,
+        emits: Sequence[Emit] = (),
+        reason: DeadLetterReason | None = None,
+        error: BaseException | None = None,
+        attempts: int = 0,
+    ) -> bool:
+        """Its outcome is known: `emits` (success) or dead letter `reason`. False when the
+        partition is no longer ours (the outcome is dropped, nothing is sent)."""
+        if not self.live:
+            return False
+        _expect(work, RUNNING)
+        work.state = DECIDED
+        work.emits, work.reason, work.error, work.attempts = emits, reason, error, attempts
+        self.running -= 1
+        self.decided += 1
+        return True
+
+    def release(self, work: RecordWork) -> None:
+        """Its outcome's writes are handed to the producer."""
+        _expect(work, DECIDED)
+        work.state = SENT
+        self.decided -= 1
+        self.sent += 1
+
+    def settle(self, work: RecordWork) -> bool:
+        """The broker acknowledged every write: its offset is complete. False when the
+        partition is no longer ours."""
+        if not self.live:
+            return False
+        _expect(work, SENT)
+        work.state = SETTLED
+        self.sent -= 1
+        self.offsets.complete(work.record.offset)
+        return True
+
+    def close(self) -> deque[RecordWork]:
+        """The partition is revoked or lost: refuse later transitions; returns the records
+        that never started (their keys are released by the caller)."""
+        self.live = False
+        waiting, self.waiting = self.waiting, deque()
+        return waiting
+
+
+def _expect(work: RecordWork, state: int) -> None:
+    if work.state != state:
+        raise LifecycleError(
+            f"{work.record.topic}[{work.record.partition}]@{work.record.offset} is "
+            f"{work.state_name}, expected {_STATE_NAMES[state]}"
+        )
 
 
 def take_ready(
@@ -70,14 +200,14 @@ def take_ready(
     busy_keys: set[bytes],
     limit: int,
     start_at: int = 0,
-) -> list[tuple[PartitionBuffer, Pending]]:
-    """Remove and return up to `limit` records that may start now.
+) -> list[RecordWork]:
+    """Remove up to `limit` records that may start now, start them, and return them.
 
     Lanes are served strictly in order; within a lane, partitions take turns starting at
     `start_at`, one record per turn. A record waits while an earlier record of its key is
     in flight (busy_keys) or still waiting ahead of it. Keys it starts are added to busy_keys.
     """
-    chosen: list[tuple[PartitionBuffer, Pending]] = []
+    chosen: list[RecordWork] = []
     if limit <= 0:
         return chosen
     for lane in lanes:
@@ -92,28 +222,30 @@ def take_ready(
             for buffer in rotated:
                 if len(chosen) >= limit:
                     break
-                pending = _first_startable(buffer.waiting, busy_keys)
-                if pending is None:
+                work = _first_startable(buffer.waiting, busy_keys)
+                if work is None:
                     continue
-                buffer.waiting.remove(pending)
-                buffer.in_flight += 1
-                buffer.running += 1
-                if pending.record.key is not None:
-                    busy_keys.add(pending.record.key)
-                chosen.append((buffer, pending))
+                if work is buffer.waiting[0]:
+                    buffer.waiting.popleft()
+                else:
+                    buffer.waiting.remove(work)
+                buffer.start(work)
+                if work.record.key is not None:
+                    busy_keys.add(work.record.key)
+                chosen.append(work)
                 progress = True
         if len(chosen) >= limit:
             break
     return chosen
 
 
-def _first_startable(waiting: Iterable[Pending], busy_keys: set[bytes]) -> Pending | None:
+def _first_startable(waiting: Iterable[RecordWork], busy_keys: set[bytes]) -> RecordWork | None:
     seen: set[bytes] = set()
-    for pending in waiting:
-        key = pending.record.key
+    for work in waiting:
+        key = work.record.key
         if key is None:
-            return pending
+            return work
         if key not in busy_keys and key not in seen:
-            return pending
+            return work
         seen.add(key)
     return None

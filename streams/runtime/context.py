@@ -1,36 +1,49 @@
 """What a handler sees: the event's stage context, and `emit` to hand work downstream.
 
-Owns the handler-facing API. Emits are collected, not sent: the worker sends them after
-the handler returns, so a handler's work is never re-run because a hand-off had to wait.
+Owns the handler-facing API. Emits are encoded when made (so a bad event is refused to the
+handler that made it) and collected, not sent: the worker sends them after the handler
+returns, so a handler's work is never re-run because a hand-off had to wait.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from streams.errors import EmitRejected
 from streams.events import TaskEvent
 from streams.types import Lane, Record
+
+if TYPE_CHECKING:
+    from streams.runtime.emitter import Emitter
 
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """One record to send once the handler has finished."""
+    """One encoded record to send once the handler has finished."""
 
     topic: str
-    event: TaskEvent
+    value: bytes
+    key: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(slots=True)
 class HandlerContext:
     """Passed to `handler(event, ctx)`.
 
-    stage / lane / record: where the event came from. deadline_ms: the run's deadline (None
-    if it has none); handlers that call slow tools should pass on what is left of it.
-    emit(event, lane=None): hand the event (or a changed copy) to every downstream stage,
-    or to the workflow's completed topic after the last stage; `lane` moves it to another
-    lane (never more urgent than the stage routes allow). Emits are sent after the handler
-    returns and only if it succeeds.
+    stage / lane / record: where the event came from (`lane` is the lane it arrived in).
+    deadline_ms: the run's deadline (None if it has none); handlers that call slow tools
+    should pass on what is left of it. now_ms: when the call was dispatched.
+
+    emit(event, lane=None): hand `event` (or a changed copy, e.g.
+    `dataclasses.replace(event, payload=...)`) to every downstream stage, or to the
+    workflow's completed topic after the last stage. It is queued in `lane` (default: the
+    event's own lane) and carries that lane. A run may be demoted but not promoted above
+    the lane it arrived in (unless the stage allows it). An event that cannot be encoded
+    or routed raises EmitRejected, and the record is dead-lettered "emit_error" even if
+    the handler catches it. Emits are sent after the handler returns, only if it succeeds.
     """
 
     stage: str
@@ -38,11 +51,15 @@ class HandlerContext:
     record: Record
     deadline_ms: int | None
     now_ms: int
-    routes: Mapping[Lane, tuple[str, ...]]  # shared by every context of the stage: read-only
+    emitter: Emitter
     emits: list[Emit] = field(default_factory=list)
+    #: The first refused emit, if any: it decides the record's outcome.
+    emit_error: EmitRejected | None = None
 
     def emit(self, event: TaskEvent, *, lane: Lane | None = None) -> None:
-        target_lane = lane or event.lane
-        topics = self.routes.get(target_lane) or self.routes[self.lane]
-        for topic in topics:
-            self.emits.append(Emit(topic, event))
+        try:
+            self.emits.extend(self.emitter.build(event, lane, self.lane))
+        except EmitRejected as exc:
+            if self.emit_error is None:
+                self.emit_error = exc
+            raise

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from streams.kafka.client_config import GroupProtocol
 
@@ -22,7 +21,9 @@ class WorkerOptions:
     group_protocol: GroupProtocol = "classic"
     max_poll_interval_ms: int = 60_000
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
-    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Stable id: names the transactional producer (required for exactly-once stages) and
+    # the pressure reports; None: a random one (at-least-once only).
+    worker_id: str | None = None
     handler_threads: int = 32  # pool for plain-function handlers
     # Outcomes sent and not yet acknowledged, across partitions, before dispatch waits.
     max_unacknowledged: int = 10_000

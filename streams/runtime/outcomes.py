@@ -1,42 +1,33 @@
-"""The one place that decides and carries out a record's outcome: emitted, done or
-dead-lettered; and that marks the record complete only when the broker has acknowledged
-every write the outcome needed.
+"""Carries out decided outcomes: sends a record's emits or its dead letter, and settles the
+record once the broker has acknowledged every write (invariant 1).
 
-Owns encoding of emits and dead letters and the per-record acknowledgement count. A write
-the broker refuses is fatal (the worker stops without committing past the record), since
-neither the emit nor its dead letter can be proven.
+Owns encoding of dead letters, the per-record acknowledgement count and the writes the
+producer could not take yet. A full producer queue is backpressure, never a crash: the
+writes wait here in order, `backlogged` tells the worker to stop dispatching, and
+`retry_backlog()` hands them over as the queue drains. A write the broker refuses for good
+is fatal (the worker stops without committing past the record: neither the emit nor its
+dead letter can be proven), unless the record's partition is no longer ours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 from streams.errors import DeliveryError
-from streams.events import DeadLetter, DeadLetterCodec, TaskEvent, TaskEventCodec
-from streams.kafka.producer import RecordProducer
+from streams.events import DeadLetter, DeadLetterCodec
+from streams.kafka.producer import ProducerQueueFull, RecordProducer
+from streams.runtime.buffers import RecordWork
 from streams.runtime.context import Emit
-from streams.types import DeadLetterReason, Outcome, Record
 
-OnComplete = Callable[[Record, Outcome, DeadLetterReason | None, object], None]
-
-
-@dataclass(slots=True)
-class _AwaitingAcks:
-    record: Record
-    outcome: Outcome
-    reason: DeadLetterReason | None
-    remaining: int
-    token: object
+OnSettled = Callable[[RecordWork], None]
 
 
 class OutcomeRouter:
-    """Sends a record's writes and calls on_complete(record, outcome, reason, token) once all
-    are acknowledged (at once for an outcome with no writes); `token` is the caller's.
-    Acks are served by the producer's poll(), on the poll thread. `failure` holds the first
-    refused write.
-    """
+    """send(work) for a decided record; on_settled(work) is called once all its writes are
+    acknowledged (at once for an outcome with no writes). Acks are served by the producer's
+    poll(), on the poll thread. `failure` holds the first refused write."""
 
     def __init__(
         self,
@@ -46,7 +37,7 @@ class OutcomeRouter:
         stage: str,
         dead_letter_topic: str,
         stage_of_topic: Callable[[str], str],
-        on_complete: OnComplete,
+        on_settled: OnSettled,
         clock_ms: Callable[[], int],
     ) -> None:
         self._producer = producer
@@ -54,79 +45,107 @@ class OutcomeRouter:
         self._stage = stage
         self._dlq = dead_letter_topic
         self._stage_of_topic = stage_of_topic
-        self._on_complete = on_complete
+        self._on_settled = on_settled
         self._now_ms = clock_ms
-        self._events = TaskEventCodec()
         self._letters = DeadLetterCodec()
+        # Writes the producer had no room for, in order: (record, writes, acks awaited).
+        self._backlog: deque[tuple[RecordWork, deque[Emit], list[int]]] = deque()
         self.failure: DeliveryError | None = None
-        self.awaiting = 0
+        #: Writes handed over or waiting here, not yet acknowledged (messages, not records:
+        #: a record fanned out to three stages counts three).
+        self.unacknowledged = 0
         #: Records sent to each stage so far; the pressure feed pairs it with lag readings.
         self.sent_by_stage: dict[str, int] = {}
 
-    def emit(self, record: Record, emits: Sequence[Emit], token: object = None) -> None:
-        if not emits:
-            self._on_complete(record, "done", None, token)
-            return
-        now = self._now_ms()
-        waiter = _AwaitingAcks(record, "emitted", None, len(emits), token)
-        acked = partial(self._acked, waiter)
-        self.awaiting += 1
-        sent = self.sent_by_stage
-        for emit in emits:
-            stage = self._stage_of_topic(emit.topic)
-            sent[stage] = sent.get(stage, 0) + 1
-            event = emit.event
-            self._producer.send(
-                emit.topic,
-                self._events.encode_for_stage(event, stage, now),
-                key=event.run_id.encode(),
-                headers=_trace_headers(event),
-                on_ack=acked,
-            )
+    @property
+    def backlogged(self) -> bool:
+        """Whether writes wait for room in the producer queue (dispatch should hold)."""
+        return bool(self._backlog)
 
-    def dead_letter(
-        self,
-        record: Record,
-        reason: DeadLetterReason,
-        *,
-        error: BaseException | None = None,
-        attempts: int = 1,
-        token: object = None,
-    ) -> None:
+    def send(self, work: RecordWork) -> None:
+        writes = self._writes(work)
+        if not writes:
+            self._on_settled(work)
+            return
+        self.unacknowledged += len(writes)
+        remaining = [len(writes)]
+        if self._backlog:  # keep order behind what already waits
+            self._backlog.append((work, deque(writes), remaining))
+            return
+        queue = deque(writes)
+        if not self._hand_over(work, queue, remaining):
+            self._backlog.append((work, queue, remaining))
+
+    def retry_backlog(self) -> None:
+        """Hand waiting writes to the producer, oldest first, while it has room."""
+        while self._backlog:
+            work, queue, remaining = self._backlog[0]
+            if not self._hand_over(work, queue, remaining):
+                return
+            self._backlog.popleft()
+
+    def _writes(self, work: RecordWork) -> list[Emit]:
+        if work.reason is None:
+            sent = self.sent_by_stage
+            for emit in work.emits:
+                stage = self._stage_of_topic(emit.topic)
+                sent[stage] = sent.get(stage, 0) + 1
+            return list(work.emits)
         letter = DeadLetter.for_record(
-            record,
-            reason=reason,
+            work.record,
+            reason=work.reason,
             stage=self._stage,
             workflow=self._workflow,
-            attempts=attempts,
+            attempts=work.attempts,
             dead_at_ms=self._now_ms(),
-            error=error,
+            error=work.error,
         )
-        waiter = _AwaitingAcks(record, "dead_lettered", reason, 1, token)
-        self.awaiting += 1
-        self._producer.send(
-            self._dlq,
-            self._letters.encode(letter),
-            key=record.key,
-            headers=(("streams.reason", reason.encode()),),
-            on_ack=partial(self._acked, waiter),
-        )
+        headers = (("streams.reason", work.reason.encode()),)
+        return [Emit(self._dlq, self._letters.encode(letter), work.record.key or b"", headers)]
 
-    def _acked(self, waiter: _AwaitingAcks, error: DeliveryError | None) -> None:
+    def _hand_over(self, work: RecordWork, queue: deque[Emit], remaining: list[int]) -> bool:
+        """Produce queued writes; False (and the rest kept in `queue`) when the queue is full."""
+        acked = partial(self._acked, work, remaining)
+        while queue:
+            emit = queue[0]
+            try:
+                self._producer.send(
+                    emit.topic,
+                    emit.value,
+                    key=emit.key or None,
+                    headers=emit.headers,
+                    on_ack=acked,
+                    max_wait_s=0.0,
+                )
+            except ProducerQueueFull:
+                return False
+            queue.popleft()
+        return True
+
+    def _acked(self, work: RecordWork, remaining: list[int], error: DeliveryError | None) -> None:
+        self.unacknowledged -= 1
         if error is not None:
+            if work.owner is not None and not work.owner.live:
+                return  # not ours any more (revoked, or an aborted transaction): redone
             if self.failure is None:
+                record = work.record
                 self.failure = DeliveryError(
-                    f"the broker refused a write for {waiter.record.topic}"
-                    f"[{waiter.record.partition}]@{waiter.record.offset}: {error}"
+                    f"the broker refused a write for {record.topic}"
+                    f"[{record.partition}]@{record.offset}: {error}"
                 )
             return
-        waiter.remaining -= 1
-        if waiter.remaining == 0:
-            self.awaiting -= 1
-            self._on_complete(waiter.record, waiter.outcome, waiter.reason, waiter.token)
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            self._on_settled(work)
 
-
-def _trace_headers(event: TaskEvent) -> tuple[tuple[str, bytes], ...]:
-    if not event.trace_context:
-        return ()  # the common case, without a generator per emit
-    return tuple((f"trace.{k}", v.encode()) for k, v in event.trace_context.items())
+    def discard_backlog(self) -> None:
+        """Forget waiting writes (their records' partitions are gone: an aborted
+        transaction or a rebalance; the records are redone from the last commit)."""
+        kept: deque[tuple[RecordWork, deque[Emit], list[int]]] = deque()
+        for item in self._backlog:
+            work, queue, _ = item
+            if work.owner is not None and work.owner.live:
+                kept.append(item)
+            else:
+                self.unacknowledged -= len(queue)
+        self._backlog = kept

@@ -1,25 +1,32 @@
 """The stage worker: one consumer-group member running one stage's handler.
 
-Owns the poll loop and wires the rest: buffers and dispatch, the handler runner, the
-outcome router, offsets, pauses, pressure and metrics. The poll loop never runs user code
-and keeps polling while partitions are paused; decisions come from streams.policy.
+Owns the poll loop and wires the rest: record lifecycles (buffers), dispatch, the handler
+runner, outcome classification and routing, the delivery strategy (commits), pauses,
+pressure and metrics. The poll loop never runs user code and keeps polling while
+partitions are paused or the producer is full; decisions come from streams.policy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
-from types import MappingProxyType
-from typing import cast
 
 from prometheus_client import CollectorRegistry
 
 from streams.clock import Clock, SystemClock
-from streams.errors import DeadLetterLimitExceeded, SerdeError, StreamsError
+from streams.errors import (
+    ConfigError,
+    DeadLetterLimitExceeded,
+    ProducerQueueFull,
+    SerdeError,
+    StreamsError,
+)
 from streams.events import TaskEventCodec
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
@@ -28,14 +35,17 @@ from streams.kafka.lag_reader import LagReader
 from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
 from streams.metrics import WorkerMetrics, serve_metrics
-from streams.policy.dlq_valve import DeadLetterLimit as ValveLimit
 from streams.policy.dlq_valve import DeadLetterValve
 from streams.policy.expiry import expiry_reason, queue_age_s
 from streams.policy.latency import LatencyWindow
 from streams.policy.offsets import OffsetTracker
+from streams.policy.outcome import dead_letter_reason
 from streams.policy.stall import StallDetector
-from streams.runtime.buffers import PartitionBuffer, Pending, take_ready
-from streams.runtime.context import HandlerContext
+from streams.runtime.buffers import PartitionBuffer, RecordWork, take_ready
+from streams.runtime.context import Emit, HandlerContext
+from streams.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from streams.runtime.emitter import Emitter
+from streams.runtime.error_log import HandlerErrorLog
 from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, Job
 from streams.runtime.options import WorkerOptions
 from streams.runtime.outcomes import OutcomeRouter
@@ -43,9 +53,8 @@ from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureFeed, Watched
 from streams.runtime.pressure_reports import PressureReport, ReportBoard, publish_report
-from streams.runtime.transactions import TransactionalCommitter
 from streams.topology import Stage, Topology
-from streams.types import DeadLetterReason, Lane, Outcome, PauseReason, Record, TopicPartition
+from streams.types import DeadLetterReason, Lane, PauseReason, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +63,13 @@ class StageWorker:
     """Runs `stage` of `topology` until stop() or a fatal error.
 
     run() blocks on the calling thread (which becomes the poll thread) and raises the fatal
-    error, if any, after closing cleanly. stop() may be called from any thread or a signal
-    handler: fetching stops, in-flight work drains for up to shutdown_grace_s, offsets are
+    error, if any, after closing cleanly (also when opening fails half way: whatever was
+    started is stopped). stop() may be called from any thread or a signal handler:
+    fetching stops, in-flight work drains for up to shutdown_grace_s, offsets are
     committed and the consumer leaves the group.
+
+    Exactly-once stages need a stable `options.worker_id`: it names the transactional
+    producer, so a restarted worker fences its crashed predecessor's open transaction.
     """
 
     def __init__(
@@ -73,6 +86,15 @@ class StageWorker:
         self.topology = topology
         self.stage: Stage = topology.stages[stage]
         self.options = options or WorkerOptions()
+        self._exactly_once = self.stage.delivery == "exactly_once"
+        if self._exactly_once and self.options.worker_id is None:
+            raise ConfigError(
+                topology.source,
+                f"stages.{stage}.delivery",
+                "exactly_once needs a stable worker id: start the worker with --worker-id "
+                "(it names the transactional producer that fences a crashed predecessor)",
+            )
+        self.worker_id = self.options.worker_id or uuid.uuid4().hex[:8]
         self._client = client
         self._clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
@@ -82,28 +104,34 @@ class StageWorker:
             t: lane for lane, t in self.stage.input_topics_by_lane.items()
         }
         self._stage_of_topic = _stage_of_topic_map(topology)
-        self._routes: Mapping[Lane, tuple[str, ...]] = MappingProxyType(dict(self.stage.routes))
         self._buffers: dict[TopicPartition, PartitionBuffer] = {}
         self._busy_keys: set[bytes] = set()
         self._in_flight = 0  # submitted to the runner, not yet completed
         self._prefetch = _prefetch(self.stage.concurrency)
         self._rr = 0
+        self._seq = itertools.count()
         self._offsets = OffsetTracker()
         self._codec = TaskEventCodec()
         self._latency = LatencyWindow()
         self._stalls = StallDetector(self.options.stall_after_s)
-        limit = self.stage.dead_letter_limit
-        self._valve = DeadLetterValve(
-            ValveLimit(limit.max_ratio, limit.window, limit.min_records, limit.max_consecutive)
-        )
+        self._valve = DeadLetterValve(self.stage.dead_letter_limit)
+        self._errors = HandlerErrorLog(self._clock)
         self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
         self.pauses = PauseSet(on_change=self._pause_changed)
         self._pause_control = PauseControl(topology, self.stage, self.pauses)
+        self._emitter = Emitter(
+            topology,
+            self.stage,
+            self._codec,
+            self._now_ms,
+            allow_lane_promotion=getattr(self.stage, "allow_lane_promotion", False),
+        )
         self.metrics_port: int | None = None
         self.ready = threading.Event()
-        self._eos = self.stage.delivery == "exactly_once"
         self._next_commit = 0.0
         self._next_report = 0.0
+        self._holding: str | None = None  # why dispatch holds (logged once per change)
+        self._closers: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
     def stop(self) -> None:
@@ -121,6 +149,7 @@ class StageWorker:
         for tp in list(self._buffers):
             for reason in self.pauses.reasons(tp):
                 paused[reason] = paused.get(reason, 0) + 1
+        runner = getattr(self, "_runner", None)
         return WorkerStatus(
             stage=self.stage.name,
             in_flight=self._in_flight,
@@ -130,7 +159,24 @@ class StageWorker:
             lag_by_lane=lag,
             age_by_lane=self.queue_ages(),
             last_pause_reason=self._pause_control.last_reason,
+            stuck_handlers=runner.stuck if runner is not None else 0,
+            holding=self._holding,
         )
+
+    def partitions(self) -> dict[TopicPartition, PartitionStatus]:
+        """Each assigned partition's lane, fill and pause reasons; safe from another thread
+        (a sample taken mid-rebalance may miss a partition)."""
+        result: dict[TopicPartition, PartitionStatus] = {}
+        for tp, buffer in list(self._buffers.items()):
+            result[tp] = PartitionStatus(
+                lane=buffer.lane,
+                waiting=len(buffer.waiting),
+                in_flight=buffer.in_flight,
+                fill=buffer.fill,
+                bound=buffer.bound,
+                paused_by=self.pauses.reasons(tp),
+            )
+        return result
 
     def queue_ages(self) -> dict[Lane, float]:
         """Oldest queued age per lane at this stage: the older of what waits in the worker's
@@ -143,7 +189,7 @@ class StageWorker:
                 oldest = buffer.oldest_enqueued_ms()
                 if oldest is not None:
                     ages[buffer.lane] = max(ages.get(buffer.lane, 0.0), queue_age_s(oldest, now))
-            own = self._feed.snapshot().own
+            own = self._feed.snapshot().own if hasattr(self, "_feed") else None
             for part in own.partitions if own is not None else ():
                 lane = self._lane_of_topic.get(part.tp.topic)
                 if lane is not None and part.lag > 0:
@@ -153,8 +199,8 @@ class StageWorker:
         return ages
 
     def run(self) -> None:
-        self._open()
         try:
+            self._open()
             while not self._stopping.is_set():
                 self._iterate()
             self._shutdown()
@@ -162,25 +208,36 @@ class StageWorker:
             self._close()
 
     def _open(self) -> None:
+        # Each part registers its closer as soon as it exists, so a failure half way
+        # (a metrics port in use, an unreachable cluster) leaves nothing running.
         options = self.options
         stage = self.stage
-        transactional_id = f"{stage.consumer_group}-{options.worker_id}" if self._eos else None
+        transactional_id = (
+            f"{stage.consumer_group}-{self.worker_id}" if self._exactly_once else None
+        )
         self._producer = RecordProducer(self._client, transactional_id=transactional_id)
+        self._closers.append(self._flush_producer)
         self._router = OutcomeRouter(
             self._producer,
             workflow=self.topology.workflow,
             stage=stage.name,
             dead_letter_topic=self.topology.dead_letter_topic,
             stage_of_topic=self._stage_of_topic.__getitem__,
-            on_complete=self._completed,
-            clock_ms=lambda: int(self._clock.now() * 1000),
+            on_settled=self._settled,
+            clock_ms=self._now_ms,
         )
-        self._txn = TransactionalCommitter(self._producer) if self._eos else None
-        self._runner = HandlerRunner(
+        self._delivery: Delivery = (
+            ExactlyOnce(self._producer, on_commit=self.metrics.count_commit)
+            if self._exactly_once
+            else AtLeastOnce(on_commit=self.metrics.count_commit)
+        )
+        self._runner: HandlerRunner[RecordWork] = HandlerRunner(
             self._handler,
             max_threads=min(options.handler_threads, stage.concurrency),
             max_running=stage.concurrency,
+            start_check=self._expired_at_start,
         )
+        self._closers.append(self._runner.close)
         admin = Admin(self._client, timeout_s=5.0)  # a stale reading beats a stuck feed
         watched_names = stage.yields_to if stage.background else stage.downstream
         watched = [
@@ -203,6 +260,9 @@ class StageWorker:
             sent_by_stage=self._router.sent_by_stage,
         )
         self._feed.start()
+        self._closers.append(self._feed.stop)
+        if options.metrics_port is not None:
+            self.metrics_port = serve_metrics(self.registry, options.metrics_port)
         self._consumer = GroupConsumer(
             self._client,
             stage.consumer_group,
@@ -213,35 +273,40 @@ class StageWorker:
             group_protocol=options.group_protocol,
             max_poll_interval_ms=options.max_poll_interval_ms,
         )
-        if options.metrics_port is not None:
-            self.metrics_port = serve_metrics(self.registry, options.metrics_port)
+        self._closers.append(self._consumer.close)
         self.metrics.set_concurrency_limit(stage.concurrency)
         log.info(
             "stage %s worker %s consuming %s (%s)",
             stage.name,
-            options.worker_id,
+            self.worker_id,
             ", ".join(stage.input_topics),
             stage.delivery,
         )
 
+    def _flush_producer(self) -> None:
+        self._producer.flush(10.0)
+
     def _close(self) -> None:
-        for closer in (self._runner.close, self._feed.stop, self._consumer.close):
+        self._errors.flush(force=True)
+        # Reverse order of opening: the consumer leaves first, the producer flushes last.
+        while self._closers:
+            closer = self._closers.pop()
             try:
                 closer()
             except Exception:  # close everything even if one part fails
                 log.exception("while closing")
-        self._producer.flush(10.0)
 
     # ----------------------------------------------------------------- the loop
     def _iterate(self) -> None:
         # Block only when there is nothing to do: with work buffered, in flight or awaiting
         # acks, a long wait for new records only delays what is already here.
-        busy = self._in_flight or self._router.awaiting or self._any_waiting()
+        busy = self._in_flight or self._router.unacknowledged or self._any_waiting()
         timeout = self.options.busy_poll_s if busy else self.options.idle_poll_s
         for record in self._consumer.poll(self._fetch_room(), timeout):
             self._accept(record)
         self.ready.set()
         self._finish(self._runner.drain())
+        self._router.retry_backlog()
         self._dispatch()
         self._producer.poll(0)
         self._check_fatal()
@@ -278,27 +343,38 @@ class StageWorker:
         buffer = self._buffers.get(record.tp)
         if buffer is None:
             return  # revoked between fetch and now: the new owner reads it again
-        self._offsets.track(record.tp, record.offset)
-        if self._eos:
-            buffer.arrival.append(record.offset)
         try:
             if record.value is None:
                 raise SerdeError("record has no value (a tombstone is not a task event)")
-            buffer.waiting.append(Pending(record, self._codec.decode(record.value)))
+            work = buffer.accept(record, self._codec.decode(record.value))
         except SerdeError as exc:
             self.metrics.count_decode_error()
-            buffer.waiting.append(Pending(record, None, exc))
+            work = buffer.accept(record, None, exc)
+        self._delivery.accepted(work)
 
     def _dispatch(self) -> None:
         if self._stopping.is_set():
             return
-        if self._router.awaiting >= self.options.max_unacknowledged:
-            # The broker is behind on acks: hold new work here (buffers fill, partitions
-            # pause on their bounds) rather than queue ever more outcomes in the producer.
+        runner = self._runner
+        capacity = runner.capacity
+        if (
+            self._router.backlogged
+            or self._router.unacknowledged >= self.options.max_unacknowledged
+        ):
+            # The producer queue is full or the broker is behind on acks: hold new work
+            # here (buffers fill, partitions pause on their bounds) and keep polling.
+            self._hold("producer")
             return
+        if capacity == 0:
+            # Every handler thread is stuck in a call past its timeout: taking records now
+            # would only time them out unstarted. Hold until a thread comes back.
+            self._hold("stuck_handlers")
+            return
+        self._hold(None)
         # A few more than the cap wait in the runner, which starts them the moment a call
         # ends; the runner keeps the cap (at most `concurrency` handler calls at once).
-        room = self.stage.concurrency + self._prefetch - self._in_flight
+        cap = self.stage.concurrency if capacity is None else min(self.stage.concurrency, capacity)
+        room = cap + self._prefetch - self._in_flight
         chosen = take_ready(
             list(self._buffers.values()), self.stage.lanes, self._busy_keys, room, self._rr
         )
@@ -308,114 +384,128 @@ class StageWorker:
         now = self._clock.now()
         now_ms = int(now * 1000)
         stage = self.stage
-        jobs: list[Job] = []
-        for buffer, pending in chosen:
-            record, event = pending.record, pending.event
+        timeout_s = stage.handler_timeout_s
+        emitter = self._emitter
+        seq = self._seq
+        jobs: list[Job[RecordWork]] = []
+        for work in chosen:
+            work.seq = next(seq)
+            event = work.event
             if event is None:
-                self._dead_letter_unhandled(buffer, record, "decode_error", pending.decode_error)
+                self._dead_letter_unstarted(work, "decode_error", work.decode_error)
                 continue
-            expired = expiry_reason(
-                enqueued_ms=event.enqueued_at_ms,
-                deadline_ms=event.deadline_ms,
-                max_queue_age_s=stage.max_queue_age_s,
-                now=now,
-            )
+            expired = self._expired(event.enqueued_at_ms, event.deadline_ms, now)
             if expired is not None:
                 # No handler ever runs on expired work: it goes to the dead letters.
-                self._dead_letter_unhandled(
-                    buffer, record, "expired", _Expired(expired), event.attempt
-                )
+                self._dead_letter_unstarted(work, "expired", expired)
                 continue
+            owner = work.owner
+            assert owner is not None  # set by PartitionBuffer.accept
             ctx = HandlerContext(
-                stage.name, buffer.lane, record, event.deadline_ms, now_ms, self._routes
+                stage.name, owner.lane, work.record, event.deadline_ms, now_ms, emitter
             )
-            jobs.append(Job((buffer, pending), event, ctx, stage.handler_timeout_s))
+            jobs.append(Job(work, event, ctx, timeout_s))
         self._in_flight += len(jobs)
         self.metrics.set_in_flight(self._in_flight)
-        self._runner.submit(jobs)
+        runner.submit(jobs)
 
-    def _dead_letter_unhandled(
-        self,
-        buffer: PartitionBuffer,
-        record: Record,
-        reason: DeadLetterReason,
-        error: Exception | None,
-        attempts: int = 1,
+    def _hold(self, reason: str | None) -> None:
+        if reason == self._holding:
+            return
+        if reason == "stuck_handlers":
+            log.warning(
+                "stage %s: all %d handler threads are stuck in calls past their timeout of "
+                "%g s; not taking new records until one returns",
+                self.stage.name, self._runner.stuck, self.stage.handler_timeout_s,
+            )  # fmt: skip
+        elif self._holding == "stuck_handlers":
+            log.warning("stage %s: handler threads returned; taking new records", self.stage.name)
+        # A full producer queue comes and goes many times a second under load: it shows in
+        # status().holding, not as a log line per change.
+        self._holding = reason
+
+    def _expired(self, enqueued_ms: int, deadline_ms: int | None, now: float) -> _Expired | None:
+        which = expiry_reason(
+            enqueued_ms=enqueued_ms,
+            deadline_ms=deadline_ms,
+            max_queue_age_s=self.stage.max_queue_age_s,
+            now=now,
+        )
+        return None if which is None else _Expired(which)
+
+    def _expired_at_start(self, job: Job[RecordWork]) -> BaseException | None:
+        """The runner's last check before a handler starts (on the starting thread): a
+        call that waited for a free slot may have expired meanwhile (invariant 3)."""
+        event = job.event
+        return self._expired(event.enqueued_at_ms, event.deadline_ms, self._clock.now())
+
+    def _dead_letter_unstarted(
+        self, work: RecordWork, reason: DeadLetterReason, error: Exception | None
     ) -> None:
         """Dead-letter a record taken for dispatch that no handler will run on."""
-        self._release_key(record)
-        buffer.running -= 1
-        self._route(
-            buffer,
-            record,
-            partial(
-                self._router.dead_letter,
-                record,
-                reason,
-                error=error,
-                attempts=attempts,
-                token=buffer,
-            ),
-        )
+        self._release_key(work.record)
+        self._decide(work, reason=reason, error=error)
 
-    def _finish(self, completions: list[Completion]) -> None:
+    def _finish(self, completions: list[Completion[RecordWork]]) -> None:
+        errors = self._errors
         for done in completions:
             self._in_flight -= 1
-            buffer, pending = cast(tuple[PartitionBuffer, Pending], done.job.token)
-            record = pending.record
-            self._release_key(record)
-            self._latency.add(done.duration_s)
-            self.metrics.observe_handler(done.duration_s)
-            if self._buffers.get(record.tp) is not buffer:
-                continue  # partition revoked meanwhile: abandoned, the new owner redoes it
-            buffer.running -= 1
-            if done.status == "ok":
-                if not self._eos:  # the common case, without building a callable per record
-                    self._router.emit(record, done.job.ctx.emits, buffer)
-                    continue
-                action = partial(self._router.emit, record, done.job.ctx.emits, token=buffer)
-            else:
-                reason: DeadLetterReason = (
-                    "timeout" if done.status == "timeout" else "handler_error"
-                )
-                action = partial(
-                    self._router.dead_letter,
-                    record,
-                    reason,
-                    error=done.error,
-                    attempts=done.job.event.attempt + 1,
-                    token=buffer,
-                )
-            self._route(buffer, record, action)
+            work = done.job.token
+            self._release_key(work.record)
+            if done.status != "refused":
+                self._latency.add(done.duration_s)
+                self.metrics.observe_handler(done.duration_s)
+            ctx = done.job.ctx
+            reason = dead_letter_reason(done.status, done.error, ctx.emit_error is not None)
+            if reason is None:
+                self._decide(work, emits=ctx.emits)
+                continue
+            error = ctx.emit_error if reason == "emit_error" else done.error
+            ran = done.status != "refused"
+            if ran:
+                errors.record(self.stage.name, reason, error)
+            attempts = done.job.event.attempt + 1 if ran else 0
+            self._decide(work, reason=reason, error=error, attempts=attempts)
         if completions:
             self.metrics.set_in_flight(self._in_flight)
 
-    def _route(self, buffer: PartitionBuffer, record: Record, action: Callable[[], None]) -> None:
-        """Carry out a decided outcome: at once, or in exactly-once mode in offset order, so a
-        transaction never holds writes of a record whose offset it cannot commit."""
-        if not self._eos:
-            action()
-            return
-        buffer.decided[record.offset] = action
-        while buffer.arrival and buffer.arrival[0] in buffer.decided:
-            buffer.decided.pop(buffer.arrival.popleft())()
-
-    def _completed(
-        self, record: Record, outcome: Outcome, reason: DeadLetterReason | None, token: object
+    def _decide(
+        self,
+        work: RecordWork,
+        *,
+        emits: list[Emit] | tuple[()] = (),
+        reason: DeadLetterReason | None = None,
+        error: BaseException | None = None,
+        attempts: int = 0,
     ) -> None:
+        owner = work.owner
+        assert owner is not None  # every record the worker holds was accepted by a buffer
+        if not owner.decide(work, emits, reason, error, attempts):
+            return  # partition revoked meanwhile: abandoned, the new owner redoes it
+        router = self._router
+        for ready in self._delivery.ready(work):
+            owner = ready.owner
+            assert owner is not None
+            owner.release(ready)
+            router.send(ready)
+
+    def _settled(self, work: RecordWork) -> None:
         """The broker acknowledged every write of this record's outcome."""
-        buffer = token
-        if not isinstance(buffer, PartitionBuffer) or self._buffers.get(record.tp) is not buffer:
+        owner = work.owner
+        if owner is None or not owner.settle(work):
             return
-        buffer.in_flight -= 1
-        self._offsets.complete(record.tp, record.offset)
-        self.metrics.record_outcome(outcome, dead_letter_reason=reason)
-        if reason != "expired":
-            # Expiry is a policy working as meant, and after a pause it comes in long runs:
-            # the safety valve watches failures (undecodable, errors, timeouts) only.
-            self._valve.record(outcome == "dead_lettered")
+        reason = work.reason
+        if reason is None:
+            self.metrics.record_outcome("emitted" if work.emits else "done")
+            self._valve.record(False)
+        else:
+            self.metrics.record_outcome("dead_lettered", dead_letter_reason=reason)
+            if reason != "expired":
+                # Expiry is a policy working as meant, and after a pause it comes in long
+                # runs: the safety valve watches failures only.
+                self._valve.record(True)
         # The record's Kafka timestamp is when it entered this stage's queue.
-        self.metrics.observe_age_at_completion(self._clock.now() - record.timestamp_ms / 1000)
+        self.metrics.observe_age_at_completion(self._clock.now() - work.record.timestamp_ms / 1000)
 
     def _release_key(self, record: Record) -> None:
         if record.key is not None:
@@ -431,21 +521,50 @@ class StageWorker:
                 "everything (fix the cause, then restart the worker)"
             )
 
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
+
     # ----------------------------------------------------------------- commits
     def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        if self._txn is not None:
-            self._txn.commit(self._offsets, self._consumer, self._idle_positions())
-            return
-        offsets = {**self._offsets.committable(), **self._idle_positions()}
-        if only is not None:
-            offsets = {tp: o for tp, o in offsets.items() if tp in only}
-        if offsets and self._consumer.commit(offsets):
-            self._offsets.mark_committed(offsets)
-            self.metrics.count_commit()
+        if not self._delivery.commit(self._consumer, self._offsets, self._idle_positions(), only):
+            self._rewind(set(self._buffers))
 
     def _idle_positions(self) -> dict[TopicPartition, int]:
         idle = [tp for tp, buffer in self._buffers.items() if buffer.unsettled == 0]
         return self._offsets.idle_positions(self._consumer.positions(idle)) if idle else {}
+
+    def _rewind(self, partitions: set[TopicPartition]) -> None:
+        """Throw away every record of `partitions` and read them again from their last
+        committed offsets (after an aborted transaction: its writes are gone)."""
+        if not partitions:
+            return
+        known: dict[TopicPartition, int] = {}
+        unknown: list[TopicPartition] = []
+        for tp in partitions:
+            committed = self._buffers[tp].offsets.committed
+            if committed is None:
+                unknown.append(tp)
+            else:
+                known[tp] = committed
+        if unknown:
+            known.update(self._consumer.committed(unknown))
+        for tp in partitions:
+            old = self._buffers[tp]
+            for work in old.close():
+                self._release_key(work.record)
+            offset = known.get(tp, -1)
+            start = offset if offset >= 0 else None
+            self._buffers[tp] = PartitionBuffer(
+                tp, old.lane, old.bound, self._offsets.assign(tp, start)
+            )
+            # No committed offset yet: from the beginning, as auto.offset.reset says.
+            self._consumer.seek(tp, offset if offset >= 0 else _OFFSET_BEGINNING)
+        self._router.discard_backlog()
+        self._delivery.forget(partitions)
+        self.pauses.reapply(self._consumer, self._buffers.keys())
+        log.warning(
+            "stage %s rewound %d partitions to their last commit", self.stage.name, len(partitions)
+        )
 
     # ----------------------------------------------------------------- pressure
     def _update_pauses(self, now_mono: float) -> None:
@@ -464,19 +583,21 @@ class StageWorker:
 
     def _report(self, now_mono: float) -> None:
         now = self._clock.now()
+        self._errors.flush()
         report = PressureReport(
             stage=self.stage.name,
-            worker=self.options.worker_id,
+            worker=self.worker_id,
             p95_latency_s=self._latency.p95(),
             in_flight=self._in_flight,
             reported_at=now,
             pressure_paused=self._pause_control.stage_paused,
         )
-        publish_report(self._producer, self.topology.pressure_topic, report)
+        # A report is a sample: with the producer queue full, the next one goes out.
+        with contextlib.suppress(ProducerQueueFull):
+            publish_report(self._producer, self.topology.pressure_topic, report)
         self.pauses.reapply(self._consumer, self._buffers.keys())
         own = self._feed.snapshot().own
         lag_by_tp = {p.tp: p for p in own.partitions} if own is not None else {}
-        stalled = 0
         for tp, buffer in self._buffers.items():
             oldest = buffer.oldest_enqueued_ms()
             age = queue_age_s(oldest, now) if oldest is not None else 0.0
@@ -492,7 +613,6 @@ class StageWorker:
                 paused_on_purpose=bool(self.pauses.reasons(tp) - {"local_bound"}),
                 now_mono=now_mono,
             ):
-                stalled += 1
                 self.metrics.set_stalled(tp, True)
                 log.warning(
                     "partition %s stalled: lag %d, no commit progress for %.0f s",
@@ -509,8 +629,9 @@ class StageWorker:
         self.metrics.count_rebalance("assign")
         for tp in partitions:
             lane = self._lane_of_topic[tp.topic]
-            self._buffers[tp] = PartitionBuffer(tp, lane, self.stage.partition_buffer)
-            self._offsets.assign(tp)
+            self._buffers[tp] = PartitionBuffer(
+                tp, lane, self.stage.partition_buffer, self._offsets.assign(tp)
+            )
             self._pause_control.assign(tp)
         self.pauses.reapply(self._consumer, self._buffers.keys())
         log.info("assigned %s", ", ".join(map(str, partitions)))
@@ -520,31 +641,44 @@ class StageWorker:
         revoked = set(partitions) & set(self._buffers)
         deadline = time.monotonic() + self.options.revoke_budget_s
         # Finish what is in flight on the revoked partitions (bounded), then commit it.
-        while time.monotonic() < deadline and any(self._buffers[tp].in_flight for tp in revoked):
+        while time.monotonic() < deadline and self._in_flight_on(revoked):
             self._finish(self._runner.drain())
+            self._router.retry_backlog()
             self._producer.poll(0.01)
             self._check_fatal()
-        self._commit(only=revoked)
+        kept = self._delivery.revoking(
+            self._consumer, self._offsets, self._idle_positions(), revoked
+        )
         self._drop(revoked)
+        if not kept:
+            self._rewind(set(self._buffers))
         self.pauses.reapply(self._consumer, self._buffers.keys())
         log.info("revoked %s", ", ".join(map(str, partitions)))
+
+    def _in_flight_on(self, partitions: Iterable[TopicPartition]) -> bool:
+        return any(self._buffers[tp].in_flight for tp in partitions)
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
         self.metrics.count_rebalance("lost")
         # Lost partitions belong to someone else already: nothing may be committed for them.
-        self._drop(set(partitions) & set(self._buffers))
+        lost = set(partitions) & set(self._buffers)
+        self._drop(lost)
+        if not self._delivery.lost(lost):
+            self._rewind(set(self._buffers))
         self.pauses.reapply(self._consumer, self._buffers.keys())
         log.warning("lost %s", ", ".join(map(str, partitions)))
 
     def _drop(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             buffer = self._buffers.pop(tp)
-            for pending in buffer.waiting:
-                self._release_key(pending.record)
+            for work in buffer.close():
+                self._release_key(work.record)
             self._pause_control.forget(tp)
             self._offsets.revoke(tp)
             self._stalls.forget(tp)
             self.metrics.forget_partition(tp)
+        self._delivery.forget(partitions)
+        self._router.discard_backlog()
         self.pauses.forget(partitions)
 
     # ----------------------------------------------------------------- shutdown
@@ -553,8 +687,9 @@ class StageWorker:
         log.info("stage %s draining %d in-flight records", self.stage.name, self._in_flight)
         self._consumer.pause(self._buffers.keys())
         deadline = time.monotonic() + self.options.shutdown_grace_s
-        while time.monotonic() < deadline and (self._in_flight or self._router.awaiting):
+        while time.monotonic() < deadline and (self._in_flight or self._router.unacknowledged):
             self._finish(self._runner.drain())
+            self._router.retry_backlog()
             self._producer.poll(0.01)
             self._consumer.poll(1, 0.0)  # stay in the group; paused, so nothing arrives
             self._check_fatal()
@@ -573,6 +708,20 @@ class WorkerStatus:
     lag_by_lane: dict[Lane, int]
     age_by_lane: dict[Lane, float]
     last_pause_reason: str
+    #: Handler calls past their timeout that are still running (threads that hang).
+    stuck_handlers: int = 0
+    #: Why dispatch holds new work, if it does: "producer" (queue full) or "stuck_handlers".
+    holding: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    lane: Lane
+    waiting: int
+    in_flight: int  # taken for dispatch, not yet settled
+    fill: int  # what the partition bound limits: waiting + running + decided
+    bound: int
+    paused_by: frozenset[PauseReason]
 
 
 class _Expired(StreamsError):
@@ -580,6 +729,9 @@ class _Expired(StreamsError):
         super().__init__(
             "deadline passed" if which == "deadline" else "queue age over max_queue_age_s"
         )
+
+
+_OFFSET_BEGINNING = -2  # librdkafka's logical offset for "the start of the partition"
 
 
 def _prefetch(concurrency: int) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
 import pytest
 
 from streams.policy.downstream import PressureSignal
-from streams.runtime.buffers import PartitionBuffer, Pending
+from streams.runtime.buffers import PartitionBuffer
 from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureSnapshot
@@ -49,10 +50,13 @@ def _control(**plan: Any) -> tuple[PauseControl, PauseSet, dict[TopicPartition, 
     return control, pauses, buffers
 
 
+_OFFSETS = itertools.count()
+
+
 def _fill(buffer: PartitionBuffer, n: int) -> None:
-    for i in range(n):
-        record = Record(buffer.tp.topic, 0, i, f"k{i}".encode(), b"", 0)
-        buffer.waiting.append(Pending(record, None))
+    for _ in range(n):
+        i = next(_OFFSETS)  # offsets only grow, also across a test's clear() and refill
+        buffer.accept(Record(buffer.tp.topic, 0, i, f"k{i}".encode(), b"", 0), None)
 
 
 def _snapshot(act_lag: int) -> PressureSnapshot:
