@@ -1,4 +1,4 @@
-"""Typed records on the wire: TaskEvent (the envelope) and DeadLetter, with their codecs.
+"""Typed records on the wire: TaskEvent (the envelope) and DeadLetterRecord, with their codecs.
 
 Owns the mapping between these frozen dataclasses and the Avro dicts of schemas/*.avsc.
 Must not import fastavro (streams.serde owns the wire format) nor Kafka.
@@ -22,8 +22,8 @@ from streams.types import DeadLetterReason, Lane, Record
 __all__ = [
     "DEAD_LETTER_SCHEMA",
     "TASK_EVENT_SCHEMA",
-    "DeadLetter",
     "DeadLetterCodec",
+    "DeadLetterRecord",
     "TaskEvent",
     "TaskEventCodec",
     "new_task_event",
@@ -159,7 +159,7 @@ def new_task_event(
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetterRecord:
     """A consumed record that reached no other outcome, kept byte for byte for replay."""
 
     original_topic: str
@@ -188,7 +188,7 @@ class DeadLetter:
         attempts: int,
         dead_at_ms: int,
         error: BaseException | None = None,
-    ) -> DeadLetter:
+    ) -> DeadLetterRecord:
         """Dead-letter ``record``; ``error`` (if any) gives error_type and error_message."""
         return cls(
             original_topic=record.topic,
@@ -226,7 +226,7 @@ class DeadLetter:
         }
 
     @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> DeadLetter:
+    def from_avro(cls, d: Mapping[str, Any]) -> DeadLetterRecord:
         return cls(
             original_topic=d["original_topic"],
             original_partition=d["original_partition"],
@@ -269,16 +269,16 @@ class TaskEventCodec:
 
 
 class DeadLetterCodec:
-    """DeadLetter <-> single-object-encoded bytes. Raises what Serde raises; thread-safe."""
+    """DeadLetterRecord <-> single-object-encoded bytes. Raises what Serde raises; thread-safe."""
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.serde = Serde(SchemaStore() if store is None else store, DEAD_LETTER_SCHEMA)
 
-    def encode(self, letter: DeadLetter) -> bytes:
+    def encode(self, letter: DeadLetterRecord) -> bytes:
         return self.serde.encode(letter.to_avro())
 
-    def decode(self, data: bytes) -> DeadLetter:
-        return DeadLetter.from_avro(self.serde.decode(data))
+    def decode(self, data: bytes) -> DeadLetterRecord:
+        return DeadLetterRecord.from_avro(self.serde.decode(data))
 
 
 #: Dead letters keep this much of an error's message (a handler can raise anything).

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streams.errors import DeliveryError
-from streams.events import DeadLetter, DeadLetterCodec, TaskEvent, TaskEventCodec
+from streams.events import DeadLetterCodec, DeadLetterRecord, TaskEvent, TaskEventCodec
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
@@ -66,7 +66,7 @@ def read_events(
 
 def read_dead_letters(
     client: ClientConfig, topic: str, partitions: int, *, expect: int, timeout_s: float = 30.0
-) -> list[DeadLetter]:
+) -> list[DeadLetterRecord]:
     codec = DeadLetterCodec()
     records = read_records(client, topic, partitions, expect=expect, timeout_s=timeout_s)
     return [codec.decode(r.value) for r in records if r.value is not None]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from functools import partial
 
 from streams.errors import DeliveryError
-from streams.events import DeadLetter, DeadLetterCodec
+from streams.events import DeadLetterCodec, DeadLetterRecord
 from streams.kafka.producer import ProducerQueueFull, RecordProducer
 from streams.runtime.buffers import RecordWork
 from streams.runtime.context import Emit
@@ -26,8 +26,10 @@ OnSettled = Callable[[RecordWork], None]
 
 class OutcomeRouter:
     """send(work) for a decided record; on_settled(work) is called once all its writes are
-    acknowledged (at once for an outcome with no writes). Acks are served by the producer's
-    poll(), on the poll thread. `failure` holds the first refused write."""
+    acknowledged (at once for an outcome with no writes), or when a write of a record
+    whose partition is no longer ours fails (its owner then refuses to settle it). Acks
+    are served by the producer's poll(), on the poll thread. `failure` holds the first
+    refused write."""
 
     def __init__(
         self,
@@ -91,7 +93,7 @@ class OutcomeRouter:
                 stage = self._stage_of_topic(emit.topic)
                 sent[stage] = sent.get(stage, 0) + 1
             return list(work.emits)
-        letter = DeadLetter.for_record(
+        letter = DeadLetterRecord.for_record(
             work.record,
             reason=work.reason,
             stage=self._stage,
@@ -126,7 +128,10 @@ class OutcomeRouter:
         self.unacknowledged -= 1
         if error is not None:
             if work.owner is not None and not work.owner.live:
-                return  # not ours any more (revoked, or an aborted transaction): redone
+                # Not ours any more (revoked, or an aborted transaction): redone by whoever
+                # reads it next; the owner refuses to settle it.
+                self._on_settled(work)
+                return
             if self.failure is None:
                 record = work.record
                 self.failure = DeliveryError(

@@ -47,7 +47,10 @@ class PauseControl:
         self._pressure = DownstreamPressure(_limits(stage))
         self._bounds: dict[TopicPartition, PartitionBound] = {}
         self.stage_reason: PauseReason = "yield_to_foreground" if stage.background else "downstream"
-        self.stage_paused = False
+        # Until the first verdict, a stage with something to watch is paused: partitions
+        # assigned in the worker's first poll would otherwise fetch before any reading
+        # (missing readings fail safe to paused anyway).
+        self.stage_paused = bool(stage.yields_to if stage.background else stage.downstream)
         self.last_reason = ""
         self.log = PauseLog(stage.name, self.stage_reason, summary_every_s=log_summary_every_s)
 

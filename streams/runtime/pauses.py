@@ -60,11 +60,25 @@ class PauseSet:
             for tp in to_resume:
                 self._on_change(tp, None, False)
 
-    def reapply(self, consumer: GroupConsumer, assigned: Iterable[TopicPartition]) -> None:
+    def reapply(
+        self,
+        consumer: GroupConsumer,
+        assigned: Iterable[TopicPartition],
+        fresh: Iterable[TopicPartition] = (),
+    ) -> None:
         """Pause every desired partition again, whatever the client did: after each rebalance
-        callback, and periodically against a partition the client resumed on its own."""
+        callback, and periodically against a partition the client resumed on its own.
+
+        `fresh` partitions were just assigned: those not wanted paused are resumed
+        explicitly, since the client can keep a pause across a loss and re-assignment
+        (seen after a broker outage: two partitions that had been paused before the loss
+        never fetched again; librdkafka #5591) while this set has forgotten it.
+        """
         assigned_set = set(assigned)
         want = self.desired() & assigned_set
+        unwanted = set(fresh) - want
+        if unwanted:
+            consumer.resume(unwanted)
         if want:
             consumer.pause(want)
         newly = want - self._applied

@@ -9,7 +9,6 @@ partitions are paused or the producer is full; decisions come from streams.polic
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -109,14 +108,15 @@ class StageWorker:
         self._in_flight = 0  # submitted to the runner, not yet completed
         self._prefetch = _prefetch(self.stage.concurrency)
         self._rr = 0
-        self._seq = itertools.count()
         self._offsets = OffsetTracker()
         self._codec = TaskEventCodec()
         self._latency = LatencyWindow()
         self._stalls = StallDetector(self.options.stall_after_s)
         self._valve = DeadLetterValve(self.stage.dead_letter_limit)
+        self._valve_state = self._valve.state
         self._errors = HandlerErrorLog(self._clock)
         self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
+        self.metrics.set_dead_letter_valve(self._valve_state, None)
         self.pauses = PauseSet(on_change=self._pause_changed)
         self._pause_control = PauseControl(topology, self.stage, self.pauses)
         self._emitter = Emitter(
@@ -124,7 +124,7 @@ class StageWorker:
             self.stage,
             self._codec,
             self._now_ms,
-            allow_lane_promotion=getattr(self.stage, "allow_lane_promotion", False),
+            allow_lane_promotion=self.stage.allow_lane_promotion,
         )
         self.metrics_port: int | None = None
         self.ready = threading.Event()
@@ -386,10 +386,10 @@ class StageWorker:
         stage = self.stage
         timeout_s = stage.handler_timeout_s
         emitter = self._emitter
-        seq = self._seq
+        valve = self._valve
         jobs: list[Job[RecordWork]] = []
         for work in chosen:
-            work.seq = next(seq)
+            work.seq = valve.start()  # the valve judges outcomes in start order
             event = work.event
             if event is None:
                 self._dead_letter_unstarted(work, "decode_error", work.decode_error)
@@ -481,7 +481,9 @@ class StageWorker:
         owner = work.owner
         assert owner is not None  # every record the worker holds was accepted by a buffer
         if not owner.decide(work, emits, reason, error, attempts):
-            return  # partition revoked meanwhile: abandoned, the new owner redoes it
+            # Partition revoked meanwhile: abandoned, the new owner redoes it.
+            self._valve.abandon(work.seq)
+            return
         router = self._router
         for ready in self._delivery.ready(work):
             owner = ready.owner
@@ -493,17 +495,20 @@ class StageWorker:
         """The broker acknowledged every write of this record's outcome."""
         owner = work.owner
         if owner is None or not owner.settle(work):
+            self._valve.abandon(work.seq)  # not ours any more: never judged
             return
         reason = work.reason
         if reason is None:
             self.metrics.record_outcome("emitted" if work.emits else "done")
-            self._valve.record(False)
+            self._valve.record(False, started=work.seq)
         else:
             self.metrics.record_outcome("dead_lettered", dead_letter_reason=reason)
-            if reason != "expired":
+            if reason == "expired":
                 # Expiry is a policy working as meant, and after a pause it comes in long
                 # runs: the safety valve watches failures only.
-                self._valve.record(True)
+                self._valve.abandon(work.seq)
+            else:
+                self._valve.record(True, started=work.seq)
         # The record's Kafka timestamp is when it entered this stage's queue.
         self.metrics.observe_age_at_completion(self._clock.now() - work.record.timestamp_ms / 1000)
 
@@ -520,6 +525,22 @@ class StageWorker:
                 f"stage {self.stage.name}: {tripped}; stopping instead of dead-lettering "
                 "everything (fix the cause, then restart the worker)"
             )
+
+    def _watch_valve(self) -> None:
+        """Say once when the dead-letter ratio enters or leaves the warning band (below the
+        trip point, records keep going to the dead letters: someone should look)."""
+        valve = self._valve
+        state = valve.state
+        if state != self._valve_state:
+            if state == "warning":
+                log.warning(
+                    "stage %s: %s; records keep going to the dead-letter topic",
+                    self.stage.name, valve.status().reason,
+                )  # fmt: skip
+            elif state == "ok":
+                log.info("stage %s: dead-letter ratio back to normal", self.stage.name)
+            self._valve_state = state
+        self.metrics.set_dead_letter_valve(state, valve.ratio())
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)
@@ -547,7 +568,17 @@ class StageWorker:
             else:
                 known[tp] = committed
         if unknown:
-            known.update(self._consumer.committed(unknown))
+            read = self._consumer.committed(unknown)
+            missing = set(unknown) - set(read)
+            if missing:
+                # Guessing would redo committed work (or skip uncommitted work): stop, and a
+                # restart resumes from the committed offsets.
+                raise StreamsError(
+                    f"stage {self.stage.name}: cannot rewind {len(missing)} partitions after "
+                    "an aborted transaction: their committed offsets are unreadable now; "
+                    "restart the worker"
+                )
+            known.update(read)
         for tp in partitions:
             old = self._buffers[tp]
             for work in old.close():
@@ -584,6 +615,7 @@ class StageWorker:
     def _report(self, now_mono: float) -> None:
         now = self._clock.now()
         self._errors.flush()
+        self._watch_valve()
         report = PressureReport(
             stage=self.stage.name,
             worker=self.worker_id,
@@ -633,7 +665,7 @@ class StageWorker:
                 tp, lane, self.stage.partition_buffer, self._offsets.assign(tp)
             )
             self._pause_control.assign(tp)
-        self.pauses.reapply(self._consumer, self._buffers.keys())
+        self.pauses.reapply(self._consumer, self._buffers.keys(), fresh=partitions)
         log.info("assigned %s", ", ".join(map(str, partitions)))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:

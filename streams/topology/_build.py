@@ -101,6 +101,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
             background=s.background,
             input_topic=s.input_topic,
             yields_to=tuple(s.yields_to),
+            allow_lane_promotion=s.allow_lane_promotion,
             dead_letter_limit=_dead_letter_limit(name, s),
             routes=types.MappingProxyType(routes[name]),
         )

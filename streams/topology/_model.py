@@ -86,6 +86,7 @@ class StageIn(In):
     background: bool = False
     input_topic: str | None = None
     yields_to: list[str] = Field(default_factory=list)
+    allow_lane_promotion: bool = False
     dead_letter_limit: DeadLetterLimitIn = DeadLetterLimitIn()
 
 

@@ -88,6 +88,8 @@ class Stage:
     background: bool
     input_topic: str | None
     yields_to: tuple[str, ...]
+    #: Whether a handler may emit a run to a lane more urgent than the one it arrived in.
+    allow_lane_promotion: bool
     dead_letter_limit: DeadLetterLimit  # the valve's own type (streams.policy.dlq_valve)
     routes: Mapping[Lane, tuple[str, ...]]
 

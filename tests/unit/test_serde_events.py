@@ -1,4 +1,4 @@
-"""TaskEvent and DeadLetter: dataclass <-> Avro mapping and their codecs."""
+"""TaskEvent and DeadLetterRecord: dataclass <-> Avro mapping and their codecs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from streams.errors import DecodeError, SerdeError
 from streams.events import (
-    DeadLetter,
     DeadLetterCodec,
+    DeadLetterRecord,
     TaskEvent,
     TaskEventCodec,
     new_task_event,
@@ -164,7 +164,7 @@ def test_dead_letter_for_record_keeps_the_original_and_the_error(store: SchemaSt
         TaskEventCodec(store).decode(b"\x00garbage")
     except DecodeError as exc:
         error = exc
-    letter = DeadLetter.for_record(
+    letter = DeadLetterRecord.for_record(
         record,
         reason="decode_error",
         stage="triage",
@@ -188,7 +188,7 @@ def test_dead_letter_for_record_keeps_the_original_and_the_error(store: SchemaSt
 
 def test_dead_letter_without_error_or_value(store: SchemaStore) -> None:
     codec = DeadLetterCodec(store)
-    letter = DeadLetter.for_record(
+    letter = DeadLetterRecord.for_record(
         consumed(None), reason="expired", stage="s", workflow="w", attempts=0, dead_at_ms=1
     )
     assert letter.error_type is None and letter.error_message is None
@@ -196,7 +196,7 @@ def test_dead_letter_without_error_or_value(store: SchemaStore) -> None:
 
 
 def test_builtin_error_type_is_unqualified(store: SchemaStore) -> None:
-    letter = DeadLetter.for_record(
+    letter = DeadLetterRecord.for_record(
         consumed(b"x"),
         reason="handler_error",
         stage="s",
