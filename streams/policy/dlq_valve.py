@@ -232,8 +232,8 @@ class DeadLetterValve:
         if state == "warning" and ratio is not None:
             reason = (
                 f"dead-letter ratio {ratio:.2f} over the last {len(self._outcomes)} records "
-                f"is above the warning level {self.limit.warn_ratio:.2f} "
-                f"(the valve trips above {self.limit.max_ratio:.2f})"
+                f"(warning since it rose above {self.limit.warn_ratio:.2f}; the valve trips "
+                f"above {self.limit.max_ratio:.2f})"
             )
         return ValveStatus(state, reason, ratio, len(self._outcomes), len(self._waiting))
 

@@ -155,8 +155,8 @@ def test_a_sustained_30_percent_warns_and_does_not_trip() -> None:
     assert states.index("warning") == 19  # from the first judged window (min_records)
     assert states[19:] == ["warning"] * 981  # held, not flapping
     assert valve.status().reason == (
-        "dead-letter ratio 0.30 over the last 100 records is above the warning level 0.10 "
-        "(the valve trips above 0.50)"
+        "dead-letter ratio 0.30 over the last 100 records (warning since it rose above "
+        "0.10; the valve trips above 0.50)"
     )
 
 
