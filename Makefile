@@ -22,7 +22,7 @@ test: $(BIN)/.installed lint
 lint: $(BIN)/.installed
 	$(BIN)/ruff check streams tests topology benchmarks
 	$(BIN)/ruff format --check streams tests topology benchmarks
-	$(BIN)/mypy streams
+	$(BIN)/mypy streams tests benchmarks topology
 	$(BIN)/lint-imports
 
 unit: $(BIN)/.installed

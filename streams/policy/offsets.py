@@ -86,6 +86,10 @@ class PartitionOffsets:
         """Tracked records whose work has not completed."""
         return len(self._unfinished)
 
+    def held(self) -> int:
+        """Tracked offsets kept in memory (not yet swept into the commit position)."""
+        return len(self._unswept)
+
     @property
     def committed(self) -> int | None:
         """The last position passed to ``mark_committed`` (or the start offset)."""

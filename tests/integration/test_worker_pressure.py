@@ -64,7 +64,7 @@ def drain_group(client: ClientConfig, topology: Topology, stage: str, admin: Adm
 def all_paused_for(worker: StageWorker, reason: str, *, urgent_too: bool = False) -> bool:
     """Every assigned partition paused for `reason`; the urgent lane only if asked, since
     it keeps flowing until downstream reaches its hard bounds."""
-    assigned = [tp for tp, b in worker._buffers.items() if urgent_too or b.lane != "urgent"]
+    assigned = [tp for tp, p in worker.partitions().items() if urgent_too or p.lane != "urgent"]
     return bool(assigned) and all(reason in worker.pauses.reasons(tp) for tp in assigned)
 
 
@@ -117,7 +117,7 @@ def test_one_full_partition_is_paused_while_the_others_keep_flowing(
         assert worker.pauses.reasons(tp0) == {"local_bound"}
         assert not worker.pauses.reasons(TopicPartition(topic, 1))
         assert not worker.pauses.reasons(TopicPartition(topic, 2))
-        assert worker._buffers[tp0].fill <= 20 + 20 // 4  # its bound, plus a quarter
+        assert worker.partitions()[tp0].fill <= 20 + 20 // 4  # its bound, plus a quarter
         release.set()
         out = read_events(client_config, topology.completed_topic, 6, expect=300)
         assert len({e.run_id for e in out}) == 300
@@ -134,7 +134,7 @@ def test_downstream_lag_pauses_upstream_within_a_second_and_resume_follows(
     worker = StageWorker(topology, "plan", client_config, options=FAST)
     running = WorkerThread(worker).start()
     try:
-        wait_for(lambda: bool(worker._buffers), 15, "an assignment")
+        wait_for(lambda: bool(worker.partitions()), 15, "an assignment")
         time.sleep(1.0)  # a few refreshes with act healthy
         assert not worker.pauses.desired()
         publish(client_config, f"{topology.workflow}.act.standard", events(topology, "act", 60))
@@ -182,7 +182,7 @@ def test_urgent_lane_is_served_first_and_lower_lanes_pause_at_capacity(
     async def handler(event: Any, ctx: Any) -> None:
         order.append(event.lane)
         worker = worker_ref[0]
-        if any("lane" in worker.pauses.reasons(tp) for tp in list(worker._buffers)):
+        if any("lane" in p.paused_by for p in worker.partitions().values()):
             lane_paused.set()
         await asyncio.sleep(0.02)
         ctx.emit(event)
@@ -307,7 +307,7 @@ def test_downstream_p95_latency_pauses_upstream(admin: Admin, client_config: Cli
     act_thread = WorkerThread(act).start()
     plan_thread = WorkerThread(plan).start()
     try:
-        wait_for(lambda: bool(plan._buffers), 15, "plan's assignment")
+        wait_for(lambda: bool(plan.partitions()), 15, "plan's assignment")
         wait_for(lambda: not plan.pauses.desired(), 5, "plan to run: act is idle")
         publish(client_config, f"{topology.workflow}.plan.standard", events(topology, "plan", 10))
         wait_for(lambda: all_paused_for(plan, "downstream"), 15, "plan to pause on act's p95")
@@ -335,7 +335,7 @@ def test_downstream_oldest_age_pauses_upstream(admin: Admin, client_config: Clie
     plan = StageWorker(topology, "plan", client_config, options=FAST)
     running = WorkerThread(plan).start()
     try:
-        wait_for(lambda: bool(plan._buffers), 15, "plan's assignment")
+        wait_for(lambda: bool(plan.partitions()), 15, "plan's assignment")
         publish(client_config, f"{topology.workflow}.act.standard", events(topology, "act", 5))
         time.sleep(1.0)
         assert not plan.pauses.desired()  # 5 records, young: under every threshold
@@ -364,7 +364,7 @@ def test_the_urgent_lane_flows_past_the_pause_threshold_until_the_hard_bound(
     running = WorkerThread(worker).start()
     try:
         wait_for(lambda: all_paused_for(worker, "downstream"), 15, "standard to pause")
-        urgent = [tp for tp, b in worker._buffers.items() if b.lane == "urgent"]
+        urgent = [tp for tp, p in worker.partitions().items() if p.lane == "urgent"]
         # Until the first reading, act counts as over every bound (fail safe); after it,
         # urgent flows while standard stays paused.
         wait_for(lambda: not any(worker.pauses.reasons(tp) for tp in urgent), 10, "urgent to flow")

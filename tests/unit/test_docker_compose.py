@@ -28,9 +28,9 @@ def test_kafka_image_matches_the_pinned_version() -> None:
 
 def test_every_streams_service_command_is_a_real_cli_entry_point() -> None:
     commands = [
-        service["command"]
+        command
         for service in _compose().values()
-        if isinstance(service.get("command"), list) and service["command"][0] == "streams"
+        if isinstance(command := service.get("command"), list) and command[0] == "streams"
     ]
     assert len(commands) >= 2
     runner = CliRunner()

@@ -67,7 +67,7 @@ def test_the_hand_off_wakes_a_loop_once_per_flush_with_all_its_results_in_order(
             wakeups += 1
             return original(callback, *args)
 
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
         done = loop.create_future()
 
         def io_thread() -> None:  # as the intake's I/O thread: post many, flush once

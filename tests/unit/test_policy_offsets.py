@@ -151,8 +151,8 @@ def test_memory_is_bounded_by_outstanding_window() -> None:
     for o in range(10_000):
         po.track(o)
         po.complete(o)
-    assert len(po._unswept) == 0
-    assert len(po._unfinished) == 0
+    assert po.held() == 0
+    assert po.pending() == 0
     assert po.committable() == 10_000
 
 
