@@ -211,7 +211,7 @@ def produce_events(
             payload=payload,
             now_ms=int(time.time() * 1000),
         )
-        producer.send(topic, codec.encode(event), key=event.run_id.encode(), max_wait_s=60.0)
+        producer.send_when_room(topic, codec.encode(event), key=event.run_id.encode())
     if producer.flush(120.0):
         raise RuntimeError(f"pre-produce to {topic}: records not acknowledged")
     return time.monotonic() - started

@@ -62,7 +62,7 @@ def produce_paced(
                 payload=payload,
                 now_ms=int(time.time() * 1000),
             )
-            producer.send(topic, codec.encode(event), key=event.run_id.encode())
+            producer.send_when_room(topic, codec.encode(event), key=event.run_id.encode())
             sent += 1
         producer.poll(0)
         time.sleep(TICK_S)

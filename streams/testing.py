@@ -25,7 +25,9 @@ def publish(client: ClientConfig, topic: str, events: Iterable[TaskEvent]) -> in
     codec = TaskEventCodec()
     acked: list[DeliveryError | None] = []
     for event in events:
-        producer.send(topic, codec.encode(event), key=event.run_id.encode(), on_ack=acked.append)
+        producer.send_when_room(
+            topic, codec.encode(event), key=event.run_id.encode(), on_ack=acked.append
+        )
     producer.flush(30.0)
     errors = [e for e in acked if e is not None]
     if errors:
@@ -36,7 +38,7 @@ def publish(client: ClientConfig, topic: str, events: Iterable[TaskEvent]) -> in
 def publish_raw(client: ClientConfig, topic: str, values: Iterable[bytes], key: bytes) -> None:
     producer = RecordProducer(client)
     for value in values:
-        producer.send(topic, value, key=key)
+        producer.send_when_room(topic, value, key=key)
     if producer.flush(30.0):
         raise DeliveryError(f"raw records to {topic} were not acknowledged")
 

@@ -182,9 +182,7 @@ class IntakeWriter:
                 book.placed(offset)
 
         try:
-            self._producer.send(
-                self._runs_topic, None, key=run_id.encode(), on_placed=on_placed, max_wait_s=0.0
-            )
+            self._producer.send(self._runs_topic, None, key=run_id.encode(), on_placed=on_placed)
         except DeliveryError as exc:
             log.warning("reservation %s not released (it times out instead): %s", run_id, exc)
 
@@ -193,7 +191,7 @@ class IntakeWriter:
         value = self._decision_serde.encode({"workflow": self._workflow, **record})
         # The audit trail must not fail a decision already made.
         try:
-            self._producer.send(self._decisions_topic, value, key=tenant.encode(), max_wait_s=0.0)
+            self._producer.send(self._decisions_topic, value, key=tenant.encode())
         except DeliveryError as exc:
             log.warning("decision record not queued: %s", exc)
 

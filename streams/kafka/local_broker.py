@@ -286,6 +286,13 @@ def server_properties(data_dir: Path, broker_port: int, controller_port: int) ->
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # KIP-848 groups: heartbeat every second and a 10 s session, as the classic
+        # members get from the client (the broker defaults, 5 s and 45 s, make every
+        # membership change take ~5 s and hold a dead member's partitions for 45 s).
+        "group.consumer.heartbeat.interval.ms": "1000",
+        "group.consumer.min.heartbeat.interval.ms": "1000",
+        "group.consumer.session.timeout.ms": "10000",
+        "group.consumer.min.session.timeout.ms": "10000",
         # Tests create and delete many topics; keep the broker lean on a 2-core machine.
         "num.network.threads": "2",
         "num.io.threads": "4",

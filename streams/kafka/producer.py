@@ -70,17 +70,14 @@ class RecordProducer:
         headers: Headers = (),
         on_ack: AckCallback | None = None,
         on_placed: PlacedCallback | None = None,
-        max_wait_s: float = 0.0,
     ) -> None:
         """Queue one record; on_ack(None) once the broker has it, on_ack(error) if not.
 
         Never blocks. A full local queue (BufferError) is served by one poll(0) for acks
         and one more try; if still full, ProducerQueueFull is raised at once: the record
         was not queued and on_ack will not be called for it. Other refusals raise a
-        DeliveryError (or, if fatal, the mapped StreamsError). max_wait_s is ignored (kept
-        for callers written when send waited for room); it never waits.
+        DeliveryError (or, if fatal, the mapped StreamsError).
         """
-        del max_wait_s
         if on_placed is not None:
             callback = _placed(on_placed)
         elif on_ack is not None:
@@ -108,6 +105,28 @@ class RecordProducer:
     def queued(self) -> int:
         """Messages in the local queue: not yet sent, or sent and not yet acknowledged."""
         return len(self._producer)
+
+    def send_when_room(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        on_ack: AckCallback | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        """send(), waiting up to timeout_s for room in a full queue (serving acks
+        meanwhile): for bulk publishers (tests, benchmarks, the demo's load), never for a
+        poll loop. ProducerQueueFull if the queue stays full."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.send(topic, value, key=key, on_ack=on_ack)
+                return
+            except ProducerQueueFull:
+                if time.monotonic() >= deadline:
+                    raise
+                self._producer.poll(0.05)
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery callbacks; returns how many were served."""

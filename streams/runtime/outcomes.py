@@ -117,7 +117,6 @@ class OutcomeRouter:
                     key=emit.key or None,
                     headers=emit.headers,
                     on_ack=acked,
-                    max_wait_s=0.0,
                 )
             except ProducerQueueFull:
                 return False

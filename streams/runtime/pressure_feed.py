@@ -71,6 +71,7 @@ class PressureFeed:
         # Not `or {}`: the caller's dict starts empty, and the feed must see it fill.
         self._sent_by_stage: Mapping[str, int] = sent_by_stage if sent_by_stage is not None else {}
         self._snapshot = PressureSnapshot({w.stage: None for w in self._watched})
+        self._failing: dict[str, float] = {}  # what cannot be read, since when (monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pressure-feed", daemon=True)
         self.refreshed = threading.Event()
@@ -102,8 +103,9 @@ class PressureFeed:
             try:
                 lag = self._reader.read(watched.group, watched.topics)
             except StreamsError as exc:
-                log.warning("pressure of stage %s unreadable: %s", watched.stage, exc)
+                self._unreadable(f"pressure of stage {watched.stage}", exc)
                 continue
+            self._readable(f"pressure of stage {watched.stage}")
             p95 = (
                 self._board.p95_latency_s(
                     watched.stage, now=now, fresh_within_s=self._report_fresh_s
@@ -122,11 +124,24 @@ class PressureFeed:
         own = self._snapshot.own
         try:
             own = self._reader.read(self._own.group, self._own.topics)
+            self._readable("own lag")
         except StreamsError as exc:
-            log.warning("own lag unreadable: %s", exc)
+            self._unreadable("own lag", exc)
         # One reference swap: the poll thread always sees a whole snapshot.
         self._snapshot = PressureSnapshot(signals, own, marks)
         self.refreshed.set()
+
+    def _unreadable(self, what: str, exc: StreamsError) -> None:
+        # Once per outage, not every refresh: a broker down for minutes would otherwise
+        # log this twice a second per watched stage.
+        if what not in self._failing:
+            self._failing[what] = self._clock.monotonic()
+            log.warning("%s unreadable (treated as stale until it is back): %s", what, exc)
+
+    def _readable(self, what: str) -> None:
+        since = self._failing.pop(what, None)
+        if since is not None:
+            log.info("%s readable again after %.0f s", what, self._clock.monotonic() - since)
 
     def _run(self) -> None:
         while not self._stop.is_set():
