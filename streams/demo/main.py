@@ -78,11 +78,18 @@ def run_demo(
     client = ClientConfig(bootstrap, client_id="streams-demo")
     scenario = (quick_scenario if quick else full_scenario)(NOMINAL_CAPACITY_PER_S)
     time_scale = 0.2 if quick else 1.0
-    logging.getLogger("streams").setLevel(logging.ERROR)
+    # The demo's own view tells the story; the workers' logs would drown it. Restored
+    # after, so a caller's logging (a test process, a notebook) is left as it was.
+    streams_log = logging.getLogger("streams")
+    level = streams_log.level
+    streams_log.setLevel(logging.ERROR)
     runs: list[RunData] = []
-    for mode in ("governed", "naive"):
-        console.print(f"[bold]{mode}[/] run: {scenario.seconds:.0f} s of scripted load + drain")
-        runs.append(_run(mode, client, scenario, deps, time_scale, live, console))
+    try:
+        for mode in ("governed", "naive"):
+            console.print(f"[bold]{mode}[/] run: {scenario.seconds:.0f} s of scripted load + drain")
+            runs.append(_run(mode, client, scenario, deps, time_scale, live, console))
+    finally:
+        streams_log.setLevel(level)
     summaries = [summarize(r) for r in runs]
     out = out_root / time.strftime("%Y%m%d-%H%M%S")
     report = write_report(out, runs, summaries)

@@ -142,8 +142,16 @@ def run_once(
     deps.configure(crm=type(deps.crm)(rate_per_s=deps.crm.bucket.rate_per_s * time_scale))
     data = RunData(mode, topology.workflow, time.time())
     data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
-    options = WorkerOptions(shutdown_grace_s=5.0, stall_after_s=60.0)
-    workers = [StageWorker(topology, s, client, options=options) for s in topology.stages]
+    # One worker per stage, each with a stable id (exactly-once stages fence by it).
+    workers = [
+        StageWorker(
+            topology,
+            s,
+            client,
+            options=WorkerOptions(shutdown_grace_s=5.0, stall_after_s=60.0, worker_id=f"demo-{s}"),
+        )
+        for s in topology.stages
+    ]
     threads = [WorkerThread(w).start() for w in workers]
     intake = Intake(topology, client).start()
     started = time.monotonic()

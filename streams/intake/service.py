@@ -325,6 +325,17 @@ class Intake:
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
         if self._sync_loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="intake-sync", daemon=True).start()
+            threading.Thread(
+                target=_serve_until_stopped, args=(loop,), name="intake-sync", daemon=True
+            ).start()
             self._sync_loop = loop
         return self._sync_loop
+
+
+def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """The blocking API's loop: runs until close() stops it, then closes it (an unclosed
+    loop leaks its selector and self-pipe sockets)."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()

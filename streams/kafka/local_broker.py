@@ -229,17 +229,21 @@ class LocalBroker:
             f"-Dstreams.broker.log={log_file}",
             "-cp", classpath, "kafka.Kafka", str(self._dir / "server.properties"),
         ]  # fmt: skip
-        console = (self._dir / "console.log").open("wb")
         # A new session: the broker outlives `streams broker start` and ignores its Ctrl-C.
-        return subprocess.Popen(
-            cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=self._dir,
-        )  # fmt: skip
+        # The child keeps its own copy of the console file; ours is closed at once.
+        with (self._dir / "console.log").open("wb") as console:
+            proc = subprocess.Popen(
+                cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self._dir,
+            )  # fmt: skip
+        _STARTED[proc.pid] = proc
+        return proc
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], state: BrokerState) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if proc.poll() is not None:
+                _STARTED.pop(proc.pid, None)
                 raise BrokerStartFailed(
                     f"the Kafka broker exited with code {proc.returncode} while starting; "
                     f"see {state.log_file} and {self._dir / 'console.log'}"
@@ -250,6 +254,7 @@ class LocalBroker:
             except BrokerUnavailable:
                 continue
         proc.kill()
+        _reap(proc.pid)
         raise BrokerStartFailed(
             f"the Kafka broker did not answer on {state.bootstrap} within {START_TIMEOUT_S:.0f} s; "
             f"see {state.log_file}"
@@ -351,9 +356,19 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+#: Brokers this process started, by pid: their Popen objects live until stop() reaps them
+#: (a Popen dropped while its process runs is a ResourceWarning, and its exit status would
+#: wait for the garbage collector: a zombie meanwhile).
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _reap(pid: int) -> None:
-    """Collect the exit status of a broker this process started, so it leaves no zombie
-    (otherwise that waits for the garbage collector to drop its Popen object)."""
+    """Collect the exit status of a broker this process started, so it leaves no zombie."""
+    proc = _STARTED.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5.0)
+        return
     # Not our child (started by an earlier `streams broker start`): init reaps it.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
