@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from streams.kafka.client_config import ClientConfig
     from streams.runtime.context import HandlerContext
     from streams.runtime.options import WorkerOptions
-    from streams.runtime.worker import StageWorker, WorkerStatus
+    from streams.runtime.worker import StageWorker
+    from streams.runtime.worker_report import WorkerStatus
     from streams.signals import DeadLetter, Escalate, HandlerSignal, Retry
     from streams.topology import Topology, load_topology
     from streams.types import LANES, Lane, Record, TopicPartition
@@ -58,7 +59,7 @@ _WHERE = {
     "HandlerContext": "streams.runtime.context",
     "WorkerOptions": "streams.runtime.options",
     "StageWorker": "streams.runtime.worker",
-    "WorkerStatus": "streams.runtime.worker",
+    "WorkerStatus": "streams.runtime.worker_report",
     "DeadLetter": "streams.signals",
     "Escalate": "streams.signals",
     "HandlerSignal": "streams.signals",

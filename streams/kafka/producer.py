@@ -103,7 +103,8 @@ class RecordProducer:
                 raise _send_error(exc, topic) from exc
 
     def queued(self) -> int:
-        """Messages in the local queue: not yet sent, or sent and not yet acknowledged."""
+        """What waits in the client: messages not yet sent or not yet acknowledged, plus
+        delivery reports and client events (logs, stats) not yet served by poll()."""
         return len(self._producer)
 
     def send_when_room(

@@ -8,13 +8,11 @@ partitions are paused or the producer is full; decisions come from streams.polic
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +20,6 @@ from streams.clock import Clock, SystemClock
 from streams.errors import (
     ConfigError,
     DeadLetterLimitExceeded,
-    ProducerQueueFull,
     SerdeError,
     StreamsError,
 )
@@ -35,7 +32,7 @@ from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
 from streams.metrics import WorkerMetrics, serve_metrics
 from streams.policy.dlq_valve import DeadLetterValve
-from streams.policy.expiry import expiry_reason, queue_age_s
+from streams.policy.expiry import expiry_reason
 from streams.policy.latency import LatencyWindow
 from streams.policy.offsets import OffsetTracker
 from streams.policy.outcome import dead_letter_reason
@@ -50,8 +47,16 @@ from streams.runtime.options import WorkerOptions
 from streams.runtime.outcomes import OutcomeRouter
 from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
-from streams.runtime.pressure_feed import PressureFeed, Watched
-from streams.runtime.pressure_reports import PressureReport, ReportBoard, publish_report
+from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watched
+from streams.runtime.pressure_reports import ReportBoard
+from streams.runtime.worker_report import (
+    PartitionStatus,
+    Reporter,
+    WorkerStatus,
+    lag_by_lane,
+    partition_statuses,
+    queue_ages,
+)
 from streams.topology import Stage, Topology
 from streams.types import DeadLetterReason, Lane, PauseReason, Record, TopicPartition
 
@@ -113,11 +118,19 @@ class StageWorker:
         self._latency = LatencyWindow()
         self._stalls = StallDetector(self.options.stall_after_s)
         self._valve = DeadLetterValve(self.stage.dead_letter_limit)
-        self._valve_state = self._valve.state
         self._errors = HandlerErrorLog(self._clock)
         self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
-        self.metrics.set_dead_letter_valve(self._valve_state, None)
         self.pauses = PauseSet(on_change=self._pause_changed)
+        self._reporter = Reporter(
+            stage=stage,
+            worker_id=self.worker_id,
+            pressure_topic=topology.pressure_topic,
+            metrics=self.metrics,
+            stalls=self._stalls,
+            pauses=self.pauses,
+            latency=self._latency,
+            valve=self._valve,
+        )
         self._pause_control = PauseControl(topology, self.stage, self.pauses)
         self._emitter = Emitter(
             topology,
@@ -139,12 +152,6 @@ class StageWorker:
 
     def status(self) -> WorkerStatus:
         """A point-in-time picture for live views; safe to call from another thread."""
-        lag: dict[Lane, int] = {}
-        own = self._feed.snapshot().own if hasattr(self, "_feed") else None
-        for part in own.partitions if own is not None else ():
-            lane = self._lane_of_topic.get(part.tp.topic)
-            if lane is not None:
-                lag[lane] = lag.get(lane, 0) + part.lag
         paused: dict[str, int] = {}
         for tp in list(self._buffers):
             for reason in self.pauses.reasons(tp):
@@ -156,7 +163,7 @@ class StageWorker:
             concurrency=self.stage.concurrency,
             assigned=len(self._buffers),
             paused_by_reason=paused,
-            lag_by_lane=lag,
+            lag_by_lane=lag_by_lane(self._snapshot(), self._lane_of_topic),
             age_by_lane=self.queue_ages(),
             last_pause_reason=self._pause_control.last_reason,
             stuck_handlers=runner.stuck if runner is not None else 0,
@@ -166,37 +173,16 @@ class StageWorker:
     def partitions(self) -> dict[TopicPartition, PartitionStatus]:
         """Each assigned partition's lane, fill and pause reasons; safe from another thread
         (a sample taken mid-rebalance may miss a partition)."""
-        result: dict[TopicPartition, PartitionStatus] = {}
-        for tp, buffer in list(self._buffers.items()):
-            result[tp] = PartitionStatus(
-                lane=buffer.lane,
-                waiting=len(buffer.waiting),
-                in_flight=buffer.in_flight,
-                fill=buffer.fill,
-                bound=buffer.bound,
-                paused_by=self.pauses.reasons(tp),
-            )
-        return result
+        return partition_statuses(self._buffers, self.pauses)
 
     def queue_ages(self) -> dict[Lane, float]:
-        """Oldest queued age per lane at this stage: the older of what waits in the worker's
-        buffers and what waits unconsumed in Kafka (the lag's time estimate). Safe to call
-        from another thread (a sample taken mid-rebalance may miss a partition)."""
-        now = self._clock.now()
-        ages: dict[Lane, float] = {}
-        try:
-            for buffer in list(self._buffers.values()):
-                oldest = buffer.oldest_enqueued_ms()
-                if oldest is not None:
-                    ages[buffer.lane] = max(ages.get(buffer.lane, 0.0), queue_age_s(oldest, now))
-            own = self._feed.snapshot().own if hasattr(self, "_feed") else None
-            for part in own.partitions if own is not None else ():
-                lane = self._lane_of_topic.get(part.tp.topic)
-                if lane is not None and part.lag > 0:
-                    ages[lane] = max(ages.get(lane, 0.0), part.oldest_age_s)
-        except (RuntimeError, IndexError):
-            pass  # the poll thread changed the buffers under us: the next sample sees them
-        return ages
+        """Oldest queued age per lane at this stage, in the buffers or still in Kafka; safe
+        to call from another thread."""
+        return queue_ages(self._buffers, self._snapshot(), self._lane_of_topic, self._clock.now())
+
+    def _snapshot(self) -> PressureSnapshot | None:
+        feed = getattr(self, "_feed", None)  # None until the worker has opened
+        return feed.snapshot() if feed is not None else None
 
     def run(self) -> None:
         try:
@@ -526,22 +512,6 @@ class StageWorker:
                 "everything (fix the cause, then restart the worker)"
             )
 
-    def _watch_valve(self) -> None:
-        """Say once when the dead-letter ratio enters or leaves the warning band (below the
-        trip point, records keep going to the dead letters: someone should look)."""
-        valve = self._valve
-        state = valve.state
-        if state != self._valve_state:
-            if state == "warning":
-                log.warning(
-                    "stage %s: %s; records keep going to the dead-letter topic",
-                    self.stage.name, valve.status().reason,
-                )  # fmt: skip
-            elif state == "ok":
-                log.info("stage %s: dead-letter ratio back to normal", self.stage.name)
-            self._valve_state = state
-        self.metrics.set_dead_letter_valve(state, valve.ratio())
-
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)
 
@@ -613,48 +583,17 @@ class StageWorker:
         self.metrics.set_paused(tp, reason if paused else None)
 
     def _report(self, now_mono: float) -> None:
-        now = self._clock.now()
         self._errors.flush()
-        self._watch_valve()
-        report = PressureReport(
-            stage=self.stage.name,
-            worker=self.worker_id,
-            p95_latency_s=self._latency.p95(),
+        self._reporter.report(
+            self._producer,
+            self._buffers,
+            self._feed.snapshot(),
             in_flight=self._in_flight,
-            reported_at=now,
-            pressure_paused=self._pause_control.stage_paused,
+            stage_paused=self._pause_control.stage_paused,
+            now=self._clock.now(),
+            now_mono=now_mono,
         )
-        # A report is a sample: with the producer queue full, the next one goes out.
-        with contextlib.suppress(ProducerQueueFull):
-            publish_report(self._producer, self.topology.pressure_topic, report)
         self.pauses.reapply(self._consumer, self._buffers.keys())
-        own = self._feed.snapshot().own
-        lag_by_tp = {p.tp: p for p in own.partitions} if own is not None else {}
-        for tp, buffer in self._buffers.items():
-            oldest = buffer.oldest_enqueued_ms()
-            age = queue_age_s(oldest, now) if oldest is not None else 0.0
-            lag = lag_by_tp.get(tp)
-            self.metrics.set_partition_state(
-                tp, buffer.lane, len(buffer.waiting), buffer.bound, age, lag.lag if lag else 0
-            )
-            if lag is not None and self._stalls.observe(
-                tp,
-                committed=lag.committed,
-                lag=lag.lag,
-                # A full local buffer is a symptom (a stuck handler), not a choice.
-                paused_on_purpose=bool(self.pauses.reasons(tp) - {"local_bound"}),
-                now_mono=now_mono,
-            ):
-                self.metrics.set_stalled(tp, True)
-                log.warning(
-                    "partition %s stalled: lag %d, no commit progress for %.0f s",
-                    tp, lag.lag, self._stalls.stall_after_s,
-                )  # fmt: skip
-            else:
-                self.metrics.set_stalled(tp, False)
-        for name, signal in self._feed.snapshot().signals.items():
-            if signal is not None:
-                self.metrics.set_downstream(name, signal.lag, signal.oldest_age_s)
 
     # ----------------------------------------------------------------- rebalance
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -728,32 +667,6 @@ class StageWorker:
         self._producer.flush(10.0)
         self._commit()
         log.info("stage %s stopped", self.stage.name)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStatus:
-    stage: str
-    in_flight: int
-    concurrency: int
-    assigned: int
-    paused_by_reason: dict[str, int]
-    lag_by_lane: dict[Lane, int]
-    age_by_lane: dict[Lane, float]
-    last_pause_reason: str
-    #: Handler calls past their timeout that are still running (threads that hang).
-    stuck_handlers: int = 0
-    #: Why dispatch holds new work, if it does: "producer" (queue full) or "stuck_handlers".
-    holding: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    lane: Lane
-    waiting: int
-    in_flight: int  # taken for dispatch, not yet settled
-    fill: int  # what the partition bound limits: waiting + running + decided
-    bound: int
-    paused_by: frozenset[PauseReason]
 
 
 class _Expired(StreamsError):
