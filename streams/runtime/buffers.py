@@ -12,8 +12,10 @@ then does its offset count as complete for commits (invariant 1).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 from streams.events import TaskEvent
 from streams.policy.offsets import PartitionOffsets
@@ -44,6 +46,7 @@ class RecordWork:
         "emits",
         "error",
         "event",
+        "expires_at",
         "owner",
         "reason",
         "record",
@@ -64,6 +67,8 @@ class RecordWork:
         self.owner = owner
         self.state = WAITING
         self.seq = 0  # dispatch order, set when it starts (the dead-letter valve's order)
+        #: Wall time (s) from which it counts as expired; set at dispatch.
+        self.expires_at = math.inf
         self.emits: Sequence[Emit] = ()
         self.reason: DeadLetterReason | None = None
         self.error: BaseException | None = None
@@ -137,7 +142,8 @@ class PartitionBuffer:
 
     def start(self, work: RecordWork) -> None:
         """`work` was taken out of `waiting` for dispatch."""
-        _expect(work, WAITING)
+        if work.state != WAITING:
+            _refuse(work, WAITING)
         work.state = RUNNING
         self.running += 1
 
@@ -153,7 +159,8 @@ class PartitionBuffer:
         partition is no longer ours (the outcome is dropped, nothing is sent)."""
         if not self.live:
             return False
-        _expect(work, RUNNING)
+        if work.state != RUNNING:
+            _refuse(work, RUNNING)
         work.state = DECIDED
         work.emits, work.reason, work.error, work.attempts = emits, reason, error, attempts
         self.running -= 1
@@ -162,7 +169,8 @@ class PartitionBuffer:
 
     def release(self, work: RecordWork) -> None:
         """Its outcome's writes are handed to the producer."""
-        _expect(work, DECIDED)
+        if work.state != DECIDED:
+            _refuse(work, DECIDED)
         work.state = SENT
         self.decided -= 1
         self.sent += 1
@@ -172,7 +180,8 @@ class PartitionBuffer:
         partition is no longer ours."""
         if not self.live:
             return False
-        _expect(work, SENT)
+        if work.state != SENT:
+            _refuse(work, SENT)
         work.state = SETTLED
         self.sent -= 1
         self.offsets.complete(work.record.offset)
@@ -186,12 +195,13 @@ class PartitionBuffer:
         return waiting
 
 
-def _expect(work: RecordWork, state: int) -> None:
-    if work.state != state:
-        raise LifecycleError(
-            f"{work.record.topic}[{work.record.partition}]@{work.record.offset} is "
-            f"{work.state_name}, expected {_STATE_NAMES[state]}"
-        )
+def _refuse(work: RecordWork, expected: int) -> NoReturn:
+    # The checks are inlined at each transition (this runs several times per record);
+    # only a failing one pays for the call.
+    raise LifecycleError(
+        f"{work.record.topic}[{work.record.partition}]@{work.record.offset} is "
+        f"{work.state_name}, expected {_STATE_NAMES[expected]}"
+    )
 
 
 def take_ready(

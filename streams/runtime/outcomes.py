@@ -12,7 +12,7 @@ dead letter can be proven), unless the record's partition is no longer ours.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from streams.errors import DeliveryError
@@ -69,14 +69,23 @@ class OutcomeRouter:
         if not writes:
             self._on_settled(work)
             return
-        self.unacknowledged += len(writes)
-        remaining = [len(writes)]
+        count = len(writes)
+        self.unacknowledged += count
+        remaining = [count]
         if self._backlog:  # keep order behind what already waits
             self._backlog.append((work, deque(writes), remaining))
             return
-        queue = deque(writes)
-        if not self._hand_over(work, queue, remaining):
-            self._backlog.append((work, queue, remaining))
+        # The common case, once per record: straight to the producer, no queue built.
+        acked = partial(self._acked, work, remaining)
+        send = self._producer.send
+        for i, emit in enumerate(writes):
+            try:
+                send(
+                    emit.topic, emit.value, key=emit.key or None, headers=emit.headers, on_ack=acked
+                )
+            except ProducerQueueFull:
+                self._backlog.append((work, deque(writes[i:]), remaining))
+                return
 
     def retry_backlog(self) -> None:
         """Hand waiting writes to the producer, oldest first, while it has room."""
@@ -86,13 +95,13 @@ class OutcomeRouter:
                 return
             self._backlog.popleft()
 
-    def _writes(self, work: RecordWork) -> list[Emit]:
+    def _writes(self, work: RecordWork) -> Sequence[Emit]:
         if work.reason is None:
             sent = self.sent_by_stage
             for emit in work.emits:
                 stage = self._stage_of_topic(emit.topic)
                 sent[stage] = sent.get(stage, 0) + 1
-            return list(work.emits)
+            return work.emits
         letter = DeadLetterRecord.for_record(
             work.record,
             reason=work.reason,

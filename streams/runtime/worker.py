@@ -9,6 +9,7 @@ partitions are paused or the producer is full; decisions come from streams.polic
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -371,6 +372,7 @@ class StageWorker:
         now_ms = int(now * 1000)
         stage = self.stage
         timeout_s = stage.handler_timeout_s
+        max_age_s = stage.max_queue_age_s
         emitter = self._emitter
         valve = self._valve
         jobs: list[Job[RecordWork]] = []
@@ -385,6 +387,10 @@ class StageWorker:
                 # No handler ever runs on expired work: it goes to the dead letters.
                 self._dead_letter_unstarted(work, "expired", expired)
                 continue
+            work.expires_at = min(
+                event.enqueued_at_ms / 1000 + max_age_s,
+                math.inf if event.deadline_ms is None else event.deadline_ms / 1000,
+            )
             owner = work.owner
             assert owner is not None  # set by PartitionBuffer.accept
             ctx = HandlerContext(
@@ -422,8 +428,11 @@ class StageWorker:
     def _expired_at_start(self, job: Job[RecordWork]) -> BaseException | None:
         """The runner's last check before a handler starts (on the starting thread): a
         call that waited for a free slot may have expired meanwhile (invariant 3)."""
+        now = self._clock.now()
+        if now < job.token.expires_at:
+            return None  # the common case, without the full check
         event = job.event
-        return self._expired(event.enqueued_at_ms, event.deadline_ms, self._clock.now())
+        return self._expired(event.enqueued_at_ms, event.deadline_ms, now)
 
     def _dead_letter_unstarted(
         self, work: RecordWork, reason: DeadLetterReason, error: Exception | None
