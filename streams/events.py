@@ -26,6 +26,7 @@ __all__ = [
     "DeadLetterRecord",
     "TaskEvent",
     "TaskEventCodec",
+    "error_text",
     "new_task_event",
 ]
 
@@ -200,7 +201,7 @@ class DeadLetterRecord:
             original_headers=tuple(record.headers),
             reason=reason,
             error_type=None if error is None else _qualified_name(type(error)),
-            error_message=None if error is None else _error_text(error),
+            error_message=None if error is None else error_text(error),
             stage=stage,
             workflow=workflow,
             attempts=attempts,
@@ -285,16 +286,14 @@ class DeadLetterCodec:
 _MAX_ERROR_CHARS = 4_000
 
 
-def _error_text(error: BaseException) -> str:
-    """str(error), safely: user code may raise exceptions whose __str__ raises or returns
-    megabytes, and this runs on the poll thread."""
+def error_text(error: BaseException, limit: int = _MAX_ERROR_CHARS) -> str:
+    """str(error), safely: user code may raise exceptions whose __str__ raises (anything,
+    SystemExit included) or returns megabytes, and this runs on the worker's threads."""
     try:
         text = str(error)
-    except Exception:
+    except BaseException:
         return f"<unprintable {type(error).__name__}>"
-    if not isinstance(text, str):
-        return f"<unprintable {type(error).__name__}>"
-    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _qualified_name(cls: type) -> str:

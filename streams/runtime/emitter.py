@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from streams.errors import EmitRejected
-from streams.events import TaskEvent, TaskEventCodec
+from streams.events import TaskEvent, TaskEventCodec, error_text
 from streams.runtime.context import Emit
 from streams.topology import Stage, Topology
 from streams.types import LANES, Lane
@@ -83,7 +83,7 @@ class Emitter:
             except Exception as exc:  # an invalid field of any kind: the handler's event
                 raise EmitRejected(
                     f"stage {self.stage}: the event for {target.topic} cannot be encoded: "
-                    f"{_describe(exc)}"
+                    f"{type(exc).__name__}: {error_text(exc, 500)}"
                 ) from exc
             emits.append(Emit(target.topic, value, key, headers))
         return emits
@@ -129,11 +129,3 @@ def _trace_headers(event: TaskEvent) -> tuple[tuple[str, bytes], ...]:
     if not event.trace_context:
         return ()  # the common case, without a generator per emit
     return tuple((f"trace.{k}", v.encode()) for k, v in event.trace_context.items())
-
-
-def _describe(exc: Exception) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # a hostile __str__
-        text = ""
-    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__

@@ -216,3 +216,32 @@ def test_codec_rejects_a_task_event_as_dead_letter(store: SchemaStore) -> None:
 
 def test_codecs_default_to_the_repo_schemas() -> None:
     assert TaskEventCodec().serde.schema.path.parent == REPO_SCHEMAS
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise SystemExit("a __str__ that exits")
+
+
+def test_a_dead_letter_survives_an_error_that_cannot_be_printed() -> None:
+    record = Record("wf.plan.standard", 0, 7, b"k", b"raw", 0)
+    letter = DeadLetterRecord.for_record(
+        record,
+        reason="handler_error",
+        stage="plan",
+        workflow="wf",
+        attempts=1,
+        dead_at_ms=0,
+        error=_Unprintable(),
+    )
+    assert letter.error_message == "<unprintable _Unprintable>"
+    huge = DeadLetterRecord.for_record(
+        record,
+        reason="handler_error",
+        stage="plan",
+        workflow="wf",
+        attempts=1,
+        dead_at_ms=0,
+        error=ValueError("x" * 1_000_000),
+    )
+    assert huge.error_message is not None and len(huge.error_message) <= 4_003
