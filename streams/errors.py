@@ -8,6 +8,8 @@ StreamsError                 .retriable: the same call may succeed later
 │   ├── PrerequisiteMissing   java or mvn not found / too old
 │   ├── BrokerStartFailed     the broker process died or never answered
 │   ├── BrokerUnavailable     transient: no coordinator/leader/broker, timed out (retriable)
+│   │   └── OutcomeUnknown       a write was sent but not acknowledged: it may or may not
+│   │                            have happened (the intake: retry with the same key)
 │   ├── AuthorizationFailed   fatal: credentials or ACLs refused (authn or authz)
 │   ├── RequestRejected       the cluster refused one request; retrying will not help,
 │   │                         the client is fine (bad partition count, record too large)
@@ -82,6 +84,17 @@ class BrokerStartFailed(BrokerError):
 
 class BrokerUnavailable(BrokerError):
     retriable = True
+
+
+class OutcomeUnknown(BrokerUnavailable):
+    """A submission's writes were sent but not all acknowledged in time: the run may
+    exist or not. Not a refusal: `run_id` is the run it is (or would be); retrying with the
+    same tenant and idempotency key collapses into it if it exists."""
+
+    def __init__(self, message: str, *, run_id: str, retry_after_s: float) -> None:
+        self.run_id = run_id
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 class AuthorizationFailed(BrokerError):

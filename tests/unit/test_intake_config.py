@@ -54,7 +54,7 @@ def test_missing_section_gives_the_defaults() -> None:
     }
     assert (parsed.entry_stage, parsed.default_lane) == ("plan", "standard")
     assert (parsed.dedupe_window_s, parsed.max_body_bytes, parsed.payload_schema) == (
-        3600.0,
+        86_400.0,
         65_536,
         None,
     )
