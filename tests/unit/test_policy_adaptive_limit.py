@@ -83,7 +83,7 @@ def test_stays_within_min_and_max(samples: list[tuple[float, bool, int]]) -> Non
 
 def test_remeasures_the_baseline_at_min_limit_and_then_goes_back() -> None:
     config = AdaptiveConfig(
-        min_limit=2, max_limit=50, initial_limit=10, remeasure_every=50, baseline_samples=5
+        min_limit=2, max_limit=100, initial_limit=10, remeasure_every=50, baseline_samples=5
     )
     limit = AdaptiveLimit(config)
     for _ in range(49):
