@@ -112,6 +112,9 @@ def worker(
     topology_file: Annotated[Path, typer.Argument(help="The workflow's topology YAML.")],
     stage: Annotated[str, typer.Option("--stage", help="The stage to run.")],
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0: any).")] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics port binds (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
     worker_id: Annotated[
         str | None, typer.Option(help="Stable id (exactly-once stages fence by it).")
     ] = None,
@@ -138,6 +141,7 @@ def worker(
             raise ConfigError("--group-protocol", "", "must be classic or consumer")
         options = WorkerOptions(
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
             group_protocol=group_protocol,  # type: ignore[arg-type]
         )
         if worker_id:

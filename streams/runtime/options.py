@@ -21,6 +21,9 @@ class WorkerOptions:
     group_protocol: GroupProtocol = "classic"
     max_poll_interval_ms: int = 60_000
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
+    # Loopback unless the deployer says otherwise: "0.0.0.0" lets a Prometheus in another
+    # container or pod scrape the worker.
+    metrics_host: str = "127.0.0.1"
     # Stable id: names the transactional producer (required for exactly-once stages) and
     # the pressure reports; None: a random one (at-least-once only).
     worker_id: str | None = None

@@ -249,7 +249,9 @@ class StageWorker:
         self._feed.start()
         self._closers.append(self._feed.stop)
         if options.metrics_port is not None:
-            self.metrics_port = serve_metrics(self.registry, options.metrics_port)
+            self.metrics_port = serve_metrics(
+                self.registry, options.metrics_port, addr=options.metrics_host
+            )
         self._consumer = GroupConsumer(
             self._client,
             stage.consumer_group,

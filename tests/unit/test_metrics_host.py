@@ -1,0 +1,36 @@
+"""The worker's metrics endpoint binds a configurable host: loopback unless told otherwise
+(docker-compose and Kubernetes pass 0.0.0.0 so Prometheus can scrape the worker)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.metrics import serve_metrics
+from streams.runtime.options import WorkerOptions
+
+
+def test_worker_options_bind_loopback_by_default() -> None:
+    assert WorkerOptions().metrics_host == "127.0.0.1"
+
+
+def test_worker_command_takes_a_metrics_host() -> None:
+    result = CliRunner().invoke(app, ["worker", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--metrics-host" in result.output
+
+
+@pytest.mark.timeout(10)
+def test_metrics_served_on_the_host_asked_for_only() -> None:
+    # 127.0.0.2 is loopback on Linux but not 127.0.0.1: a server bound to it is reachable
+    # there and refused on 127.0.0.1, which shows the host was really used for the bind.
+    port = serve_metrics(CollectorRegistry(), 0, addr="127.0.0.2")
+    with urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
