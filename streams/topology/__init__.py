@@ -11,6 +11,7 @@ Modules (private; everything public is re-exported here):
   _intake   IntakeConfig and the intake section's checks against the workflow
   _load     YAML in, first mistake out as ConfigError
   _errors   wording: key paths, did-you-mean, line numbers
+  _tools    ToolSpec and the tools section's checks (tools the stages name, error classes)
   _keys     every accepted key, for the manual's table
 """
 
@@ -30,6 +31,7 @@ from streams.topology._objects import (
     TopicSpec,
     Topology,
 )
+from streams.topology._tools import ErrorClasses, ToolSpec
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -38,11 +40,13 @@ __all__ = [
     "PRESSURE_TOPIC_PARTITIONS",
     "CountThresholds",
     "DeadLetterLimit",
+    "ErrorClasses",
     "IntakeConfig",
     "OnStale",
     "PressureConfig",
     "SecondsThresholds",
     "Stage",
+    "ToolSpec",
     "TopicSpec",
     "Topology",
     "intake_limits",

@@ -27,6 +27,7 @@ from streams.topology._objects import (
     Topology,
     lane_topic,
 )
+from streams.topology._tools import resolve_tools
 from streams.types import LANES, Lane
 
 # Names become parts of topic names joined by '.', so they may not contain '.'; 64 chars
@@ -58,6 +59,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
         _check_references(name, s, raw)
     routes = {name: _routes(workflow, name, s, stage_lanes, raw) for name, s in raw.items()}
     _check_cycles(workflow, raw, routes)
+    tools = resolve_tools(model.tools, raw, source, import_classes=validate_handlers)
 
     stages: dict[str, Stage] = {}
     for name, s in raw.items():
@@ -104,6 +106,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
             allow_lane_promotion=s.allow_lane_promotion,
             dead_letter_limit=_dead_letter_limit(name, s),
             routes=types.MappingProxyType(routes[name]),
+            tools=tuple(s.tools),
         )
     topology = Topology(
         source=source,
@@ -114,6 +117,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
         topic_defaults=defaults,
         intake=None,
         stages=types.MappingProxyType(stages),
+        tools=types.MappingProxyType(tools),
     )
     _check_topics(topology, raw)
     topology = dataclasses.replace(topology, intake=_intake(model, topology))

@@ -88,6 +88,44 @@ class StageIn(In):
     yields_to: list[str] = Field(default_factory=list)
     allow_lane_promotion: bool = False
     dead_letter_limit: DeadLetterLimitIn = DeadLetterLimitIn()
+    tools: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- tools
+# Defaults are documented in README "Every topology key"; the breaker's follow
+# streams.policy.breaker.BreakerConfig (a test holds them equal).
+
+
+class ToolBreakerIn(In):
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    slow_call_ratio: float = Field(default=1.0, gt=0, le=1)
+    slow_call_s: Annotated[float | None, not_null("a number of seconds")] = Field(
+        default=None, gt=0
+    )  # left out: the tool's timeout_s
+    window: int = Field(default=100, gt=0)
+    minimum_calls: int = Field(default=20, gt=0)
+    open_s: float = Field(default=30.0, gt=0)
+    half_open_probes: int = Field(default=10, gt=0)
+
+
+class ToolAdaptiveIn(In):
+    min: int = Field(default=1, gt=0)
+    max: int = Field(default=200, gt=0)
+    initial: Annotated[int | None, not_null("a whole number")] = Field(default=None, gt=0)
+    latency_tolerance: float = Field(default=2.0, gt=1)
+
+
+class ToolIn(In):
+    concurrency: int | None = Field(default=None, gt=0)
+    rate: float | None = Field(default=None, gt=0)
+    burst: Annotated[float | None, not_null("a number")] = Field(default=None, ge=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_wait_s: float = Field(default=5.0, ge=0)
+    pause_at_waiting: int = Field(default=8, gt=0)
+    failure_errors: list[str] = Field(default_factory=lambda: ["Exception"])
+    ignored_errors: list[str] = Field(default_factory=list)
+    breaker: ToolBreakerIn | None = ToolBreakerIn()  # null: no breaker
+    adaptive: ToolAdaptiveIn | None = None
 
 
 # --------------------------------------------------------------------------- intake
@@ -155,5 +193,8 @@ class TopologyIn(In):
     lanes: list[str] = Field(default_factory=lambda: [str(lane) for lane in LANES])
     dead_letter_topic: str | None = None
     topic_defaults: TopicDefaultsIn = TopicDefaultsIn()
+    tools: Annotated[dict[str, Annotated[ToolIn, null_is_empty()]], null_is_empty()] = Field(
+        default_factory=dict
+    )
     stages: dict[str, StageIn]
     intake: Annotated[IntakeIn, null_is_empty()] = IntakeIn()

@@ -6,6 +6,8 @@ Must not parse or validate files (streams.topology._load does), nor talk to Kafk
 
 from __future__ import annotations
 
+import dataclasses
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,7 @@ from streams.policy.downstream import OnStale
 from streams.topology._errors import Problem
 from streams.topology._handlers import import_handler
 from streams.topology._intake import IntakeConfig
+from streams.topology._tools import ToolSpec
 from streams.types import DeliveryMode, Lane
 
 KEEP_FOREVER_MS = -1  # Kafka's retention.ms for "never delete by age"
@@ -92,6 +95,8 @@ class Stage:
     allow_lane_promotion: bool
     dead_letter_limit: DeadLetterLimit  # the valve's own type (streams.policy.dlq_valve)
     routes: Mapping[Lane, tuple[str, ...]]
+    #: Tools the handler calls through ctx.tool(name); their health pauses the stage.
+    tools: tuple[str, ...] = ()
 
     @property
     def consumer_group(self) -> str:
@@ -151,6 +156,13 @@ class Topology:
     topic_defaults: TopicSpec
     intake: IntakeConfig | None
     stages: Mapping[str, Stage]
+    tools: Mapping[str, ToolSpec] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+    def tools_used_by(self, tool: str) -> tuple[str, ...]:
+        """Names of the stages that list `tool`, in file order."""
+        return tuple(s.name for s in self.stages.values() if tool in s.tools)
 
     @property
     def pressure_topic(self) -> str:
