@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from streams.errors import EmitRejected
 from streams.events import TaskEvent, TaskEventCodec, error_text
+from streams.policy.run_end import main_path
 from streams.runtime.context import Emit
 from streams.topology import Stage, Topology
 from streams.types import LANES, Lane
@@ -87,6 +88,18 @@ class Emitter:
                 ) from exc
             emits.append(Emit(target.topic, value, key, headers))
         return emits
+
+
+def completion_topic(topology: Topology, stage: Stage) -> str | None:
+    """Where a record `stage` handles without emitting goes: the completed topic for a stage
+    on the run's main path (the run ended there), None for background stages and what only
+    they feed (streams.policy.run_end)."""
+    on_path = main_path(
+        (s.name for s in topology.entry_stages),
+        {name: s.downstream for name, s in topology.stages.items()},
+        {name for name, s in topology.stages.items() if s.background},
+    )
+    return topology.completed_topic if stage.name in on_path else None
 
 
 def _targets_by_lane(topology: Topology, stage: Stage) -> Mapping[Lane, tuple[_Target, ...]]:

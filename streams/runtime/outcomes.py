@@ -1,5 +1,6 @@
-"""Carries out decided outcomes: sends a record's emits or its dead letter, and settles the
-record once the broker has acknowledged every write (invariant 1).
+"""Carries out decided outcomes: sends a record's emits, its dead letter or the completion
+of its run, and settles the record once the broker has acknowledged every write
+(invariant 1).
 
 Owns encoding of dead letters, the per-record acknowledgement count and the writes the
 producer could not take yet. A full producer queue is backpressure, never a crash: the
@@ -7,6 +8,11 @@ writes wait here in order, `backlogged` tells the worker to stop dispatching, an
 `retry_backlog()` hands them over as the queue drains. A write the broker refuses for good
 is fatal (the worker stops without committing past the record: neither the emit nor its
 dead letter can be proven), unless the record's partition is no longer ours.
+
+A record handled without emits on the run's main path ended its run here (see
+streams.policy.run_end): it is written to the workflow's completed topic (the consumed
+bytes, keyed by run id, with a FINISHED_AT_HEADER naming this stage), so the intake learns
+the run is over. It settles once that write is acknowledged, like any other outcome.
 """
 
 from __future__ import annotations
@@ -23,13 +29,20 @@ from streams.runtime.context import Emit
 
 OnSettled = Callable[[RecordWork], None]
 
+#: Header of a completion the worker wrote for a run that ended at a stage without emits.
+FINISHED_AT_HEADER = "streams.finished_at_stage"
+
 
 class OutcomeRouter:
     """send(work) for a decided record; on_settled(work) is called once all its writes are
     acknowledged (at once for an outcome with no writes), or when a write of a record
     whose partition is no longer ours fails (its owner then refuses to settle it). Acks
     are served by the producer's poll(), on the poll thread. `failure` holds the first
-    refused write."""
+    refused write.
+
+    `completed_topic`: where a run that ends at this stage without emits is written (the
+    workflow's completed topic for a stage on the main path), None where records handled
+    without emits write nothing (background stages)."""
 
     def __init__(
         self,
@@ -38,6 +51,7 @@ class OutcomeRouter:
         workflow: str,
         stage: str,
         dead_letter_topic: str,
+        completed_topic: str | None,
         stage_of_topic: Callable[[str], str],
         on_settled: OnSettled,
         clock_ms: Callable[[], int],
@@ -46,6 +60,8 @@ class OutcomeRouter:
         self._workflow = workflow
         self._stage = stage
         self._dlq = dead_letter_topic
+        self._completed = completed_topic
+        self._finished_at = ((FINISHED_AT_HEADER, stage.encode()),)
         self._stage_of_topic = stage_of_topic
         self._on_settled = on_settled
         self._now_ms = clock_ms
@@ -97,11 +113,14 @@ class OutcomeRouter:
 
     def _writes(self, work: RecordWork) -> Sequence[Emit]:
         if work.reason is None:
+            emits = work.emits
+            if not emits:  # the one branch the common case (emits) pays for this
+                return self._completion(work)
             sent = self.sent_by_stage
-            for emit in work.emits:
+            for emit in emits:
                 stage = self._stage_of_topic(emit.topic)
                 sent[stage] = sent.get(stage, 0) + 1
-            return work.emits
+            return emits
         letter = DeadLetterRecord.for_record(
             work.record,
             reason=work.reason,
@@ -113,6 +132,18 @@ class OutcomeRouter:
         )
         headers = (("streams.reason", work.reason.encode()),)
         return [Emit(self._dlq, self._letters.encode(letter), work.record.key or b"", headers)]
+
+    def _completion(self, work: RecordWork) -> Sequence[Emit]:
+        """The run ended here without emits: one record on the completed topic, or nothing
+        off the main path."""
+        if self._completed is None:
+            return ()
+        record = work.record
+        key = record.key
+        if key is None and work.event is not None:
+            key = work.event.run_id.encode()
+        headers = (*record.headers, *self._finished_at)
+        return [Emit(self._completed, record.value or b"", key or b"", headers)]
 
     def _hand_over(self, work: RecordWork, queue: deque[Emit], remaining: list[int]) -> bool:
         """Produce queued writes; False (and the rest kept in `queue`) when the queue is full."""

@@ -41,7 +41,7 @@ from streams.policy.stall import StallDetector
 from streams.runtime.buffers import PartitionBuffer, RecordWork, take_ready
 from streams.runtime.context import Emit, HandlerContext
 from streams.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
-from streams.runtime.emitter import Emitter
+from streams.runtime.emitter import Emitter, completion_topic
 from streams.runtime.error_log import HandlerErrorLog
 from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, Job
 from streams.runtime.options import WorkerOptions
@@ -210,6 +210,7 @@ class StageWorker:
             stage=stage.name,
             dead_letter_topic=self.topology.dead_letter_topic,
             stage_of_topic=self._stage_of_topic.__getitem__,
+            completed_topic=completion_topic(self.topology, stage),
             on_settled=self._settled,
             clock_ms=self._now_ms,
         )
