@@ -4,9 +4,12 @@ exactly the entries before it (in ledger order), then publish each admitted run'
 and ledger entry together. Owns that order and the answers; the rules are
 streams.policy.admission's.
 
-A submission hears "accepted" only once the broker has acknowledged both its event and its
-ledger entry; on any failure its reservation is released (a tombstone) and it hears the
-failure (BrokerUnavailable when the broker did not answer), never a false accept.
+A submission hears "accepted" once the broker has acknowledged its event (its ledger
+entry, if unacknowledged, is written again). One whose event was sent but not acknowledged
+hears OutcomeUnknown, with the run id it has if it exists: its reservation is kept, and
+streams.intake.resolver later reads back whether the event was written. A failure before
+anything of the run was sent releases its reservation (a tombstone) and the caller hears
+the failure: never a false accept, never a false refusal.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, OutcomeUnknown
+from streams.intake.finished_runs import FinishedRun
 from streams.intake.group_commit import Submission
 from streams.intake.ledger_book import LedgerBook, LedgerEntry, QueueCounts
 from streams.intake.requests import Decision, RunRequest, collapsed_into, decision_of
@@ -29,6 +33,8 @@ from streams.types import Lane
 Judge = Callable[[RunRequest, QueueCounts, int], AdmissionDecision]
 #: Returns once the book knows every ledger offset below the given one (else raises).
 WaitKnown = Callable[[int], Awaitable[None]]
+#: Takes a reservation whose run's outcome is unknown, to be settled later.
+OnUnknown = Callable[[LedgerEntry], None]
 
 
 class BatchAdmitter:
@@ -38,15 +44,19 @@ class BatchAdmitter:
         writer: IntakeWriter,
         judge: Judge,
         wait_known: WaitKnown,
+        on_unknown: OnUnknown,
         *,
         replica_id: str,
         dedupe_window_s: float,
         ack_timeout_s: float,
+        unknown_retry_after_s: float,
     ) -> None:
         self._book = book
         self._writer = writer
         self._judge = judge
         self._wait_known = wait_known
+        self._on_unknown = on_unknown
+        self._unknown_retry_after_s = unknown_retry_after_s
         self._replica_id = replica_id
         self._dedupe_window_ms = int(dedupe_window_s * 1000)
         self._ack_timeout_s = ack_timeout_s
@@ -94,7 +104,7 @@ class BatchAdmitter:
             sub.run_id = f"{self._ids.getrandbits(128):032x}"
             entry = LedgerEntry(
                 sub.run_id, request.tenant, request.lane, "reserved", sub.now_ms,
-                request.idempotency_key, self._replica_id, -1,
+                request.idempotency_key, self._replica_id, -1, request.deadline_ms,
             )  # fmt: skip
             self._book.note(entry)
             self._writer.append(entry, request.deadline_ms, None, tally, index, loop)
@@ -102,7 +112,13 @@ class BatchAdmitter:
         placed: list[Submission] = []
         for index, sub in enumerate(batch):
             if tally.acked[index]:
-                sub.offset = tally.offsets[index]
+                # The book's place, not the acknowledged offset: a produce retry may have
+                # written the reservation twice, and the first copy is the one in order.
+                known = self._book.entry(sub.run_id)
+                placed_at = tally.offsets[index]
+                sub.offset = (
+                    min(placed_at, known.offset) if known and known.offset >= 0 else placed_at
+                )
                 placed.append(sub)
             else:
                 self._give_up(sub, tally.errors[index] or self._late("ledger entry"))
@@ -129,7 +145,7 @@ class BatchAdmitter:
             if key is not None:
                 since_ms = sub.now_ms - self._dedupe_window_ms
                 owner = self._book.first_with_key(
-                    request.tenant, key, since_ms, before_offset=sub.offset
+                    request.tenant, key, since_ms, before_offset=sub.offset, other_than=sub.run_id
                 )
                 if owner is not None and owner.phase == "reserved":
                     # An earlier reservation of the key, still undecided: it may yet be
@@ -139,7 +155,7 @@ class BatchAdmitter:
                     continue
                 if owner is not None:
                     self._writer.release(sub.run_id)
-                    self._answer(sub, collapsed_into(owner.run_id, owner.lane, request.lane))
+                    self._answer(sub, collapsed(owner, request.lane))
                     continue
             verdict = self._judge(request, running.counts(), sub.now_ms)
             if verdict.outcome == "rejected":
@@ -156,7 +172,8 @@ class BatchAdmitter:
         both are acknowledged."""
         if not admitted:
             return
-        tally = Tally(loop, len(admitted), 2 * len(admitted))
+        # Two slots per submission: 2i its event, 2i + 1 its ledger entry.
+        tally = Tally(loop, 2 * len(admitted), 2 * len(admitted))
         for index, sub in enumerate(admitted):
             request, verdict = sub.request, sub.verdict
             assert verdict is not None  # set by _decide for every admitted submission
@@ -166,24 +183,34 @@ class BatchAdmitter:
             sub.admitted = LedgerEntry(
                 sub.run_id, request.tenant, verdict.lane, "delayed" if delayed else "queued",
                 sub.now_ms, request.idempotency_key, self._replica_id, sub.offset,
+                request.deadline_ms, sub.due_ms,
             )  # fmt: skip
             self._writer.publish(
                 sub.run_id, request.tenant, verdict.lane, request.payload, sub.now_ms,
                 priority=request.priority, idempotency_key=request.idempotency_key,
                 deadline_ms=request.deadline_ms, trace_context=request.trace_context,
-                due_ms=sub.due_ms, tally=tally, index=index, loop=loop,
+                due_ms=sub.due_ms, tally=tally, index=2 * index, loop=loop,
             )  # fmt: skip
-            self._writer.append(sub.admitted, request.deadline_ms, sub.due_ms, tally, index, loop)
+            sub.sent = not tally.unsent[2 * index]
+            self._writer.append(
+                sub.admitted, request.deadline_ms, sub.due_ms, tally, 2 * index + 1, loop
+            )
         await tally.wait(self._ack_timeout_s)
         for index, sub in enumerate(admitted):
-            if tally.acked[index] == 2 and sub.admitted is not None and sub.verdict is not None:
+            event, entry = 2 * index, 2 * index + 1
+            if tally.acked[event] and sub.admitted is not None and sub.verdict is not None:
+                # The run exists: its event is on the first stage (or the delayed topic).
                 self._book.admit(sub.admitted)
+                if not tally.acked[entry]:
+                    self._writer.rewrite(sub.admitted)
                 decision = decision_of(
                     sub.verdict, sub.request.lane, run_id=sub.run_id, due_at_ms=sub.due_ms
                 )
                 self._answer(sub, decision)
+            elif tally.unsent[event]:  # never left this process: nothing of the run exists
+                self._give_up(sub, tally.errors[event] or self._late("publish"))
             else:
-                self._give_up(sub, tally.errors[index] or self._late("publish"))
+                self._unknown(sub, tally.errors[event])
 
     async def _after_earlier_owner(self, sub: Submission) -> None:
         """Decide a submission once the earlier reservation of its key is decided."""
@@ -212,8 +239,11 @@ class BatchAdmitter:
             if owner is None or owner.phase != "reserved":
                 return
             if time.monotonic() >= deadline:
-                raise BrokerUnavailable(
-                    "an earlier submission with this idempotency key is still undecided"
+                raise OutcomeUnknown(
+                    "an earlier submission with this idempotency key is still undecided (its "
+                    "writes were not acknowledged); retry with the same key to learn its outcome",
+                    run_id=owner.run_id,
+                    retry_after_s=self._unknown_retry_after_s,
                 )
             await asyncio.sleep(0.005)
 
@@ -223,10 +253,32 @@ class BatchAdmitter:
         if not sub.answer.done():
             sub.answer.set_result(decision)
 
+    def _unknown(self, sub: Submission, error: BaseException | None) -> None:
+        """The run's event was sent and not acknowledged: it may exist. Keep its
+        reservation (counted, and owning its key) for the resolver, and say so."""
+        sub.finished = True
+        reservation = self._book.entry(sub.run_id)
+        if reservation is not None:
+            self._on_unknown(reservation)
+        if sub.answer.done():
+            return
+        why = f": {error}" if error is not None else ""
+        sub.answer.set_exception(
+            OutcomeUnknown(
+                f"the broker did not acknowledge the run within {self._ack_timeout_s:.0f} s"
+                f"{why}; it may have been accepted: retry with the same idempotency key",
+                run_id=sub.run_id,
+                retry_after_s=self._unknown_retry_after_s,
+            )
+        )
+
     def _give_up(self, sub: Submission, error: BaseException | None) -> None:
         """Release the submission's reservation, if any, and tell its caller why (None:
         nobody is listening any more)."""
         if sub.finished:
+            return
+        if sub.sent:  # its event may be out there: not ours to refuse any more
+            self._unknown(sub, error)
             return
         sub.finished = True
         if sub.run_id:
@@ -270,3 +322,9 @@ class _Running:
 
 def _offset(sub: Submission) -> int:
     return sub.offset
+
+
+def collapsed(owner: LedgerEntry | FinishedRun, requested_lane: Lane) -> Decision:
+    """A duplicate's answer, with the state of the run it collapses into."""
+    state = owner.outcome if isinstance(owner, FinishedRun) else owner.phase
+    return collapsed_into(owner.run_id, owner.lane, requested_lane, state)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streams.clock import Clock
@@ -36,7 +37,11 @@ class CapacityFeed:
         clock: Clock,
         *,
         report_fresh_s: float = 5.0,
+        also_check: Callable[[], None] | None = None,
     ) -> None:
+        """`also_check` runs after each refresh, on the same thread: for other readings
+        that may block on the broker (the intake's ledger end)."""
+        self._also_check = also_check
         self._reader = reader
         self._board = board
         self._stage = stage
@@ -55,6 +60,8 @@ class CapacityFeed:
         while not self._stop.wait(self._refresh_s):
             try:
                 self.refresh()
+                if self._also_check is not None:
+                    self._also_check()
             except Exception:  # the feed must outlive a bad reading
                 logging.getLogger(__name__).exception("capacity refresh failed")
 

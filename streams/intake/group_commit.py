@@ -32,6 +32,7 @@ class Submission:
     admitted: LedgerEntry | None = None
     due_ms: int | None = None
     finished: bool = False  # answered, or given up (its reservation released)
+    sent: bool = False  # its event was handed to the producer: it may exist from now on
 
 
 BatchRunner = Callable[[list[Submission]], Coroutine[Any, Any, None]]

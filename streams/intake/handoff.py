@@ -76,6 +76,9 @@ class KnownWaiters:
             self._waiting.append((offset, loop, future))
         return future
 
+    def waiting(self) -> bool:
+        return bool(self._waiting)
+
     def release(self, known_before: Callable[[int], bool]) -> None:
         if not self._waiting:
             return

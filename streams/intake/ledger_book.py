@@ -2,6 +2,10 @@
 and which ledger offsets this replica knows the content of. Pure bookkeeping, no I/O
 (streams.intake.state feeds it from the broker); thread-safe.
 
+Finished runs leave the counts but stay in the book (streams.intake.finished_runs) until
+their collapse window ends: a retry of their idempotency key still collapses into them, and
+run status can say how they ended.
+
 "Known" offsets are those read from the ledger plus this replica's own acknowledged
 writes. When every offset below a reservation is known, nobody else can have written in
 between, so the reservation can be decided without reading the ledger back first.
@@ -15,9 +19,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from streams.intake.finished_runs import FINISHED, FinishedRun, FinishedRuns, RunOutcome
 from streams.types import LANES, Lane
 
 Phase = Literal["reserved", "queued", "delayed"]
+#: What owns an idempotency key: a live entry or a finished run.
+#: How long another replica waits before writing the end of a run it did not admit.
+TAKEOVER_AFTER_S = 30.0
 # A completion can be read before the admission it ends (different topics); remember it
 # long enough for the admission to arrive, and no longer.
 _EARLY_FINISH_KEEP = 50_000
@@ -36,6 +44,8 @@ class LedgerEntry(NamedTuple):
     idempotency_key: str | None
     replica: str
     offset: int  # of the reservation (the entry's place in the total order); -1: not placed
+    deadline_ms: int | None = None
+    due_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +82,26 @@ class _Totals:
 
 
 class LedgerBook:
-    def __init__(self, *, reservation_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        reservation_timeout_s: float = 30.0,
+        replica_id: str = "",
+        collapse_window_s: float = 86_400.0,
+        takeover_after_s: float = TAKEOVER_AFTER_S,
+    ) -> None:
+        self.reservation_timeout_s = reservation_timeout_s
         self._reservation_timeout_ms = int(reservation_timeout_s * 1000)
         self._lock = threading.Lock()
+        self._rewound_from: tuple[int, int] | None = None  # (read to, then read at)
         self._entries: dict[str, LedgerEntry] = {}
         self._totals = _Totals()
+        self._undecided = _Totals()  # the reservations among them
+        self._finished = FinishedRuns(
+            replica_id,
+            window_ms=int(collapse_window_s * 1000),
+            takeover_after_ms=int(takeover_after_s * 1000),
+        )
         # Entries in ledger order, to find the few at or after a reservation's offset;
         # items of entries that are gone are skipped and dropped from the left.
         self._order: deque[tuple[int, str]] = deque()
@@ -87,7 +112,8 @@ class LedgerBook:
         # Per lane, (admitted at, run id) of admitted entries; items of runs that left or
         # changed are dropped when they reach the top (so the oldest costs no full scan).
         self._admitted_heaps: dict[Lane, list[tuple[int, str]]] = {lane: [] for lane in LANES}
-        self._finished_early: OrderedDict[str, None] = OrderedDict()
+        # Ends read before their admission: run id -> (outcome, reason, when learned).
+        self._finished_early: OrderedDict[str, tuple[RunOutcome, str | None, int]] = OrderedDict()
         self._read_to = -1  # last ledger offset read
         self._known_to = -1  # every offset up to here is known (read, or written by us)
         self._own_ahead: set[int] = set()  # own acknowledged writes past _read_to
@@ -97,6 +123,10 @@ class LedgerBook:
         """Mark `offset` read; True when it holds one of our own writes, whose content the
         book already has (so the caller need not decode it)."""
         with self._lock:
+            if offset <= self._read_to and self._rewound_from is None:
+                # The ledger went back: the broker lost its data (a wipe, a recreated
+                # topic). What this book holds is no longer what the ledger says.
+                self._rewound_from = (self._read_to, offset)
             self._read_to = offset
             if offset > self._known_to:
                 self._known_to = offset
@@ -114,9 +144,19 @@ class LedgerBook:
         with self._lock:
             if data is None:
                 self._drop(run_id)
+                self._finished.forget(run_id)
                 return
-            if run_id in self._finished_early:
-                del self._finished_early[run_id]
+            if data["state"] == FINISHED:
+                self._drop(run_id)
+                self._finished.recorded(_finished_run(data))
+                return
+            if run_id in self._finished_early or self._finished.get(run_id) is not None:
+                # It ended before this admission was read (different topics).
+                early = self._finished_early.pop(run_id, None)
+                if early is not None:
+                    outcome, reason, at = early
+                    run = _finished_from(_entry(data, offset), outcome, reason, at)
+                    self._finished.learned(run, at, admitted_by=data["replica"])
                 return
             known = self._entries.get(run_id)
             # The reservation fixes the entry's place in the order; later entries only
@@ -127,13 +167,30 @@ class LedgerBook:
             if known is None or known.offset < 0:
                 _insert_ordered(self._order, (place, run_id))
 
-    def finish(self, run_id: str) -> None:
-        """The run left the workflow (completed or dead-lettered)."""
+    def finish(
+        self,
+        run_id: str,
+        outcome: RunOutcome = "completed",
+        reason: str | None = None,
+        *,
+        now_ms: int = 0,
+    ) -> None:
+        """The run left the workflow (completed, dead-lettered or escalated), as read from
+        a completion or dead-letter topic."""
         with self._lock:
-            if not self._drop(run_id):
-                self._finished_early[run_id] = None
-                while len(self._finished_early) > _EARLY_FINISH_KEEP:
-                    self._finished_early.popitem(last=False)
+            known = self._entries.get(run_id)
+            if known is not None:
+                # Also a reservation: only a run whose event was written can end, so an
+                # undecided one (an unknown outcome) existed after all.
+                self._drop(run_id)
+                run = _finished_from(known, outcome, reason, now_ms)
+                self._finished.learned(run, now_ms, admitted_by=known.replica)
+                return
+            if self._finished.get(run_id) is not None:
+                return  # ended already
+            self._finished_early[run_id] = (outcome, reason, now_ms)
+            while len(self._finished_early) > _EARLY_FINISH_KEEP:
+                self._finished_early.popitem(last=False)
 
     # ------------------------------------------------------------ one's own writes
     def note(self, entry: LedgerEntry) -> None:
@@ -154,6 +211,31 @@ class LedgerBook:
         with self._lock:
             if entry.run_id in self._entries:
                 self._put(entry)
+                early = self._finished_early.pop(entry.run_id, None)
+                if early is not None:  # it ended before it was admitted here
+                    self._drop(entry.run_id)
+                    outcome, reason, at = early
+                    run = _finished_from(entry, outcome, reason, at)
+                    self._finished.learned(run, at, admitted_by=entry.replica)
+
+    # ------------------------------------------------------------ finished runs
+    def ends_to_record(self, now_ms: int) -> list[FinishedRun]:
+        """Finished runs whose end this replica should write to the ledger now; each is
+        counted as recorded (a write that fails is learned again after a restart)."""
+        with self._lock:
+            runs = self._finished.to_record(now_ms)
+            for run in runs:
+                self._finished.recorded(run)
+            return runs
+
+    def windows_closed(self, now_ms: int) -> list[str]:
+        """Finished runs whose collapse window is over, for this replica to tombstone;
+        they are forgotten here at once."""
+        with self._lock:
+            gone = self._finished.to_tombstone(now_ms)
+            for run_id in gone:
+                self._finished.forget(run_id)
+            return gone
 
     def placed(self, offset: int, reservation_of: str | None = None) -> None:
         """The broker acknowledged one of our writes at `offset`; `reservation_of` names
@@ -181,6 +263,23 @@ class LedgerBook:
         is decided on is all in the book."""
         with self._lock:
             return self._known_to >= offset - 1
+
+    def ledger_rewound(self, end_offset: int) -> None:
+        """The ledger's end is `end_offset`: below what was read means it went back."""
+        with self._lock:
+            if end_offset <= self._read_to and self._rewound_from is None:
+                self._rewound_from = (self._read_to, end_offset)
+
+    def problem(self) -> str | None:
+        """Why this book cannot be trusted for decisions any more, if it cannot."""
+        with self._lock:
+            if self._rewound_from is None:
+                return None
+            read_to, now_at = self._rewound_from
+        return (
+            f"the run ledger went back from offset {read_to} to {now_at} (the broker lost "
+            "its data): this intake no longer knows what is queued; restart it"
+        )
 
     def read_past(self, offset: int) -> bool:
         with self._lock:
@@ -238,13 +337,27 @@ class LedgerBook:
         return oldest
 
     def first_with_key(
-        self, tenant: str, key: str, since_ms: int, *, before_offset: int | None = None
-    ) -> LedgerEntry | None:
-        """The earliest placed live entry of the tenant's idempotency key inside the window."""
+        self,
+        tenant: str,
+        key: str,
+        since_ms: int,
+        *,
+        before_offset: int | None = None,
+        other_than: str | None = None,
+    ) -> LedgerEntry | FinishedRun | None:
+        """What owns the tenant's idempotency key inside the window (submitted at or after
+        since_ms): a finished run of the key, else the earliest placed live entry (before
+        `before_offset`, when given). `other_than` leaves out the asker's own run: a
+        produce retry can write one reservation twice, and a run never waits on itself."""
         with self._lock:
+            finished = self._finished.owner_of(tenant, key, since_ms)
+            if finished is not None and finished.run_id != other_than:
+                return finished
             run_ids = self._by_key.get((tenant, key))
             matches = [self._entries[r] for r in run_ids] if run_ids else []
-        ordered = [e for e in matches if e.offset >= 0 and e.at_ms >= since_ms]
+        ordered = [
+            e for e in matches if e.offset >= 0 and e.at_ms >= since_ms and e.run_id != other_than
+        ]
         if before_offset is not None:
             ordered = [e for e in ordered if e.offset < before_offset]
         return min(ordered, key=lambda e: e.offset) if ordered else None
@@ -252,6 +365,29 @@ class LedgerBook:
     def entry(self, run_id: str) -> LedgerEntry | None:
         with self._lock:
             return self._entries.get(run_id)
+
+    def run(self, run_id: str) -> LedgerEntry | FinishedRun | None:
+        """The run's live entry, or how it finished (within its collapse window)."""
+        with self._lock:
+            return self._entries.get(run_id) or self._finished.get(run_id)
+
+    def stale_reservations(self, before_ms: int) -> list[LedgerEntry]:
+        """Undecided reservations made before `before_ms` (oldest first): their replica
+        should have decided them long ago (it died, or its writes went unanswered)."""
+        stale: list[LedgerEntry] = []
+        with self._lock:
+            for run_id in self._reserved:
+                entry = self._entries[run_id]
+                if entry.at_ms >= before_ms:
+                    break
+                stale.append(entry)
+        return stale
+
+    def undecided_by_tenant(self) -> dict[str, int]:
+        """Reservations not yet decided, per tenant (counted in counts(), which must not
+        overshoot; a report of admitted runs leaves them out)."""
+        with self._lock:
+            return dict(self._undecided.by_tenant)
 
     # ------------------------------------------------------------ with the lock held
     def _advance_known(self) -> None:
@@ -266,8 +402,12 @@ class LedgerBook:
         known = self._entries.get(run_id)
         if known is not None:
             self._totals.add(known, -1)
+            if known.phase == "reserved":
+                self._undecided.add(known, -1)
         self._entries[run_id] = entry
         self._totals.add(entry, +1)
+        if entry.phase == "reserved":
+            self._undecided.add(entry, +1)
         if entry.phase == "reserved":
             self._reserved.setdefault(run_id)
         else:
@@ -305,6 +445,8 @@ class LedgerBook:
         if known is None:
             return False
         self._totals.add(known, -1)
+        if known.phase == "reserved":
+            self._undecided.add(known, -1)
         self._unplaced.discard(run_id)
         self._reserved.pop(run_id, None)
         if known.idempotency_key is not None:
@@ -342,4 +484,30 @@ def _entry(data: dict[str, Any], offset: int) -> LedgerEntry:
         idempotency_key=data["idempotency_key"],
         replica=data["replica"],
         offset=offset,
+        deadline_ms=data.get("deadline"),
+        due_ms=data.get("due_at"),
     )
+
+
+def _finished_run(data: dict[str, Any]) -> FinishedRun:
+    return FinishedRun(
+        run_id=data["run_id"],
+        tenant=data["tenant"],
+        lane=data["lane"],
+        at_ms=data["admitted_at"],
+        idempotency_key=data["idempotency_key"],
+        deadline_ms=data.get("deadline"),
+        finished_ms=data.get("finished_at") or data["admitted_at"],
+        outcome=data.get("outcome") or "completed",
+        reason=data.get("reason"),
+        replica=data["replica"],
+    )
+
+
+def _finished_from(
+    entry: LedgerEntry, outcome: RunOutcome, reason: str | None, finished_ms: int
+) -> FinishedRun:
+    return FinishedRun(
+        entry.run_id, entry.tenant, entry.lane, entry.at_ms, entry.idempotency_key,
+        entry.deadline_ms, finished_ms, outcome, reason, entry.replica,
+    )  # fmt: skip

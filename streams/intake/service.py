@@ -4,8 +4,10 @@ Owns the API, the fast local refusal, and the thread that serves Kafka for the i
 what needs the ledger (reserve, decide again from the ledger's order, publish, wait for
 the broker) runs in batches (streams.intake.group_commit, .admit_batch). Decides nothing
 itself (streams.policy.admission does). A run counts
-as accepted only once the broker has acknowledged its event and its ledger entry; if the
-broker does not answer in time the caller gets BrokerUnavailable, never a false accept.
+as accepted only once the broker has acknowledged its event; if the broker does not answer
+in time the caller gets OutcomeUnknown (the event was sent: the run may exist, a retry with
+the same idempotency key learns which) or BrokerUnavailable (nothing was sent), never a
+false accept and never a false refusal.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from streams.clock import Clock, SystemClock
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, StreamsError
 from streams.events import TaskEventCodec
-from streams.intake.admit_batch import BatchAdmitter
+from streams.intake.admit_batch import BatchAdmitter, collapsed
 from streams.intake.capacity import CapacityFeed, StageCapacity
 from streams.intake.config import IntakeConfig, intake_limits, load_intake_config
 from streams.intake.delay import DelayForwarder
@@ -35,9 +37,10 @@ from streams.intake.requests import (
     InvalidRequest,
     RunRequest,
     check_request,
-    collapsed_into,
     decision_of,
 )
+from streams.intake.resolver import UnknownOutcomes
+from streams.intake.run_status import RunStatus, run_status
 from streams.intake.state import QueueCounts, RunStateView
 from streams.intake.writer import IntakeWriter
 from streams.kafka.admin import Admin
@@ -55,11 +58,14 @@ from streams.policy.admission import (
 from streams.runtime.pressure_reports import ReportBoard
 from streams.serde import PayloadSchema, SchemaStore, Serde
 from streams.topology import Topology
-from streams.types import Lane
+from streams.types import Lane, TopicPartition
 
 log = logging.getLogger(__name__)
 
 DECISION_SCHEMA = "dev.streams.AdmissionDecisionRecord"
+#: How long the idle I/O thread blocks on the producer (the delay path and the finished
+#: topics are served at least this often).
+IDLE_WAIT_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,8 @@ class CapacityReport:
     """What GET /capacity shows: the queue, the first stage, and the admission state."""
 
     queued_by_lane: dict[Lane, int]
-    queued_by_tenant: dict[str, int]
+    queued_by_tenant: dict[str, int]  # admitted runs, not yet finished
+    undecided_by_tenant: dict[str, int]  # reservations still being decided (counted too)
     oldest_queued_age_s: dict[Lane, float]
     delayed: int
     first_stage: StageCapacity
@@ -114,12 +121,17 @@ class Intake:
         self._producer = RecordProducer(
             client.with_extra({"message.timeout.ms": int(ack_timeout_s * 1000), "linger.ms": 1})
         )
-        self.view = RunStateView(client, topology, store)
+        self.view = RunStateView(
+            client, topology, store, replica_id=self.replica_id,
+            collapse_window_s=self.config.dedupe_window_s, clock=self._clock,
+        )  # fmt: skip
         pressure_spec = topology.all_topics()[topology.pressure_topic]
         board = ReportBoard(TopicTail(client, topology.pressure_topic, pressure_spec.partitions))
+        self._admin = Admin(client, timeout_s=5.0)
         self.capacity_feed = CapacityFeed(
-            LagReader(Admin(client, timeout_s=5.0), self._clock), board, self._entry, self._clock
-        )
+            LagReader(self._admin, self._clock), board, self._entry, self._clock,
+            also_check=self._check_ledger_end,
+        )  # fmt: skip
         self._forwarder = (
             DelayForwarder(client, topology, self._entry, self._clock) if forward_delayed else None
         )
@@ -129,10 +141,17 @@ class Intake:
             self._producer, self.view, self._handoff, topology, self._entry, self._events,
             self.view.serde, Serde(store, DECISION_SCHEMA),
         )  # fmt: skip
+        # The producer gives a record up after ack_timeout_s; a few seconds more and nothing
+        # of a submission can still land, so what the broker holds then is the truth.
+        self.unknowns = UnknownOutcomes(
+            client, topology, self._entry, self.view, self._writer, self._clock,
+            settle_after_s=ack_timeout_s + 3.0,
+            stale_after_s=max(self.view.reservation_timeout_s, ack_timeout_s + 3.0),
+        )  # fmt: skip
         self._admitter = BatchAdmitter(
-            self.view, self._writer, self._verdict, self._wait_known,
+            self.view, self._writer, self._verdict, self._wait_known, self.unknowns.add,
             replica_id=self.replica_id, dedupe_window_s=self.config.dedupe_window_s,
-            ack_timeout_s=ack_timeout_s,
+            ack_timeout_s=ack_timeout_s, unknown_retry_after_s=ack_timeout_s + 5.0,
         )  # fmt: skip
         self._groups: dict[asyncio.AbstractEventLoop, GroupCommit] = {}
         self._groups_lock = threading.Lock()
@@ -150,10 +169,12 @@ class Intake:
             raise
         self._io.start()
         self.capacity_feed.start()
+        self.unknowns.start()
         return self
 
     def close(self) -> None:
         self._stop.set()
+        self.unknowns.close()
         if self._io.is_alive():
             self._io.join(60.0)
         self.capacity_feed.close()
@@ -180,10 +201,31 @@ class Intake:
         started = time.monotonic()
         check_request(request, self.topology.lanes)
         self._check_payload(request.payload)
+        problem = self.view.problem()
+        if problem is not None:
+            raise BrokerUnavailable(problem)
         now_ms = int(self._clock.now() * 1000)
         decision = await self._admit(request, now_ms)
         self._record(request, decision, now_ms, time.monotonic() - started)
         return decision
+
+    def status(self, run_id: str) -> RunStatus | None:
+        """Where the run is (queued, delayed until when, finished and how, or undecided),
+        from this replica's ledger; None when the ledger does not know it (never
+        submitted, refused, or finished longer ago than the collapse window)."""
+        found = self.view.run(run_id)
+        if found is None:
+            return None
+        return run_status(found, int(self._clock.now() * 1000))
+
+    def health(self) -> tuple[bool, str]:
+        """Whether this replica can decide truthfully now, and why not."""
+        if not self.capacity_feed.latest().readable:
+            return False, "the broker does not answer (capacity cannot be read)"
+        problem = self.view.problem()
+        if problem is not None:
+            return False, problem
+        return True, "ok"
 
     def capacity(self) -> CapacityReport:
         now_ms = int(self._clock.now() * 1000)
@@ -199,9 +241,16 @@ class Intake:
             state, why = "saturated", f"{queued} queued >= saturation point {point:.0f}{cause}"
         else:
             state, why = "open", f"{queued} queued < saturation point {point:.0f}"
+        undecided = self.view.undecided_by_tenant()
+        admitted_by_tenant = {
+            tenant: n - undecided.get(tenant, 0)
+            for tenant, n in counts.by_tenant.items()
+            if n - undecided.get(tenant, 0) > 0
+        }
         return CapacityReport(
             queued_by_lane={lane: n for lane, n in counts.by_lane.items()},
-            queued_by_tenant=dict(counts.by_tenant),
+            queued_by_tenant=admitted_by_tenant,
+            undecided_by_tenant=undecided,
             oldest_queued_age_s={
                 lane: max(0.0, (now_ms - ms) / 1000)
                 for lane, ms in self.view.oldest_admitted_ms().items()
@@ -251,7 +300,7 @@ class Intake:
             since_ms = now_ms - int(self.config.dedupe_window_s * 1000)
             earlier = self.view.first_with_key(request.tenant, key, since_ms)
             if earlier is not None and earlier.phase != "reserved":
-                return collapsed_into(earlier.run_id, earlier.lane, request.lane)
+                return collapsed(earlier, request.lane)
         verdict = self._verdict(request, self.view.counts(now_ms=now_ms), now_ms)
         if verdict.outcome == "rejected":
             return decision_of(verdict, request.lane)
@@ -293,28 +342,52 @@ class Intake:
     def _serve_io(self) -> None:
         # Every client call below gives up the GIL and takes it back, which costs a busy
         # event loop a thread switch each time: what can wait a few ms is served less often.
-        next_export = next_finished = next_forward = 0.0
+        next_export = next_finished = next_forward = next_ledger = 0.0
+        idle = False
         while not self._stop.is_set():
             try:
+                # Idle (nothing served, nobody waiting on a read-back): block on the
+                # producer, which wakes as soon as an acknowledgement arrives, instead of
+                # spinning; busy: a short poll, so ledger reads are not held up.
+                served = self._producer.poll(IDLE_WAIT_S if idle else 0.0005)
                 now = time.monotonic()
                 finished = now >= next_finished
                 if finished:
                     next_finished = now + 0.02
-                served = self._producer.poll(0.0005)
                 applied = self.view.poll(finished=finished)
                 self._known_waiters.release(self.view.known_before)
                 self._handoff.flush()
                 if now >= next_export:
                     next_export = now + 0.5
                     self._export_queue()
+                if now >= next_ledger:
+                    next_ledger = now + 0.5
+                    self._keep_ledger_small()
                 if self._forwarder is not None and now >= next_forward:
                     next_forward = now + 0.01
                     self._forwarder.step()
-                if not served and not applied:
-                    time.sleep(0.0005)
+                idle = not served and not applied and not self._known_waiters.waiting()
             except Exception:  # the I/O thread must outlive one bad iteration
                 log.exception("intake I/O iteration failed")
                 time.sleep(0.1)
+
+    def _check_ledger_end(self) -> None:
+        """A ledger whose end is below what was read went back (the broker lost data)."""
+        ledger = TopicPartition(self.topology.runs_topic, 0)
+        try:
+            end = self._admin.end_offsets([ledger])[ledger]
+        except StreamsError:
+            return  # unreadable: the capacity reading says so already
+        self.view.ledger_rewound(end)
+
+    def _keep_ledger_small(self) -> None:
+        """Record the ends of finished runs in the ledger, and tombstone those whose
+        collapse window closed (so the compacted ledger holds only runs of the window)."""
+        now_ms = int(self._clock.now() * 1000)
+        for run in self.view.ends_to_record(now_ms):
+            self._writer.record_end(run)
+        for run_id in self.view.windows_closed(now_ms):
+            self._writer.release(run_id)
 
     def _export_queue(self) -> None:
         report = self.capacity()

@@ -8,7 +8,9 @@ It then decides from exactly the entries before its reservation in the log. Rese
 still undecided count as queued. So decisions are made in one total order across
 replicas, and bounds hold exactly: R replicas cannot overshoot a workflow or tenant bound
 (a reservation left by a crashed replica is counted for `reservation_timeout_s`, which can
-only under-admit). Finished runs are learned from the completed and dead-letter topics.
+only under-admit). Finished runs are learned from the completed and dead-letter topics,
+and recorded in the ledger as small 'finished' entries (tombstoned when their collapse
+window ends), so a restarted replica knows them without those topics.
 Duplicates resolve the same way: the first entry with an idempotency key, in log order,
 owns it.
 
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import time
 
+from streams.clock import Clock, SystemClock
 from streams.errors import BrokerUnavailable, SerdeError
+from streams.intake.finished_runs import RunOutcome
 from streams.intake.ledger_book import LedgerBook, LedgerEntry, Phase, QueueCounts
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.tail import TopicTail
@@ -31,6 +35,8 @@ from streams.types import Record
 __all__ = ["LedgerEntry", "Phase", "QueueCounts", "RunStateView"]
 
 RUN_STATE_SCHEMA = "dev.streams.RunState"
+#: The header a dead letter carries its reason in (streams.runtime.outcomes writes it).
+REASON_HEADER = "streams.reason"
 
 
 class RunStateView(LedgerBook):
@@ -42,9 +48,18 @@ class RunStateView(LedgerBook):
         topology: Topology,
         store: SchemaStore,
         *,
+        replica_id: str = "",
+        collapse_window_s: float = 86_400.0,
         reservation_timeout_s: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(reservation_timeout_s=reservation_timeout_s)
+        super().__init__(
+            reservation_timeout_s=reservation_timeout_s,
+            replica_id=replica_id,
+            collapse_window_s=collapse_window_s,
+        )
+        self._clock = clock or SystemClock()
+        self._dead_letter_topic = topology.dead_letter_topic
         specs = topology.all_topics()
         self.serde = Serde(store, RUN_STATE_SCHEMA)
         # The broker answers a waiting fetch as soon as new entries arrive; a short wait
@@ -65,12 +80,22 @@ class RunStateView(LedgerBook):
             applied += 1
         if not finished:
             return applied
+        now_ms = int(self._clock.now() * 1000)
         for tail in self._done:
             for record in tail.poll(2000, 0.0):
                 if record.key is not None:
-                    self.finish(record.key.decode(errors="replace"))
+                    outcome, reason = self._how_it_ended(record)
+                    self.finish(record.key.decode(errors="replace"), outcome, reason, now_ms=now_ms)
                     applied += 1
         return applied
+
+    def _how_it_ended(self, record: Record) -> tuple[RunOutcome, str | None]:
+        if record.topic != self._dead_letter_topic:
+            return "completed", None
+        reason = next(
+            (v.decode(errors="replace") for k, v in record.headers if k == REASON_HEADER), None
+        )
+        return ("escalated" if reason == "escalated" else "dead_lettered"), reason
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read the ledger and the finished topics to their current ends."""

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from streams.errors import BrokerUnavailable, DeliveryError, StreamsError
 from streams.events import TaskEventCodec, new_task_event
 from streams.intake.delay import DUE_HEADER
+from streams.intake.finished_runs import FINISHED, FinishedRun
 from streams.intake.handoff import LoopHandoff
 from streams.intake.ledger_book import LedgerBook, LedgerEntry
 from streams.kafka.producer import PlacedCallback, RecordProducer
@@ -30,7 +31,7 @@ class Tally:
     grouped by index (one submission's writes share one); `done` resolves once every
     expected acknowledgement is in, failures included."""
 
-    __slots__ = ("acked", "done", "errors", "left", "offsets")
+    __slots__ = ("acked", "done", "errors", "left", "offsets", "unsent")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int, expected: int) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
@@ -38,8 +39,14 @@ class Tally:
         self.acked = [0] * size
         self.offsets = [-1] * size
         self.errors: list[BaseException | None] = [None] * size
+        self.unsent = [False] * size  # failed before reaching the producer: never written
         if expected <= 0:
             self.done.set_result(None)
+
+    def not_sent(self, index: int, error: BaseException) -> None:
+        """A write that failed before it was handed to the producer (so it exists nowhere)."""
+        self.unsent[index] = True
+        self.settle((index, -1, error))
 
     def settle(self, result: tuple[int, int, BaseException | None]) -> None:
         index, offset, error = result
@@ -105,12 +112,7 @@ class IntakeWriter:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         """Append an entry to the ledger; its offset is counted into tally[index]."""
-        record = {
-            "run_id": entry.run_id, "workflow": self._workflow,
-            "tenant": entry.tenant, "lane": entry.lane, "state": entry.phase,
-            "idempotency_key": entry.idempotency_key, "admitted_at": entry.at_ms,
-            "due_at": due_ms, "deadline": deadline_ms, "replica": entry.replica,
-        }  # fmt: skip
+        record = self._entry_record(entry, deadline_ms, due_ms)
         reservation_of = entry.run_id if entry.phase == "reserved" else None
         book, handoff, settle = self._book, self._handoff, tally.settle
 
@@ -125,7 +127,7 @@ class IntakeWriter:
         try:
             value = self._ledger_serde.encode(record)
         except StreamsError as exc:
-            tally.settle((index, -1, exc))
+            tally.not_sent(index, exc)
             return
         self._send(self._runs_topic, value, entry.run_id.encode(), (), on_placed, tally, index)
 
@@ -168,13 +170,46 @@ class IntakeWriter:
         try:
             value = self._events.encode(event)
         except StreamsError as exc:
-            tally.settle((index, -1, exc))
+            tally.not_sent(index, exc)
             return
         self._send(topic, value, run_id.encode(), headers, on_placed, tally, index)
+
+    def rewrite(self, entry: LedgerEntry) -> None:
+        """Write an entry again, not waited for: an admitted run whose own ledger write was
+        not acknowledged (its event was), so every replica counts it."""
+        record = self._entry_record(entry, entry.deadline_ms, entry.due_ms)
+        self._send_unwaited(entry.run_id, self._ledger_serde.encode(record), "rewrite")
+
+    def _entry_record(
+        self, entry: LedgerEntry, deadline_ms: int | None, due_ms: int | None
+    ) -> dict[str, object]:
+        return {
+            "run_id": entry.run_id, "workflow": self._workflow,
+            "tenant": entry.tenant, "lane": entry.lane, "state": entry.phase,
+            "idempotency_key": entry.idempotency_key, "admitted_at": entry.at_ms,
+            "due_at": due_ms, "deadline": deadline_ms, "replica": entry.replica,
+        }  # fmt: skip
+
+    def record_end(self, run: FinishedRun) -> None:
+        """Write a finished run's small ledger entry (it replaces the run's live one in
+        compaction, and keeps its key collapsing for the window). Not waited for: a write
+        that fails is learned again from the completion topics after a restart."""
+        record = {
+            "run_id": run.run_id, "workflow": self._workflow, "tenant": run.tenant,
+            "lane": run.lane, "state": FINISHED, "idempotency_key": run.idempotency_key,
+            "admitted_at": run.at_ms, "due_at": None, "deadline": run.deadline_ms,
+            "replica": run.replica, "finished_at": run.finished_ms, "outcome": run.outcome,
+            "reason": run.reason,
+        }  # fmt: skip
+        self._send_unwaited(run.run_id, self._ledger_serde.encode(record), "end of run")
 
     def release(self, run_id: str) -> None:
         """Give a reservation back: a tombstone, so every replica stops counting it."""
         self._book.forget(run_id)
+        self._send_unwaited(run_id, None, "release")
+
+    def _send_unwaited(self, run_id: str, value: bytes | None, what: str) -> None:
+        """A ledger write nobody waits for; the book learns its offset when placed."""
         book = self._book
 
         def on_placed(error: DeliveryError | None, _partition: int, offset: int) -> None:
@@ -182,9 +217,10 @@ class IntakeWriter:
                 book.placed(offset)
 
         try:
-            self._producer.send(self._runs_topic, None, key=run_id.encode(), on_placed=on_placed)
+            self._producer.send(self._runs_topic, value, key=run_id.encode(), on_placed=on_placed)
         except DeliveryError as exc:
-            log.warning("reservation %s not released (it times out instead): %s", run_id, exc)
+            # A release times out instead; an end is learned again after a restart.
+            log.warning("ledger %s of run %s not queued: %s", what, run_id, exc)
 
     def record_decision(self, record: Mapping[str, object], tenant: str) -> None:
         """The audit trail: one record per decision, not waited for."""
@@ -208,4 +244,4 @@ class IntakeWriter:
         try:
             self._producer.send(topic, value, key=key, headers=headers, on_placed=on_placed)
         except DeliveryError as exc:  # never queued: count it as failed at once
-            tally.settle((index, -1, exc))
+            tally.not_sent(index, exc)

@@ -193,3 +193,101 @@ def test_the_oldest_admitted_run_per_lane_is_the_one_a_full_scan_finds(
             if e is not None and e.phase != "reserved":
                 scan[e.lane] = min(scan.get(e.lane, e.at_ms), e.at_ms)
         assert book.oldest_admitted_ms() == scan
+
+
+def finished_data(run_id: str, tenant: str = "t", key: str | None = None, **kw: Any) -> Any:
+    record = data(run_id, tenant, state="finished", key=key)
+    record.update({"finished_at": 5_000, "outcome": "completed", "reason": None, **kw})
+    return record
+
+
+def test_a_finished_run_still_owns_its_key_and_says_how_it_ended() -> None:
+    book = LedgerBook(replica_id="me")
+    read(book, 0, "a", data("a", "acme", key="k"))
+    book.finish("a", "dead_lettered", "expired", now_ms=2_000)
+    assert book.counts().total == 0
+    owner = book.first_with_key("acme", "k", since_ms=0)
+    assert owner is not None and owner.run_id == "a" and owner.phase == "finished"
+    run = book.run("a")
+    assert run is not None and run.phase == "finished"
+    assert (run.outcome, run.reason, run.finished_ms) == ("dead_lettered", "expired", 2_000)  # type: ignore[union-attr]
+    assert book.first_with_key("acme", "k", since_ms=1_001) is None  # window from submission
+
+
+def test_a_finished_entry_read_from_the_ledger_counts_nothing_and_owns_its_key() -> None:
+    book = LedgerBook(replica_id="me")
+    read(book, 0, "a", finished_data("a", key="k"))
+    read(book, 1, "b", data("b", key="k"))  # a duplicate that should have collapsed
+    assert book.counts().total == 1
+    owner = book.first_with_key("t", "k", since_ms=0)
+    assert owner is not None and owner.run_id == "a"
+    assert book.ends_to_record(10**9) == []  # the ledger says so already: nothing to write
+
+
+def test_a_run_never_waits_on_its_own_duplicated_reservation() -> None:
+    """A produce retry wrote our reservation twice: the first copy is read back at 5 before
+    the broker tells us the copy at 7 is ours."""
+    book = LedgerBook(replica_id="me")
+    book.note(entry("mine", idempotency_key="k"))
+    read(book, 5, "mine", {**data("mine", key="k"), "state": "reserved", "replica": "me"})
+    book.placed(7, "mine")
+    assert book.first_with_key("t", "k", since_ms=0, before_offset=7) is not None
+    assert book.first_with_key("t", "k", since_ms=0, before_offset=7, other_than="mine") is None
+    assert book.counts().total == 1  # one run, not two
+
+
+def test_the_admitting_replica_records_an_end_at_once_and_others_only_after_the_takeover() -> None:
+    book = LedgerBook(replica_id="me", takeover_after_s=30)
+    read(book, 0, "mine", {**data("mine"), "replica": "me"})
+    read(book, 1, "theirs", data("theirs"))  # replica "other"
+    read(book, 2, "recorded", data("recorded"))
+    for run_id in ("mine", "theirs", "recorded"):
+        book.finish(run_id, now_ms=10_000)
+    assert [r.run_id for r in book.ends_to_record(10_000)] == ["mine"]
+    read(book, 3, "recorded", finished_data("recorded"))  # "other" wrote this one in time
+    assert book.ends_to_record(39_999) == []
+    late = book.ends_to_record(40_000)
+    assert [(r.run_id, r.replica) for r in late] == [("theirs", "me")]
+    assert book.ends_to_record(10**9) == []  # each written once
+
+
+def test_an_end_read_before_the_admission_is_recorded_once_the_admission_arrives() -> None:
+    book = LedgerBook(replica_id="me")
+    book.finish("fast", now_ms=3_000)
+    read(book, 0, "fast", {**data("fast", key="k"), "replica": "me"})
+    assert book.counts().total == 0
+    assert [r.run_id for r in book.ends_to_record(3_000)] == ["fast"]
+    owner = book.first_with_key("t", "k", since_ms=0)
+    assert owner is not None and owner.phase == "finished"
+
+
+def test_a_completion_proves_an_undecided_reservation_ran() -> None:
+    book = LedgerBook(replica_id="me")
+    read(book, 0, "unknown", {**data("unknown"), "state": "reserved"})
+    book.finish("unknown", now_ms=4_000)
+    assert book.counts().total == 0
+    run = book.run("unknown")
+    assert run is not None and run.phase == "finished"
+
+
+def test_collapse_windows_close_into_tombstones_the_recorder_first() -> None:
+    book = LedgerBook(replica_id="me", collapse_window_s=100, takeover_after_s=30)
+    read(book, 0, "mine", finished_data("mine", replica="me"))
+    read(book, 1, "theirs", finished_data("theirs"))
+    assert book.windows_closed(1_000 + 100_000) == []  # the window is still open
+    assert book.windows_closed(1_000 + 100_001) == ["mine"]
+    assert book.run("mine") is None
+    assert book.windows_closed(1_000 + 130_000) == []
+    assert book.windows_closed(1_000 + 130_001) == ["theirs"]
+    read(book, 2, "theirs", None)  # the recorder's tombstone too: harmless
+    assert book.run("theirs") is None and len(book.windows_closed(10**9)) == 0
+
+
+def test_admitted_runs_and_undecided_reservations_are_told_apart() -> None:
+    book = LedgerBook()
+    read(book, 0, "a", data("a", "x"))
+    book.note(entry("r", "x"))
+    assert book.counts().by_tenant == {"x": 2}
+    assert book.undecided_by_tenant() == {"x": 1}
+    book.admit(entry("r", "x", phase="queued"))
+    assert book.undecided_by_tenant() == {}
