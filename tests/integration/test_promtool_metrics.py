@@ -3,15 +3,13 @@ given with --metrics-host) and an intake, both against the real broker after tra
 touches every outcome the test can cause (emits, a decode error, an expired record,
 accepted and rejected runs). Prometheus' own linter must print nothing.
 
-promtool comes with Debian's `prometheus` package. Without it the test fails and says what
-to install; STREAMS_ALLOW_MISSING_PROMTOOL=1 turns that into a skip for machines that
-cannot install it (CI installs it and never sets the variable).
+promtool comes with Debian's `prometheus` package; without it these tests fail and say
+what to install (tests/promtool.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from streams.kafka.client_config import ClientConfig
 from streams.testing import publish, publish_raw
 from streams.topology import Topology, load_topology
 from tests.metric_inventory import defined_families
+from tests.promtool import check_metrics
 
 from .intake_helpers import http_server
 from .process_helpers import PROC_HANDLER, REPO_ROOT
@@ -40,31 +39,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 # Loopback, but not 127.0.0.1: a scrape that works here proves --metrics-host was used.
 WORKER_HOST = "127.0.0.2"
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    message = "promtool not found: install it with `apt-get install prometheus` (Debian)"
-    if os.environ.get("STREAMS_ALLOW_MISSING_PROMTOOL"):
-        pytest.skip(message)
-    pytest.fail(message)
-
-
-def check_metrics(text: str) -> str:
-    """promtool's complaints about an exposition; empty when it has none."""
-    result = subprocess.run(
-        [promtool(), "check", "metrics"],
-        input=text.encode(),
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    complaints = (result.stdout + result.stderr).decode().strip()
-    if result.returncode != 0 and not complaints:
-        complaints = f"promtool exited {result.returncode}"
-    return complaints
 
 
 def _free_port(host: str) -> int:
