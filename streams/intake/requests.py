@@ -54,6 +54,9 @@ class Decision:
     due_at_ms: int | None = None
     retry_after_s: float | None = None
     forecast_wait_s: float | None = None
+    #: For collapsed: the existing run's state (queued, delayed, completed, dead_lettered,
+    #: escalated), whatever happened to it since it was submitted.
+    run_state: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class Decision:
             "due_at_ms": self.due_at_ms,
             "retry_after_s": self.retry_after_s,
             "forecast_wait_s": self.forecast_wait_s,
+            "run_state": self.run_state,
         }
 
 
@@ -87,9 +91,13 @@ def decision_of(
     )
 
 
-def collapsed_into(run_id: str, lane: Lane, requested_lane: Lane) -> Decision:
-    """A duplicate's answer: the existing run `run_id`, in its lane."""
-    return Decision("collapsed", "duplicate", lane, requested_lane, run_id=run_id)
+def collapsed_into(
+    run_id: str, lane: Lane, requested_lane: Lane, run_state: str | None = None
+) -> Decision:
+    """A duplicate's answer: the existing run `run_id`, in its lane, and its state."""
+    return Decision(
+        "collapsed", "duplicate", lane, requested_lane, run_id=run_id, run_state=run_state
+    )
 
 
 def check_request(request: RunRequest, lanes: tuple[Lane, ...]) -> None:
