@@ -185,6 +185,78 @@ def intake(
         service.close()
 
 
+@app.command("monitor")
+def monitor(
+    topology_file: Annotated[Path, typer.Argument(help="The workflow's topology YAML.")],
+    once: Annotated[bool, typer.Option(help="Print one snapshot and exit.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --once: JSON, for scripts.")
+    ] = False,
+    serve: Annotated[
+        int | None, typer.Option(help="Serve /metrics, /api/status and / on this port (0: any).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address --serve binds.")] = "127.0.0.1",
+    interval: Annotated[float, typer.Option(help="Seconds between readings.")] = 2.0,
+    sample_for: Annotated[float, typer.Option(help="With --once: seconds to sample.")] = 3.0,
+    window: Annotated[float, typer.Option(help="Status window in seconds (Burrow's).")] = 300.0,
+    storm: Annotated[float, typer.Option(help="Dead letters per minute that make ERR.")] = 60.0,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between lines off a terminal.")] = 10.0,
+) -> None:
+    """Lag, time lag, oldest queued age, status, pauses, workers, dead letters and intake
+    decisions of a workflow, read from Kafka (no worker needs to run)."""
+    import json
+    import signal
+    import threading
+
+    from rich.console import Console
+
+    from streams.kafka.client_config import ClientConfig
+    from streams.kafka.cluster import ensure_bootstrap
+    from streams.monitor.collector import WorkflowReader
+    from streams.monitor.exporter import MonitorServer
+    from streams.monitor.run import run_rounds, sample_once
+    from streams.monitor.view import render_table
+    from streams.topology import load_topology
+
+    if as_json and not once:
+        raise typer.BadParameter("--json goes with --once (--serve has /api/status)")
+
+    def build() -> WorkflowReader:
+        topology = load_topology(topology_file, validate_handlers=False)
+        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-monitor")
+        return WorkflowReader(topology, client, window_s=window, storm_per_min=storm)
+
+    reader = _run(build)
+    console = Console()
+    try:
+        if once:
+            snapshot = _run(lambda: sample_once(reader, sample_s=sample_for, interval_s=interval))
+            if as_json:
+                typer.echo(json.dumps(snapshot.to_dict(), indent=1))
+            else:
+                console.print(render_table(snapshot))
+            return
+        server = _run(lambda: MonitorServer(serve, host)) if serve is not None else None
+        if server is not None:
+            typer.echo(f"serving {server.url}/ (status page), /api/status, /metrics")
+            sys.stdout.flush()
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        try:
+            _run(
+                lambda: run_rounds(
+                    reader, interval_s=interval, stop=stop, console=console, server=server,
+                    heartbeat_s=heartbeat,
+                )
+            )  # fmt: skip
+        finally:
+            if server is not None:
+                server.close()
+    finally:
+        reader.close()
+
+
 @topology_app.command("validate")
 def topology_validate(file: Annotated[Path, typer.Argument(help="Topology YAML.")]) -> None:
     """Check a topology file, intake section included; print its stages, topics and

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streams.kafka import client_logs
@@ -23,10 +23,19 @@ from streams.types import Record
 
 class TopicTail:
     """fetch_wait_ms bounds how long the broker holds a fetch for new data: readers that
-    wait on their own writes (idempotency claims) want it short."""
+    wait on their own writes (idempotency claims) want it short. ``since_ms`` starts each
+    partition at its first record timestamped at or after it (the end when there is none)
+    instead of the beginning: readers of recent history (a monitor's last minutes of dead
+    letters) need not read a long topic whole."""
 
     def __init__(
-        self, config: ClientConfig, topic: str, partitions: int, *, fetch_wait_ms: int = 100
+        self,
+        config: ClientConfig,
+        topic: str,
+        partitions: int,
+        *,
+        fetch_wait_ms: int = 100,
+        since_ms: int | None = None,
     ) -> None:
         self.topic = topic
         self._partitions = partitions
@@ -43,9 +52,16 @@ class TopicTail:
         }
         with kafka_errors(f"reading {topic}"):
             self._consumer = Consumer(settings)
-            self._consumer.assign(
-                [KafkaTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
-            )
+            starts = [KafkaTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+            if since_ms is not None:
+                asked = [KafkaTopicPartition(topic, p, since_ms) for p in range(partitions)]
+                starts = [
+                    KafkaTopicPartition(topic, found.partition, found.offset)
+                    if found.offset >= 0
+                    else KafkaTopicPartition(topic, found.partition, OFFSET_END)
+                    for found in self._consumer.offsets_for_times(asked, timeout=10.0)
+                ]
+            self._consumer.assign(starts)
 
     def poll(self, max_records: int = 500, timeout_s: float = 0.0) -> list[Record]:
         """Records that arrived; [] while the broker is away (transient errors are logged

@@ -1,7 +1,8 @@
 """Workers' pressure reports on the workflow's compacted pressure topic: each worker says
-its handler p95 latency and in-flight count once a second; readers keep the latest per
-worker. Lag and age never come from here: they are read from the broker, so a stage with
-no live worker still shows its growing lag.
+its handler p95 latency, in-flight count, concurrency limit and paused partitions (with
+their reasons) once a second; readers keep the latest per worker. Lag and age never come
+from here: they are read from the broker, so a stage with no live worker still shows its
+growing lag.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from streams.kafka.tail import TopicTail
 
 
 @dataclass(frozen=True, slots=True)
+class PausedPartition:
+    """One partition a worker holds paused, and every reason it is paused for."""
+
+    topic: str
+    partition: int
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PressureReport:
     stage: str
     worker: str
@@ -21,6 +31,8 @@ class PressureReport:
     in_flight: int
     reported_at: float  # wall seconds
     pressure_paused: bool = False  # paused by downstream pressure: the intake tightens on it
+    concurrency: int | None = None  # the worker's handler-call limit (None: an older worker)
+    paused: tuple[PausedPartition, ...] = ()
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -31,6 +43,11 @@ class PressureReport:
                 "in_flight": self.in_flight,
                 "reported_at": self.reported_at,
                 "pressure_paused": self.pressure_paused,
+                "concurrency": self.concurrency,
+                "paused": [
+                    {"topic": p.topic, "partition": p.partition, "reasons": list(p.reasons)}
+                    for p in self.paused
+                ],
             }
         ).encode()
 
@@ -44,6 +61,11 @@ class PressureReport:
             in_flight=int(d["in_flight"]),
             reported_at=float(d["reported_at"]),
             pressure_paused=bool(d.get("pressure_paused", False)),
+            concurrency=None if d.get("concurrency") is None else int(d["concurrency"]),
+            paused=tuple(
+                PausedPartition(str(p["topic"]), int(p["partition"]), tuple(map(str, p["reasons"])))
+                for p in d.get("paused", ())
+            ),
         )
 
 
@@ -71,6 +93,10 @@ class ReportBoard:
                 except (ValueError, KeyError, TypeError):
                     continue  # a foreign or damaged report must not stop pressure reading
                 self._latest[(report.stage, report.worker)] = report
+
+    def latest(self) -> dict[tuple[str, str], PressureReport]:
+        """The newest report of every (stage, worker) ever seen, stale ones included."""
+        return dict(self._latest)
 
     def p95_latency_s(self, stage: str, *, now: float, fresh_within_s: float) -> float | None:
         """The worst p95 among the stage's workers that reported recently; None if none did."""

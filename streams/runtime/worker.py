@@ -131,6 +131,7 @@ class StageWorker:
             pauses=self.pauses,
             latency=self._latency,
             valve=self._valve,
+            concurrency=self.stage.concurrency,
         )
         self._pause_control = PauseControl(topology, self.stage, self.pauses)
         self._emitter = Emitter(

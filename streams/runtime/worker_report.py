@@ -24,7 +24,7 @@ from streams.policy.stall import StallDetector
 from streams.runtime.buffers import PartitionBuffer
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureSnapshot
-from streams.runtime.pressure_reports import PressureReport, publish_report
+from streams.runtime.pressure_reports import PausedPartition, PressureReport, publish_report
 from streams.types import Lane, PauseReason, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,10 @@ class Reporter:
         pauses: PauseSet,
         latency: LatencyWindow,
         valve: DeadLetterValve,
+        concurrency: int | None = None,
     ) -> None:
         self._stage = stage
+        self._concurrency = concurrency
         self._worker_id = worker_id
         self._topic = pressure_topic
         self._metrics = metrics
@@ -155,6 +157,12 @@ class Reporter:
             in_flight=in_flight,
             reported_at=now,
             pressure_paused=stage_paused,
+            concurrency=self._concurrency,
+            paused=tuple(
+                PausedPartition(tp.topic, tp.partition, tuple(sorted(reasons)))
+                for tp in list(buffers)
+                if (reasons := self._pauses.reasons(tp))
+            ),
         )
         # A report is a sample: with the producer queue full, the next one goes out.
         with contextlib.suppress(ProducerQueueFull):
