@@ -1,8 +1,12 @@
 """The intake over HTTP (Starlette): request parsing, status codes and the OpenAPI
 document. Owns the mapping between HTTP and the Intake API; decides nothing else.
 
-Bad input never publishes anything: the checks below all run before Intake.asubmit
-touches Kafka, and each answers with a JSON reason.
+Bad input never publishes anything: the body is read as JSON text here
+(streams.intake.json_body), and every check of the run (streams.intake.requests
+check_request, the payload schema) runs in Intake.asubmit before it touches Kafka. Every
+answer that is not a 2xx, on every path and method, is JSON with a `reason`; a client's
+bytes never cause a 5xx (a 500 means a bug in the intake; a 503, always with
+Retry-After, the broker).
 """
 
 from __future__ import annotations
@@ -10,21 +14,28 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from streams.errors import BrokerUnavailable, DeliveryError
+from streams.errors import BrokerUnavailable, DeliveryError, OutcomeUnknown
+from streams.intake.json_body import payload_bytes, read_json
 from streams.intake.openapi import openapi_document
 from streams.intake.requests import InvalidRequest, RunRequest
 from streams.intake.service import Intake
-from streams.types import LANES, Lane
+from streams.types import Lane
+
+log = logging.getLogger(__name__)
 
 _FIELDS = {
     "tenant",
@@ -36,6 +47,7 @@ _FIELDS = {
     "trace_context",
 }
 _STATUS_BY_OUTCOME = {"accepted": 202, "delayed": 202, "downgraded": 202, "collapsed": 200}
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
@@ -43,6 +55,9 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
     `streams intake` does) moves what exists at startup out of the collector's reach; it is
     process-wide, so an app embedded in a larger process leaves it off."""
     workflow = intake.topology.workflow
+    # When the broker is unavailable, nothing tells how long: the shortest wait the
+    # workflow's intake would ever ask of a refused caller.
+    retry_after_s = intake.limits.retry_after_min_s
 
     async def submit(request: Request) -> Response:
         if request.path_params["workflow"] != workflow:
@@ -52,22 +67,24 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return _error(415, "unsupported_media_type", "send the run as application/json")
-        body = await _read_limited(request, intake.config.max_body_bytes)
+        try:
+            body = await _read_limited(request, intake.config.max_body_bytes)
+        except ClientDisconnect:  # nobody hears this answer; nothing was read, none sent
+            return _error(400, "incomplete_body", "the client left before sending the body")
         if body is None:
             return _error(
                 413, "body_too_large", f"the body is over {intake.config.max_body_bytes} bytes"
             )
         try:
-            data = json.loads(body)
-        except ValueError as exc:
-            return _error(400, "malformed_json", f"the body is not JSON: {exc}")
-        try:
-            run = _run_request(data, intake.config.default_lane)
+            run = _run_request(read_json(body), intake.config.default_lane)
             decision = await intake.asubmit(run)
         except InvalidRequest as exc:
-            return _error(exc.status, "invalid_request", exc.problem, field=exc.field)
+            code = "malformed_json" if exc.status == 400 else "invalid_request"
+            return _error(exc.status, code, exc.problem, field=exc.field)
+        except OutcomeUnknown as exc:  # before BrokerUnavailable: it is one
+            return _unknown_outcome(exc)
         except (BrokerUnavailable, DeliveryError) as exc:
-            return _error(503, "unavailable", f"{exc}; nothing was accepted, retry later")
+            return _unavailable(f"{exc}; nothing was accepted, retry later", retry_after_s)
         payload = decision.to_json()
         if decision.outcome == "rejected":
             retry = max(1, math.ceil(decision.retry_after_s or 1))
@@ -100,8 +117,9 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
         )
 
     async def healthz(request: Request) -> Response:
-        readable = intake.capacity_feed.latest().readable
-        return JSONResponse({"ok": readable}, status_code=200 if readable else 503)
+        if intake.capacity_feed.latest().readable:
+            return JSONResponse({"ok": True})
+        return _unavailable("the broker is unreadable: the intake cannot decide", retry_after_s)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(intake.registry), media_type=CONTENT_TYPE_LATEST)
@@ -109,7 +127,7 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(intake))
 
-    return Starlette(
+    app = Starlette(
         lifespan=_freeze_startup_heap if freeze_heap else None,
         routes=[
             Route("/v1/workflows/{workflow}/runs", submit, methods=["POST"]),
@@ -118,7 +136,11 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
+    # A trailing slash is another path, not a redirect (a 307 that a POST would follow).
+    app.router.redirect_slashes = False
+    return app
 
 
 @contextlib.asynccontextmanager
@@ -134,7 +156,8 @@ async def _freeze_startup_heap(_app: Starlette) -> AsyncIterator[None]:
 async def _read_limited(request: Request, limit: int) -> bytes | None:
     """The body, or None once it passes `limit` bytes (without reading the rest)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -147,6 +170,8 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 
 def _run_request(data: Any, default_lane: Lane) -> RunRequest:
+    """The run the body asks for. Only its shape is checked here; its values are checked
+    by check_request, in Intake.asubmit, before anything is written."""
     if not isinstance(data, Mapping):
         raise InvalidRequest(422, "", "the body must be a JSON object")
     unknown = sorted(set(data) - _FIELDS)
@@ -154,37 +179,16 @@ def _run_request(data: Any, default_lane: Lane) -> RunRequest:
         raise InvalidRequest(
             422, unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS))})"
         )
-    tenant = data.get("tenant")
-    if not isinstance(tenant, str):
-        raise InvalidRequest(422, "tenant", "is required and must be a string")
-    lane = data.get("lane", default_lane)
-    if lane not in LANES:
-        raise InvalidRequest(422, "lane", f"unknown lane {lane!r} (lanes: {', '.join(LANES)})")
     if "payload" not in data:
         raise InvalidRequest(422, "payload", "is required")
-    key = data.get("idempotency_key")
-    if key is not None and not isinstance(key, str):
-        raise InvalidRequest(422, "idempotency_key", "must be a string")
-    deadline = data.get("deadline_ms")
-    if deadline is not None and (not isinstance(deadline, int) or isinstance(deadline, bool)):
-        raise InvalidRequest(422, "deadline_ms", "must be epoch milliseconds (an integer)")
-    priority = data.get("priority", 0)
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise InvalidRequest(422, "priority", "must be an integer")
-    trace = data.get("trace_context", {})
-    if not isinstance(trace, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in trace.items()
-    ):
-        raise InvalidRequest(422, "trace_context", "must map strings to strings")
-    lane_value: Lane = lane
     return RunRequest(
-        tenant=tenant,
-        payload=json.dumps(data["payload"], separators=(",", ":")).encode(),
-        lane=lane_value,
-        idempotency_key=key,
-        deadline_ms=deadline,
-        priority=priority,
-        trace_context=dict(trace),
+        tenant=data.get("tenant", ""),
+        payload=payload_bytes(data["payload"]),
+        lane=data.get("lane", default_lane),
+        idempotency_key=data.get("idempotency_key"),
+        deadline_ms=data.get("deadline_ms"),
+        priority=data.get("priority", 0),
+        trace_context=data.get("trace_context", {}),
     )
 
 
@@ -192,4 +196,68 @@ def _error(status: int, code: str, reason: str, *, field: str | None = None) -> 
     body: dict[str, Any] = {"error": code, "reason": reason}
     if field:
         body["field"] = field
-    return JSONResponse(body, status_code=status)
+    return _AsciiJSON(body, status_code=status)
+
+
+def _unavailable(reason: str, retry_after_s: float) -> JSONResponse:
+    """503: the broker, not the request; nothing was accepted."""
+    retry = _whole_seconds(retry_after_s)
+    body = {"error": "unavailable", "outcome": "unavailable", "reason": reason,
+            "retry_after_s": retry}  # fmt: skip
+    return _AsciiJSON(body, status_code=503, headers={"Retry-After": str(retry)})
+
+
+def _unknown_outcome(exc: OutcomeUnknown) -> JSONResponse:
+    """503, but not a refusal: the run may exist. The caller learns its id and how to
+    find out (the same tenant and idempotency_key collapse into it if it does)."""
+    body = {
+        "error": "outcome_unknown",
+        "outcome": "unknown",
+        "run_id": exc.run_id,
+        "reason": f"{exc}; the run {exc.run_id} may exist: retry with the same tenant and "
+        "idempotency_key, which collapses into it if it does",
+        "retry_after_s": exc.retry_after_s,
+    }
+    headers = {"Retry-After": str(_whole_seconds(exc.retry_after_s))}
+    return _AsciiJSON(body, status_code=503, headers=headers)
+
+
+def _whole_seconds(seconds: float) -> int:
+    """Retry-After takes whole seconds: round up, at least 1."""
+    return max(1, math.ceil(seconds)) if math.isfinite(seconds) else 1
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no route: 404; a route without the method: 405, with
+    Allow), as JSON like every other."""
+    assert isinstance(exc, HTTPException)  # registered for HTTPException only
+    status = exc.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "HTTP error"
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    if status == 404:
+        reason = f"no such path {request.url.path!r} (see /openapi.json)"
+    elif status == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        reason = f"{request.method} is not allowed on {request.url.path!r} (allowed: {allowed})"
+    else:
+        reason = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
+    return _AsciiJSON({"error": code, "reason": reason}, status_code=status, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug in the intake, not the caller's doing. Starlette re-raises it after this
+    answer, so the server logs its traceback; here one line names the request. The
+    answer says so without internals."""
+    log.error("intake: %s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    return _error(500, "internal_error", "the intake failed on this request (logged); it is a bug")
+
+
+class _AsciiJSON(JSONResponse):
+    """JSON in ASCII: a reason may quote the caller's text, lone surrogates included,
+    which UTF-8 cannot encode (Starlette's JSONResponse would fail rendering it)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")

@@ -1,10 +1,18 @@
 """The intake's OpenAPI 3.1 document, written by hand so it says exactly what http.py does
-(a test checks every status code and field here against the live service)."""
+(a test checks every status code and field here against the live service, and a fuzz test
+drives the service from it)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from streams.intake.json_body import MAX_DEPTH
+from streams.intake.requests import (
+    DEADLINE_MS_RANGE,
+    MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_TENANT_LEN,
+    PRIORITY_RANGE,
+)
 from streams.types import LANES
 
 if TYPE_CHECKING:
@@ -19,6 +27,31 @@ _ERROR = {
         "field": {"type": "string"},
     },
 }
+_RETRY_AFTER = {
+    "Retry-After": {"description": "whole seconds to wait", "schema": {"type": "integer"}}
+}
+_UNAVAILABLE = {
+    "type": "object",
+    "required": ["error", "outcome", "reason", "retry_after_s"],
+    "properties": {
+        "error": {"const": "unavailable"},
+        "outcome": {"const": "unavailable"},
+        "reason": {"type": "string"},
+        "retry_after_s": {"type": "integer"},
+    },
+}
+_UNKNOWN = {
+    "type": "object",
+    "required": ["error", "outcome", "run_id", "reason", "retry_after_s"],
+    "properties": {
+        "error": {"const": "outcome_unknown"},
+        "outcome": {"const": "unknown"},
+        "run_id": {"type": "string", "description": "the run it is, if it exists"},
+        "reason": {"type": "string"},
+        "retry_after_s": {"type": "number"},
+    },
+}
+_TEXT = "Unicode text (no lone surrogates)"
 _DECISION = {
     "type": "object",
     "required": ["outcome", "reason", "lane", "requested_lane"],
@@ -39,6 +72,18 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _no_route_or_method(responses: dict[str, Any]) -> dict[str, Any]:
+    """What every operation may also answer: Starlette's routing errors, as JSON."""
+    return {
+        "404": _json(_ERROR, "no such path"),
+        "405": {
+            **_json(_ERROR, "method not allowed on this path"),
+            "headers": {"Allow": {"schema": {"type": "string"}}},
+        },
+        **responses,
+    }
+
+
 def openapi_document(intake: Intake) -> dict[str, Any]:
     max_body = intake.config.max_body_bytes
     run_request = {
@@ -46,15 +91,33 @@ def openapi_document(intake: Intake) -> dict[str, Any]:
         "required": ["tenant", "payload"],
         "additionalProperties": False,
         "properties": {
-            "tenant": {"type": "string", "minLength": 1, "maxLength": 200},
-            "lane": {"enum": list(intake.topology.lanes), "default": "standard"},
-            "payload": {"description": "The workflow's data (checked against its payload schema)"},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-            "deadline_ms": {"type": "integer", "description": "Epoch milliseconds"},
-            "priority": {"type": "integer", "default": 0},
-            "trace_context": {"type": "object", "additionalProperties": {"type": "string"}},
+            "tenant": {
+                "type": "string", "minLength": 1, "maxLength": MAX_TENANT_LEN,
+                "description": f"not blank; {_TEXT}",
+            },
+            "lane": {"enum": list(intake.topology.lanes), "default": intake.config.default_lane},
+            "payload": {
+                "description": "The workflow's data, any JSON (checked against its payload "
+                "schema when it has one): finite numbers, strings of Unicode text",
+            },
+            "idempotency_key": {
+                "type": ["string", "null"], "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY_LEN, "description": _TEXT,
+            },
+            "deadline_ms": {
+                "type": ["integer", "null"], "minimum": DEADLINE_MS_RANGE[0],
+                "maximum": DEADLINE_MS_RANGE[1], "description": "Epoch milliseconds",
+            },
+            "priority": {
+                "type": "integer", "default": 0, "minimum": PRIORITY_RANGE[0],
+                "maximum": PRIORITY_RANGE[1],
+            },
+            "trace_context": {
+                "type": "object", "additionalProperties": {"type": "string"},
+                "description": f"keys and values {_TEXT}",
+            },
         },
-    }
+    }  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {"title": f"streams intake: {intake.topology.workflow}", "version": "1"},
@@ -75,24 +138,40 @@ def openapi_document(intake: Intake) -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": run_request}},
                     },
-                    "responses": {
-                        "202": _json(_DECISION, "accepted, delayed or downgraded"),
-                        "200": _json(_DECISION, "collapsed: a duplicate of an existing run"),
-                        "429": {
-                            **_json(_DECISION, "rejected; retry after Retry-After seconds"),
-                            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        },
-                        "400": _json(_ERROR, "malformed JSON"),
-                        "404": _json(_ERROR, "unknown workflow"),
-                        "413": _json(_ERROR, f"body over {max_body} bytes"),
-                        "415": _json(_ERROR, "not application/json"),
-                        "422": _json(
-                            _ERROR,
-                            "invalid run: missing tenant, unknown lane, "
-                            "payload not matching the workflow's schema",
-                        ),
-                        "503": _json(_ERROR, "broker unavailable: nothing was accepted"),
-                    },
+                    "responses": _no_route_or_method(
+                        {
+                            "202": _json(_DECISION, "accepted, delayed or downgraded"),
+                            "200": _json(_DECISION, "collapsed: a duplicate of an existing run"),
+                            "429": {
+                                **_json(_DECISION, "rejected; retry after Retry-After seconds"),
+                                "headers": _RETRY_AFTER,
+                            },
+                            "400": _json(
+                                _ERROR,
+                                "malformed_json: not UTF-8, not JSON, or nested deeper than "
+                                f"{MAX_DEPTH}",
+                            ),
+                            "404": _json(_ERROR, "unknown_workflow, or no such path"),
+                            "413": _json(_ERROR, f"body_too_large: over {max_body} bytes"),
+                            "415": _json(_ERROR, "unsupported_media_type: not application/json"),
+                            "422": _json(
+                                _ERROR,
+                                "invalid_request (`field` names the part): missing tenant, "
+                                "unknown lane or field, a number out of range, a string that "
+                                "is not Unicode text, a payload not matching the workflow's "
+                                "schema",
+                            ),
+                            "503": {
+                                **_json(
+                                    {"oneOf": [_UNKNOWN, _UNAVAILABLE]},
+                                    "outcome unknown: the run may exist (retry with the same "
+                                    "tenant and idempotency_key); or unavailable: nothing was "
+                                    "accepted",
+                                ),
+                                "headers": _RETRY_AFTER,
+                            },
+                        }
+                    ),
                 }
             },
             "/v1/workflows/{workflow}/capacity": {
@@ -107,20 +186,34 @@ def openapi_document(intake: Intake) -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                     ],
-                    "responses": {
-                        "200": {"description": "capacity report"},
-                        "404": _json(_ERROR, "unknown workflow"),
-                    },
+                    "responses": _no_route_or_method(
+                        {
+                            "200": {"description": "capacity report"},
+                            "404": _json(_ERROR, "unknown_workflow, or no such path"),
+                        }
+                    ),
                 }
             },
             "/healthz": {
                 "get": {
-                    "responses": {
-                        "200": {"description": "serving"},
-                        "503": {"description": "broker unreadable"},
-                    }
+                    "responses": _no_route_or_method(
+                        {
+                            "200": {"description": "serving"},
+                            "503": {
+                                **_json(_UNAVAILABLE, "broker unreadable"),
+                                "headers": _RETRY_AFTER,
+                            },
+                        }
+                    )
                 }
             },
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+            "/metrics": {
+                "get": {
+                    "responses": _no_route_or_method({"200": {"description": "Prometheus text"}})
+                }
+            },
+            "/openapi.json": {
+                "get": {"responses": _no_route_or_method({"200": {"description": "this document"}})}
+            },
         },
     }

@@ -15,6 +15,10 @@ from streams.types import Lane
 
 MAX_TENANT_LEN = 200
 MAX_IDEMPOTENCY_KEY_LEN = 200
+#: What the TaskEvent schema can hold (schemas/task_event.avsc): priority is an Avro int,
+#: the deadline an Avro long (timestamp-millis).
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+DEADLINE_MS_RANGE = (-(2**63), 2**63 - 1)
 
 
 class InvalidRequest(StreamsError):
@@ -101,17 +105,64 @@ def collapsed_into(
 
 
 def check_request(request: RunRequest, lanes: tuple[Lane, ...]) -> None:
-    """Raise InvalidRequest (422) for a request no capacity could make valid."""
-    if not request.tenant or not request.tenant.strip():
-        raise InvalidRequest(422, "tenant", "is required")
-    if len(request.tenant) > MAX_TENANT_LEN:
+    """Raise InvalidRequest (422) for a request no capacity could make valid: everything
+    the ledger entry and the task event must hold is checked here, before anything is
+    written (types, lengths, Avro's int and long ranges, strings that are Unicode text).
+
+    The payload is opaque bytes here (its encoding is the workflow's); the HTTP layer
+    and the payload schema check what it says.
+    """
+    tenant = request.tenant
+    if not isinstance(tenant, str) or not tenant.strip():
+        raise InvalidRequest(422, "tenant", "is required: a non-blank string")
+    if len(tenant) > MAX_TENANT_LEN:
         raise InvalidRequest(422, "tenant", f"longer than {MAX_TENANT_LEN} characters")
-    if request.lane not in lanes:
+    _check_text("tenant", tenant)
+    if not isinstance(request.lane, str) or request.lane not in lanes:
         raise InvalidRequest(
             422, "lane", f"unknown lane {request.lane!r} (this workflow has {', '.join(lanes)})"
         )
     key = request.idempotency_key
-    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LEN):
+    if key is not None:
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LEN:
+            raise InvalidRequest(
+                422, "idempotency_key", f"must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LEN} "
+                "characters",
+            )  # fmt: skip
+        _check_text("idempotency_key", key)
+    _check_int("priority", request.priority, PRIORITY_RANGE, "an integer")
+    if request.deadline_ms is not None:
+        _check_int("deadline_ms", request.deadline_ms, DEADLINE_MS_RANGE, "epoch milliseconds")
+    trace = request.trace_context
+    if not isinstance(trace, Mapping):
+        raise InvalidRequest(422, "trace_context", "must map strings to strings")
+    for name, value in trace.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidRequest(422, "trace_context", "must map strings to strings")
+        _check_text("trace_context", name)
+        _check_text("trace_context", value)
+    if not isinstance(request.payload, bytes):
+        raise InvalidRequest(422, "payload", "must be bytes")
+
+
+def _check_text(field_name: str, value: str) -> None:
+    """Avro strings are UTF-8: a lone surrogate (JSON's \\udXXX escape allows one) is
+    not text and cannot be encoded."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
         raise InvalidRequest(
-            422, "idempotency_key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
-        )
+            422, field_name, f"has a lone surrogate (U+{code:04X}): not Unicode text"
+        ) from None
+
+
+def _check_int(field_name: str, value: object, bounds: tuple[int, int], what: str) -> None:
+    low, high = bounds
+    # bool is an int to Python, not to the caller; a float (1.0, NaN) is not an integer.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest(422, field_name, f"must be {what} (a whole number)")
+    if not low <= value <= high:
+        raise InvalidRequest(422, field_name, f"must be {what} in [{low}, {high}]")
