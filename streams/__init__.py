@@ -6,7 +6,7 @@ The public API, in one place; everything else is private to the package:
         StageWorker, WorkerOptions, Intake, ClientConfig, load_topology,  # run things
         TaskEvent, new_task_event, HandlerContext,                         # handlers
         DeadLetter, Retry, Escalate,                                       # signals
-        StreamsError, ConfigError, ...                                     # errors
+        StreamsError, ConfigError, ToolUnavailable, ToolSaturated, ...     # errors
     )
 
 Names are imported on first use, so `import streams` (and the CLI) stays light: a worker
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
         ProducerFenced,
         SerdeError,
         StreamsError,
+        ToolError,
+        ToolSaturated,
+        ToolTimeout,
+        ToolUnavailable,
     )
     from streams.events import DeadLetterRecord, TaskEvent, new_task_event
     from streams.intake.service import Intake
@@ -51,6 +55,10 @@ _WHERE = {
     "ProducerFenced": "streams.errors",
     "SerdeError": "streams.errors",
     "StreamsError": "streams.errors",
+    "ToolError": "streams.errors",
+    "ToolSaturated": "streams.errors",
+    "ToolTimeout": "streams.errors",
+    "ToolUnavailable": "streams.errors",
     "DeadLetterRecord": "streams.events",
     "TaskEvent": "streams.events",
     "new_task_event": "streams.events",
@@ -95,6 +103,10 @@ __all__ = [
     "StageWorker",
     "StreamsError",
     "TaskEvent",
+    "ToolError",
+    "ToolSaturated",
+    "ToolTimeout",
+    "ToolUnavailable",
     "TopicPartition",
     "Topology",
     "WorkerOptions",

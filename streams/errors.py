@@ -23,7 +23,11 @@ StreamsError                 .retriable: the same call may succeed later
 │   ├── ProducerQueueFull     the local producer queue is full: backpressure (retriable)
 │   └── TransactionAborted    the open transaction must be aborted, its input rewound and
 │                             processed again (retriable after the abort)
-└── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, not dead-letter all
+├── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, not dead-letter all
+└── ToolError              a call through ctx.tool(name) was refused or did not finish
+    ├── ToolUnavailable       the tool's breaker is open: the call was not made (retriable)
+    ├── ToolSaturated         no slot or rate token within max_wait_s: not made (retriable)
+    └── ToolTimeout           the call ran past the tool's timeout_s (also a TimeoutError)
 
 Client errors from confluent-kafka are mapped onto this tree in one place,
 streams.kafka.errors; errors that came from the broker carry `code`, librdkafka's name for
@@ -148,3 +152,50 @@ class EmitRejected(StreamsError):
     """A handler's ctx.emit(...) was refused: the event cannot be encoded, or its lane is
     not allowed (a promotion above the run's lane). The record is dead-lettered
     "emit_error" with this message, whatever the handler does with the exception."""
+
+
+class ToolError(StreamsError):
+    """A call through ctx.tool(name) was refused or did not finish. `tool` names it."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class ToolUnavailable(ToolError):
+    """The tool's circuit breaker is open (or half-open with every probe taken, and none
+    came back in time): the call was not made. `retry_after_s`: when the breaker next
+    probes, if known. Catch it to take a fallback path; uncaught, the stage's policy decides
+    (today: dead letter "tool_unavailable")."""
+
+    retriable = True
+
+    def __init__(self, tool: str, retry_after_s: float | None) -> None:
+        self.retry_after_s = retry_after_s
+        when = "" if retry_after_s is None else f"; it probes again in {retry_after_s:.1f} s"
+        super().__init__(tool, f"tool {tool!r} is unavailable: its circuit breaker is open{when}")
+
+
+class ToolSaturated(ToolError):
+    """No concurrency slot or rate token came within the tool's max_wait_s: the call was
+    not made. Catch it to take a fallback path; uncaught: dead letter "tool_saturated"."""
+
+    retriable = True
+
+    def __init__(self, tool: str, waited_s: float, waiting_for: str) -> None:
+        self.waited_s = waited_s
+        self.waiting_for = waiting_for
+        super().__init__(
+            tool,
+            f"tool {tool!r} is saturated: no {waiting_for} within {waited_s:.2f} s "
+            "(its max_wait_s)",
+        )
+
+
+class ToolTimeout(ToolError, TimeoutError):
+    """The call ran past the tool's timeout_s and was cancelled (async forms); a blocking
+    call cannot be cancelled and is only counted as a timeout. Uncaught: "tool_timeout"."""
+
+    def __init__(self, tool: str, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(tool, f"tool {tool!r} call timed out after {timeout_s:g} s")

@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 from weakref import WeakKeyDictionary
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from streams.errors import MetricsPortUnavailable
 from streams.metric_families import (
@@ -510,3 +518,145 @@ def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1
             port, addr, f"{problem}; pick another with --metrics-port (0 picks a free one)"
         ) from exc
     return int(server.server_port)
+
+
+# --------------------------------------------------------------------------- tools
+
+
+class ToolReadingView(Protocol):
+    """What ToolMetrics reads of one tool (streams.runtime.tools.ToolReading)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def breaker(self) -> str | None: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def concurrency_limit(self) -> int | None: ...
+    @property
+    def rate_per_s(self) -> float | None: ...
+    @property
+    def tokens(self) -> float | None: ...
+    @property
+    def share(self) -> float: ...
+    @property
+    def calls(self) -> Mapping[str, int]: ...
+    @property
+    def latency_counts(self) -> tuple[int, ...]: ...
+    @property
+    def latency_sum_s(self) -> float: ...
+    @property
+    def wait_counts(self) -> tuple[int, ...]: ...
+    @property
+    def wait_sum_s(self) -> float: ...
+    @property
+    def transitions(self) -> Mapping[tuple[str, str], int]: ...
+
+
+TOOL_BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class ToolMetrics(Collector):
+    """Per-tool series, read at scrape time from the process's tools (they are shared by
+    every stage worker in the process, so they carry `workflow` and `tool`, not `stage`).
+    `buckets` are the bounds of the tools' latency and wait counts."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        workflow: str,
+        readings: Callable[[], Iterable[ToolReadingView]],
+        buckets: Sequence[float],
+    ) -> None:
+        self._workflow = workflow
+        self._readings = readings
+        self._bounds = (*(floatToGoString(b) for b in buckets), "+Inf")  # type: ignore[no-untyped-call]
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected on demand only: the tools are known at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ("workflow", "tool")
+        calls = CounterMetricFamily(
+            "streams_tool_calls", "Tool calls by outcome", labels=(*labels, "outcome")
+        )
+        latency = HistogramMetricFamily(
+            "streams_tool_call_duration_seconds", "Duration of admitted tool calls", labels=labels
+        )
+        wait = HistogramMetricFamily(
+            "streams_tool_wait_seconds", "Wait for a slot and a token before a call", labels=labels
+        )
+        gauges = {
+            "in_flight": GaugeMetricFamily(
+                "streams_tool_in_flight", "Tool calls running", labels=labels
+            ),
+            "waiting": GaugeMetricFamily(
+                "streams_tool_waiting", "Tool calls waiting for a slot or a token", labels=labels
+            ),
+            "limit": GaugeMetricFamily(
+                "streams_tool_concurrency_limit",
+                "This process's tool slots now (adaptive or its share); absent: unlimited",
+                labels=labels,
+            ),
+            "rate": GaugeMetricFamily(
+                "streams_tool_rate_limit_per_second",
+                "This process's share of the tool's rate; absent: unlimited",
+                labels=labels,
+            ),
+            "tokens": GaugeMetricFamily(
+                "streams_tool_rate_tokens", "Rate tokens available now", labels=labels
+            ),
+            "share": GaugeMetricFamily(
+                "streams_tool_share_ratio",
+                "This process's share of the tool's fleet-wide ceilings",
+                labels=labels,
+            ),
+        }
+        state = GaugeMetricFamily(
+            "streams_tool_breaker_state",
+            "1 for the breaker's current state (closed, open, half_open)",
+            labels=(*labels, "state"),
+        )
+        transitions = CounterMetricFamily(
+            "streams_tool_breaker_transitions",
+            "Breaker state changes",
+            labels=(*labels, "from_state", "to_state"),
+        )
+        for r in self._readings():
+            at = (self._workflow, r.name)
+            for outcome, count in r.calls.items():
+                calls.add_metric((*at, outcome), float(count))
+            latency.add_metric(at, self._buckets(r.latency_counts), r.latency_sum_s)
+            wait.add_metric(at, self._buckets(r.wait_counts), r.wait_sum_s)
+            gauges["in_flight"].add_metric(at, float(r.in_flight))
+            gauges["waiting"].add_metric(at, float(r.waiting))
+            gauges["share"].add_metric(at, r.share)
+            if r.concurrency_limit is not None:
+                gauges["limit"].add_metric(at, float(r.concurrency_limit))
+            if r.rate_per_s is not None:
+                gauges["rate"].add_metric(at, r.rate_per_s)
+            if r.tokens is not None:
+                gauges["tokens"].add_metric(at, r.tokens)
+            if r.breaker is not None:
+                for each in TOOL_BREAKER_STATES:
+                    state.add_metric((*at, each), 1.0 if each == r.breaker else 0.0)
+            for (old, new), count in r.transitions.items():
+                transitions.add_metric((*at, old, new), float(count))
+        yield calls
+        yield latency
+        yield wait
+        yield from gauges.values()
+        yield state
+        yield transitions
+
+    def _buckets(self, counts: tuple[int, ...]) -> list[tuple[str, float]]:
+        cumulative = 0
+        out = []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            cumulative += count
+            out.append((bound, float(cumulative)))
+        return out

@@ -24,9 +24,14 @@ DeadLetterReason = Literal[
     "dead_letter",
     "retry_requested",
     "escalated",
+    "tool_unavailable",
+    "tool_saturated",
+    "tool_timeout",
 ]
 Outcome = Literal["emitted", "done", "dead_lettered"]
-PauseReason = Literal["local_bound", "downstream", "lane", "yield_to_foreground"]
+PauseReason = Literal[
+    "local_bound", "downstream", "lane", "yield_to_foreground", "tool_unavailable", "tool_saturated"
+]
 DeliveryMode = Literal["at_least_once", "exactly_once"]
 
 

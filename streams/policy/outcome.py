@@ -9,6 +9,9 @@ Owns the mapping from (how the call ended, what it raised, whether an emit was r
     raised DeadLetter(reason)                       -> dead_letter
     raised Retry(...)                               -> retry_requested  (until retry tiers)
     raised Escalate(reason)                         -> escalated        (until escalations)
+    raised ToolUnavailable / ToolSaturated / ToolTimeout (ctx.tool, uncaught)
+                                                    -> tool_unavailable / tool_saturated /
+                                                       tool_timeout     (until retry tiers)
     raised anything else, BaseException included    -> handler_error
     returned                                        -> success (its emits, or done)
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from streams.errors import ToolSaturated, ToolTimeout, ToolUnavailable
 from streams.signals import DeadLetter, Escalate, Retry
 from streams.types import DeadLetterReason
 
@@ -41,4 +45,10 @@ def dead_letter_reason(
         return "retry_requested"
     if isinstance(error, Escalate):
         return "escalated"
+    if isinstance(error, ToolUnavailable):
+        return "tool_unavailable"
+    if isinstance(error, ToolSaturated):
+        return "tool_saturated"
+    if isinstance(error, ToolTimeout):
+        return "tool_timeout"
     return "handler_error"

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from streams.errors import EmitRejected
+from streams.errors import EmitRejected, StreamsError
 from streams.events import TaskEvent
 from streams.types import Lane, Record
 
 if TYPE_CHECKING:
     from streams.runtime.emitter import Emitter
+    from streams.runtime.tools import ToolBox, ToolCall
 
 
 class Emit(NamedTuple):
@@ -44,6 +45,12 @@ class HandlerContext:
     the lane it arrived in (unless the stage allows it). An event that cannot be encoded
     or routed raises EmitRejected, and the record is dead-lettered "emit_error" even if
     the handler catches it. Emits are sent after the handler returns, only if it succeeds.
+
+    tool(name): one call through a tool the stage lists (README "Tools"): `async with
+    ctx.tool("crm"):`, `await ctx.tool("crm").call(fn, ...)`, or on a handler thread `with
+    ctx.tool("crm"):` / `ctx.tool("crm").call_blocking(fn, ...)`. Raises ToolUnavailable
+    (breaker open) or ToolSaturated (no slot or token within max_wait_s) before the call is
+    made; catch them to take a fallback path.
     """
 
     stage: str
@@ -55,6 +62,14 @@ class HandlerContext:
     emits: list[Emit] = field(default_factory=list)
     #: The first refused emit, if any: it decides the record's outcome.
     emit_error: EmitRejected | None = None
+    tools: ToolBox | None = None
+
+    def tool(self, name: str) -> ToolCall:
+        if self.tools is None:
+            raise StreamsError(
+                f"stage {self.stage!r} lists no tools; add {name!r} to stages.{self.stage}.tools"
+            )
+        return self.tools.call(name)
 
     def emit(self, event: TaskEvent, *, lane: Lane | None = None) -> None:
         try:

@@ -31,13 +31,14 @@ from streams.kafka.consumer import GroupConsumer
 from streams.kafka.lag_reader import LagReader
 from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
-from streams.metrics import WorkerMetrics, serve_metrics
+from streams.metrics import ToolMetrics, WorkerMetrics, serve_metrics
 from streams.policy.dlq_valve import DeadLetterValve
 from streams.policy.expiry import expiry_reason
 from streams.policy.latency import LatencyWindow
 from streams.policy.offsets import OffsetTracker
 from streams.policy.outcome import dead_letter_reason
 from streams.policy.stall import StallDetector
+from streams.policy.tool_share import stage_share
 from streams.runtime.buffers import PartitionBuffer, RecordWork, take_ready
 from streams.runtime.context import Emit, HandlerContext
 from streams.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
@@ -50,6 +51,8 @@ from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watched
 from streams.runtime.pressure_reports import ReportBoard
+from streams.runtime.tool_health import ToolPauses
+from streams.runtime.tools import LATENCY_BUCKETS_S, ToolBox, ToolRegistry
 from streams.runtime.worker_report import (
     PartitionStatus,
     Reporter,
@@ -87,6 +90,7 @@ class StageWorker:
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
         handler: Handler | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.topology = topology
         self.stage: Stage = topology.stages[stage]
@@ -134,6 +138,14 @@ class StageWorker:
             concurrency=self.stage.concurrency,
         )
         self._pause_control = PauseControl(topology, self.stage, self.pauses)
+        # Tools are shared by every worker of the workflow in this process (README "Tools").
+        self._tools: ToolBox | None = None
+        self._tool_pauses: ToolPauses | None = None
+        if self.stage.tools:
+            registry_of_tools = tools or ToolRegistry.for_process(topology)
+            self._tools = ToolBox(registry_of_tools, self.stage, self.worker_id)
+            self._tool_pauses = ToolPauses(self._tools)
+            ToolMetrics(self.registry, topology.workflow, self._tools.readings, LATENCY_BUCKETS_S)
         self._emitter = Emitter(
             topology,
             self.stage,
@@ -250,6 +262,8 @@ class StageWorker:
         )
         self._feed.start()
         self._closers.append(self._feed.stop)
+        if self._tools is not None:
+            self._closers.append(lambda: self._tools.set_share(0.0) if self._tools else None)
         if options.metrics_port is not None:
             self.metrics_port = serve_metrics(
                 self.registry, options.metrics_port, addr=options.metrics_host
@@ -361,11 +375,19 @@ class StageWorker:
             # would only time them out unstarted. Hold until a thread comes back.
             self._hold("stuck_handlers")
             return
+        tool_room = self._tool_pauses.verdict.dispatch_room if self._tool_pauses else None
+        if tool_room is not None and tool_room <= 0:
+            # A tool this stage needs is unavailable: records wait here rather than start
+            # only to fail (they still expire at their queue age).
+            self._hold("tool_unavailable")
+            return
         self._hold(None)
         # A few more than the cap wait in the runner, which starts them the moment a call
         # ends; the runner keeps the cap (at most `concurrency` handler calls at once).
         cap = self.stage.concurrency if capacity is None else min(self.stage.concurrency, capacity)
         room = cap + self._prefetch - self._in_flight
+        if tool_room is not None:
+            room = min(room, tool_room)
         chosen = take_ready(
             list(self._buffers.values()), self.stage.lanes, self._busy_keys, room, self._rr
         )
@@ -398,8 +420,9 @@ class StageWorker:
             owner = work.owner
             assert owner is not None  # set by PartitionBuffer.accept
             ctx = HandlerContext(
-                stage.name, owner.lane, work.record, event.deadline_ms, now_ms, emitter
-            )
+                stage.name, owner.lane, work.record, event.deadline_ms, now_ms, emitter,
+                tools=self._tools,
+            )  # fmt: skip
             jobs.append(Job(work, event, ctx, timeout_s))
         self._in_flight += len(jobs)
         self.metrics.set_in_flight(self._in_flight)
@@ -590,7 +613,27 @@ class StageWorker:
             self._clock.now(),
             now_mono,
         )
+        if self._tool_pauses is not None:
+            self._tool_pauses.update(
+                self.pauses,
+                self._buffers.keys(),
+                waiting_records=sum(len(b.waiting) for b in self._buffers.values()),
+                in_flight=self._in_flight,
+            )
         self.pauses.reconcile(self._consumer, self._buffers.keys())
+
+    def _update_tool_share(self) -> None:
+        """This worker's share of the stage's partitions, for its tools' fleet-wide
+        ceilings: after every rebalance (a revoke once its calls are finished) and each
+        report round (the partition count may have grown). See streams.policy.tool_share."""
+        if self._tools is None:
+            return
+        snapshot = self._snapshot()
+        own = snapshot.own if snapshot is not None else None
+        total = len(own.partitions) if own is not None and own.partitions else 0
+        if total == 0:  # not read yet: the topology's count
+            total = self.stage.topic_spec.partitions * len(self.stage.input_topics)
+        self._tools.set_share(stage_share(len(self._buffers), total))
 
     def _pause_changed(self, tp: TopicPartition, reason: PauseReason | None, paused: bool) -> None:
         self.metrics.set_paused(tp, reason if paused else None)
@@ -607,6 +650,7 @@ class StageWorker:
             now_mono=now_mono,
         )
         self.pauses.reapply(self._consumer, self._buffers.keys())
+        self._update_tool_share()
 
     # ----------------------------------------------------------------- rebalance
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -617,7 +661,10 @@ class StageWorker:
                 tp, lane, self.stage.partition_buffer, self._offsets.assign(tp)
             )
             self._pause_control.assign(tp)
+            if self._tool_pauses is not None:
+                self._tool_pauses.assign(self.pauses, tp)
         self.pauses.reapply(self._consumer, self._buffers.keys(), fresh=partitions)
+        self._update_tool_share()
         log.info("assigned %s", ", ".join(map(str, partitions)))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -637,6 +684,7 @@ class StageWorker:
         if not kept:
             self._rewind(set(self._buffers))
         self.pauses.reapply(self._consumer, self._buffers.keys())
+        self._update_tool_share()  # only now: the revoked partitions' calls are done
         log.info("revoked %s", ", ".join(map(str, partitions)))
 
     def _in_flight_on(self, partitions: Iterable[TopicPartition]) -> bool:
@@ -650,6 +698,7 @@ class StageWorker:
         if not self._delivery.lost(lost):
             self._rewind(set(self._buffers))
         self.pauses.reapply(self._consumer, self._buffers.keys())
+        self._update_tool_share()
         log.warning("lost %s", ", ".join(map(str, partitions)))
 
     def _drop(self, partitions: set[TopicPartition]) -> None:
