@@ -185,7 +185,7 @@ def scaled_object(topology: Topology, stage: Stage) -> Manifest:
     ]
     age_target = stage.max_queue_age_s * AGE_TARGET_SHARE
     query = (
-        f'max(streams_group_oldest_age_seconds{{workflow="{topology.workflow}",'
+        f'max(streams_monitor_lane_oldest_queued_age_seconds{{workflow="{topology.workflow}",'
         f'stage="{stage.name}"}})'
     )
     triggers.append(
@@ -267,6 +267,7 @@ def monitor(topology: Topology, topology_path: str) -> list[Manifest]:
     name = _name(topology, "monitor")
     labels = _labels(topology, "monitor")
     command = ["streams", "monitor", topology_path, "--serve", str(METRICS_PORT)]
+    command += ["--host", "0.0.0.0"]  # loopback by default: Prometheus and KEDA scrape it
     container = _container("monitor", command, METRICS_PORT, probe_path="/metrics")
     pod = {
         "metadata": {"labels": labels, "annotations": _scrape_annotations(METRICS_PORT)},

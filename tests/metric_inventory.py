@@ -1,6 +1,7 @@
-"""The inventory of metrics streams defines: every family the worker, the intake and the
-monitor register, and the sample names each exposes. Tests check the dashboard, the alert
-rules and the KEDA queries against it, so a renamed metric breaks a test, not a graph.
+"""The inventory of metrics streams defines: every family the worker (its tools included),
+the intake and the monitor register, and the sample names each exposes. Tests check the
+dashboard, the alert rules and the KEDA queries against it, so a renamed metric breaks a
+test, not a graph.
 
 Owns building that list from the real metric classes on a private registry; must not
 hard-code metric names (the classes are the source of truth).
@@ -8,13 +9,12 @@ hard-code metric names (the classes are the source of truth).
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry
 
 from streams.intake.metrics import IntakeMetrics
-from streams.metrics import LagMetrics, WorkerMetrics
+from streams.metrics import LagMetrics, ToolMetrics, WorkerMetrics
+from streams.monitor.exporter import MonitorCollector
+from streams.monitor.model import IntakeView, MonitorSnapshot
 
 # The sample names Prometheus stores for one family of each type (prometheus_client also
 # exports *_created for counters and histograms).
@@ -28,33 +28,38 @@ _SUFFIXES = {
     "unknown": ("",),
 }
 
-# Families registered by optional packages that land separately (the monitor's exporter):
-# each entry names a module and a function that registers its families on a registry.
-_OPTIONAL_DEFINERS = (("streams.monitor.metrics", "define_metrics"),)
+
+def _monitor_families(registry: CollectorRegistry) -> None:
+    # The monitor's collector yields every family from any snapshot, an empty one too.
+    collector = MonitorCollector()
+    collector.update(
+        MonitorSnapshot(
+            workflow="inventory",
+            measured_at=0.0,
+            error=None,
+            stages=(),
+            workers=(),
+            intake=IntakeView({}, {}, "no decisions", None, None),
+            dead_letters_per_min={},
+        )
+    )
+    registry.register(collector)
 
 
-def _optional_definers() -> list[Callable[[CollectorRegistry], object]]:
-    found: list[Callable[[CollectorRegistry], object]] = []
-    for module_name, function_name in _OPTIONAL_DEFINERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
-        definer = getattr(module, function_name, None)
-        if callable(definer):
-            found.append(definer)
-    return found
-
-
-def defined_families() -> dict[str, str]:
-    """Family name -> Prometheus type, for every metric streams defines."""
+def inventory_registry() -> CollectorRegistry:
+    """A registry holding every family streams defines (most without samples)."""
     registry = CollectorRegistry()
     WorkerMetrics(registry, stage="inventory", workflow="inventory")
     LagMetrics(registry, workflow="inventory")
     IntakeMetrics(registry, workflow="inventory")
-    for define in _optional_definers():
-        define(registry)
-    return {family.name: family.type for family in registry.collect()}
+    ToolMetrics(registry, "inventory", readings=list, buckets=(1.0,))
+    _monitor_families(registry)
+    return registry
+
+
+def defined_families() -> dict[str, str]:
+    """Family name -> Prometheus type, for every metric streams defines."""
+    return {family.name: family.type for family in inventory_registry().collect()}
 
 
 def defined_sample_names() -> set[str]:

@@ -265,7 +265,8 @@ def test_intake_has_a_deployment_and_a_service_and_the_monitor_runs() -> None:
     assert intake["command"][:3] == ["streams", "intake", TOPOLOGY_FILE]
     assert intake["readinessProbe"]["httpGet"]["path"] == "/healthz"
     (monitor,) = _containers(deployments["monitor"])
-    assert monitor["command"] == ["streams", "monitor", TOPOLOGY_FILE, "--serve", "9400"]
+    assert monitor["command"][:5] == ["streams", "monitor", TOPOLOGY_FILE, "--serve", "9400"]
+    assert monitor["command"][5:] == ["--host", "0.0.0.0"]
 
 
 def test_variables_used_in_commands_are_defined() -> None:
