@@ -1,7 +1,8 @@
 """`promtool check metrics` on real scrapes: a `streams worker` process (bound to the host
-given with --metrics-host) and an intake, both against the real broker after traffic that
-touches every outcome the test can cause (emits, a decode error, an expired record,
-accepted and rejected runs). Prometheus' own linter must print nothing.
+given with --metrics-host), an intake and a `streams monitor --serve` process, against the
+real broker after traffic that touches every outcome the test can cause (emits, a decode
+error, an expired record, accepted and rejected runs, lag). Prometheus' own linter must
+print nothing.
 
 promtool comes with Debian's `prometheus` package; without it these tests fail and say
 what to install (tests/promtool.py).
@@ -161,6 +162,43 @@ def test_intake_scrape_passes_promtool_check_metrics(
     assert 202 in statuses and 429 in statuses, statuses  # accepted and rejected runs
     assert _sample_value(text, "streams_intake_decisions_total", outcome="rejected") >= 1
     assert "streams_intake_oldest_queued_age_seconds{" in text
+    assert check_metrics(text) == ""
+
+
+def test_monitor_scrape_passes_promtool_check_metrics(
+    admin: Admin, bootstrap: str, client_config: ClientConfig, tmp_path: Path
+) -> None:
+    topology, path = _workflow_file(admin, tmp_path)
+    publish(client_config, f"{topology.workflow}.plan.standard", events(topology, "plan", 10))
+    port = _free_port(WORKER_HOST)
+    argv = [sys.executable, "-m", "streams", "monitor", str(path)]
+    argv += ["--serve", str(port), "--host", WORKER_HOST, "--interval", "0.5"]
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "monitor.log"
+    with log_path.open("wb") as log_file:
+        monitor = subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    text = ""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                text = _scrape(f"http://{WORKER_HOST}:{port}/metrics")
+            except OSError:
+                text = ""
+            if _sample_value(text, "streams_monitor_lane_lag_records", stage="plan") >= 10:
+                break
+            time.sleep(0.5)
+    finally:
+        monitor.terminate()
+        try:
+            monitor.wait(30)
+        except subprocess.TimeoutExpired:
+            monitor.kill()
+            monitor.wait(10)
+        print(log_path.read_text(errors="replace"))
+    assert _sample_value(text, "streams_monitor_lane_lag_records", stage="plan") >= 10, text
     assert check_metrics(text) == ""
 
 
