@@ -13,6 +13,7 @@ decisions by their timestamps.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -117,10 +118,15 @@ class WorkflowReader:
                 p.tp: self._windows[(stage.name, p.tp)].samples
                 for p in (read.partitions if read is not None else ())
             }
+            firsts = {
+                p.tp: first_records[(p.tp, p.committed)]
+                for p in (read.partitions if read is not None else ())
+                if (p.tp, p.committed) in first_records
+            }
             views.append(
                 stage_view(
                     stage, read, windows,
-                    first_record_ms=first_records,
+                    first_record_ms=firsts,
                     reports=[r for r in reports if r.stage == stage.name],
                     dead_letters_per_min={
                         reason: n for (s, reason), n in dead_per_min.items() if s == stage.name
@@ -148,27 +154,36 @@ class WorkflowReader:
     # ------------------------------------------------------------------ readings
     def _first_records(
         self, lags: dict[str, GroupLag | None], errors: list[str]
-    ) -> dict[TopicPartition, int]:
-        """Broker timestamp of each lagging partition's first uncommitted record. A record
-        at an offset never changes, so each (partition, offset) is fetched once."""
-        wanted: dict[TopicPartition, int | None] = {}
-        for lag in lags.values():
-            for p in lag.partitions if lag is not None else ():
-                if p.lag > 0:
-                    wanted[p.tp] = p.committed
-        missing = {tp: off for tp, off in wanted.items() if (tp, off) not in self._peeked}
-        if missing:
+    ) -> dict[tuple[TopicPartition, int | None], int]:
+        """Broker timestamp of the first uncommitted record of every lagging partition, by
+        (partition, committed offset): two stages may read one topic from different offsets.
+        A record at an offset never changes, so each (partition, offset) is fetched once."""
+        wanted = {
+            (p.tp, p.committed)
+            for lag in lags.values()
+            for p in (lag.partitions if lag is not None else ())
+            if p.lag > 0
+        }
+        missing = sorted(wanted - self._peeked.keys(), key=lambda k: (k[0], k[1] or -1))
+        while missing:
+            # One offset per partition and peek; the rare second offset waits a turn.
+            batch: dict[TopicPartition, int | None] = {}
+            rest = []
+            for tp, offset in missing:
+                if tp in batch:
+                    rest.append((tp, offset))
+                else:
+                    batch[tp] = offset
             try:
-                found = self._peeker.timestamps_at(missing)
+                found = self._peeker.timestamps_at(batch)
             except StreamsError as exc:
                 errors.append(f"first records: {exc}")
-                found = {}
+                break
             for tp, ts in found.items():
-                self._peeked[(tp, missing[tp])] = ts
-        self._peeked = {k: v for k, v in self._peeked.items() if wanted.get(k[0], -1) == k[1]}
-        return {
-            tp: self._peeked[(tp, off)] for tp, off in wanted.items() if (tp, off) in self._peeked
-        }
+                self._peeked[(tp, batch[tp])] = ts
+            missing = rest
+        self._peeked = {k: v for k, v in self._peeked.items() if k in wanted}
+        return dict(self._peeked)
 
     def _open_tails(self, errors: list[str]) -> None:
         """Open the readers of topics that exist (a workflow not applied yet has none)."""
@@ -181,23 +196,29 @@ class WorkflowReader:
             return
         t = self._topology
         since_ms = int((self._clock.now() - self._keep_s) * 1000)
+        topics = {
+            "pressure": t.pressure_topic,
+            "dead letters": t.dead_letter_topic,
+            "decisions": t.decisions_topic,
+        }
         try:
-            if self._board is None and counts.get(t.pressure_topic):
+            if self._board is None and counts.get(topics["pressure"]):
                 # Compacted and small: read whole, so every worker's latest report is known.
-                self._board = ReportBoard(
-                    TopicTail(self._config, t.pressure_topic, counts[t.pressure_topic])
-                )
-            if self._dlq is None and counts.get(t.dead_letter_topic):
-                self._dlq = TopicTail(
-                    self._config,
-                    t.dead_letter_topic,
-                    counts[t.dead_letter_topic],
+                tail = TopicTail(self._config, topics["pressure"], counts[topics["pressure"]])
+                board = self._board = ReportBoard(tail)
+                _catch_up(tail, board.refresh)
+            if self._dlq is None and counts.get(topics["dead letters"]):
+                dlq = self._dlq = TopicTail(
+                    self._config, topics["dead letters"], counts[topics["dead letters"]],
                     since_ms=since_ms,
-                )
-            if self._decision_tail is None and counts.get(t.decisions_topic):
-                self._decision_tail = TopicTail(
-                    self._config, t.decisions_topic, counts[t.decisions_topic], since_ms=since_ms
-                )
+                )  # fmt: skip
+                _catch_up(dlq, lambda: _drain(dlq, self._count_dead_letter))
+            if self._decision_tail is None and counts.get(topics["decisions"]):
+                decided = self._decision_tail = TopicTail(
+                    self._config, topics["decisions"], counts[topics["decisions"]],
+                    since_ms=since_ms,
+                )  # fmt: skip
+                _catch_up(decided, lambda: _drain(decided, self._count_decision))
         except StreamsError as exc:
             errors.append(f"opening readers: {exc}")
 
@@ -243,6 +264,20 @@ class WorkflowReader:
         self._decisions_seen[key] = self._decisions_seen.get(key, 0) + 1
         while self._decisions and self._decisions[0].at < at - self._keep_s:
             self._decisions.popleft()
+
+
+def _catch_up(tail: TopicTail, read: Callable[[], None], timeout_s: float = 3.0) -> None:
+    """Read a newly opened tail up to the end offsets it has now (bounded by timeout_s), so
+    the first round already knows the workers and the recent history: a tail polled with
+    no wait returns nothing until its first fetch has come back."""
+    ends = tail.end_offsets(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        read()
+        positions = tail.positions()
+        if all(positions.get(p, -1) >= end for p, end in ends.items() if end > 0):
+            return
+        time.sleep(0.02)
 
 
 def _drain(tail: TopicTail, count: Callable[[bytes, int], None]) -> None:

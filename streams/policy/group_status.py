@@ -11,9 +11,10 @@ the stage still reports):
 
 1. REWIND: the committed offset moved backwards between two samples (a reset or a replay).
 2. OK: some sample in the window had no lag (the group caught up), or fewer than two
-   samples exist to judge a trend (one look proves nothing, except rule 3's STOP).
-3. STOP: lag and the committed offset unchanged across the window (or never committed),
-   and no worker of the stage is alive: nobody is consuming.
+   samples exist to judge a trend while a worker lives (one look proves no stall).
+3. STOP: lag, and the committed offset unchanged across the window (or never committed),
+   and no worker of the stage is alive: nobody is consuming. One sample suffices: a
+   monitor that has just started must not call a stage nobody consumes OK.
 4. STALL: the same, with a live worker: it holds the partition and makes no progress
    (stuck, or paused on purpose: the monitor shows pause reasons beside the status).
 5. WARN: the committed offset moves but the lag never fell and grew over the window.
@@ -107,8 +108,8 @@ def partition_status(samples: Sequence[OffsetSample], *, consumers_alive: bool) 
     if any(s.lag == 0 for s in samples):
         return Verdict("OK", "caught up within the window")
     unchanged = all(s.committed == first.committed for s in samples)
-    never = first.committed is None and unchanged
-    if unchanged and not consumers_alive and (never or len(samples) >= 2):
+    if unchanged and not consumers_alive:
+        never = first.committed is None
         since = "never committed" if never else f"committed {first.committed} unchanged"
         return Verdict("STOP", f"lag {last.lag}, {since}, no live worker")
     if len(samples) < 2:

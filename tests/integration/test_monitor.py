@@ -29,6 +29,7 @@ from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, publish
 from streams.topology import Topology
 from streams.types import TopicPartition
+from tests.promtool import check_metrics
 
 from .process_helpers import REPO_ROOT, write_workflow
 from .workflows import events
@@ -236,7 +237,16 @@ def test_serve_exports_prometheus_series_json_and_a_status_page(scene: PausedSce
             )
 
         wait_for(act_lag_exported, 30, "the act stage's lag series")
-        metrics = _sorted_labels(get("/metrics"))
+        # Off a terminal the monitor says it is alive, one line per round at first.
+        # The first round knows the workers already (act: no worker, STOP; plan's pauses);
+        # plan's STALL needs a second reading (no commit progress between the two).
+        first = proc.stdout.readline()
+        assert "act STOP" in first and "paused downstream 3" in first, first
+        lines = [first] + [proc.stdout.readline() for _ in range(2)]
+        assert any("plan STALL" in line for line in lines), lines
+        exposition = get("/metrics")
+        assert check_metrics(exposition) == ""  # Prometheus' own linter: no complaint
+        metrics = _sorted_labels(exposition)
         act_lag = sum(
             float(v)
             for v in re.findall(
@@ -281,3 +291,71 @@ def _sorted_labels(exposition: str) -> str:
         return f"{match.group(1)}{{{inner}}}"
 
     return re.sub(r"^(\w+)\{([^}]*)\}", sort, exposition, flags=re.MULTILINE)
+
+
+def test_status_page_in_headless_chromium_shows_the_paused_stage(
+    scene: PausedScene, tmp_path: Path
+) -> None:
+    """What a person sees: the page rendered by a real browser names the paused stage, its
+    reason and a positive oldest age. STREAMS_MONITOR_SCREENSHOT=path keeps a screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        message = (
+            "chromium and chromedriver not found: install them with "
+            "`apt-get install chromium chromium-driver` (Debian)"
+        )
+        if os.environ.get("STREAMS_ALLOW_MISSING_CHROMIUM"):
+            pytest.skip(message)
+        pytest.fail(message)
+    proc = subprocess.Popen(
+        monitor_cmd(scene, "--serve", "0", "--interval", "0.5"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=scene.env,
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--disable-gpu", "--window-size=1280,720"):  # fmt: skip
+        options.add_argument(arg)
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a driver
+    browser = None
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert match
+        url = f"http://127.0.0.1:{match.group(1)}/"
+        browser = webdriver.Chrome(service=Service(driver_path), options=options)
+        browser.set_page_load_timeout(20)
+
+        def plan_judged() -> bool:
+            # 503 until the first round; plan is judged from its second reading on (no
+            # commit progress between two): load again, as the page's refresh would.
+            browser.get(url)
+            rows = browser.find_elements(By.CSS_SELECTOR, 'tr[data-stage="plan"] td')
+            return len(rows) > 1 and rows[1].text != "OK"
+
+        wait_for(plan_judged, 30, "the status page to judge the plan stage")
+        assert "http-equiv" in browser.page_source and "refresh" in browser.page_source
+        plan = browser.find_element(By.CSS_SELECTOR, 'tr[data-stage="plan"]')
+        cells = [c.text for c in plan.find_elements(By.TAG_NAME, "td")]
+        assert cells[1] == "STALL", cells
+        assert "downstream 3" in plan.find_element(By.CSS_SELECTOR, "td.paused").text
+        oldest = plan.find_element(By.CSS_SELECTOR, "td.oldest").text
+        assert re.fullmatch(r"\d+[smhd]\S*", oldest) and not oldest.startswith("0"), oldest
+        act = browser.find_element(By.CSS_SELECTOR, 'tr[data-stage="act"]')
+        assert act.find_elements(By.TAG_NAME, "td")[1].text == "STOP"
+        assert "no worker" in act.text
+        shot = Path(os.environ.get("STREAMS_MONITOR_SCREENSHOT") or tmp_path / "status.png")
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot))
+    finally:
+        if browser is not None:
+            browser.quit()
+        proc.terminate()
+        proc.wait(timeout=20)
+        if proc.stdout is not None:
+            proc.stdout.close()

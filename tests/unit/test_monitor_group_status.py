@@ -60,9 +60,14 @@ def test_a_committed_offset_moving_back_is_rewind() -> None:
     assert "40" in verdict.why and "10" in verdict.why
 
 
-def test_one_sample_with_lag_is_not_judged_yet() -> None:
+def test_one_sample_with_lag_is_not_judged_yet_while_a_worker_lives() -> None:
     assert partition_status(window((4, 10)), consumers_alive=True).status == "OK"
     assert partition_status([], consumers_alive=False).status == "OK"
+
+
+def test_one_sample_with_lag_and_no_live_worker_is_already_stop() -> None:
+    # A monitor that has just started must not call a stage nobody consumes OK.
+    assert partition_status(window((4, 10)), consumers_alive=False).status == "STOP"
 
 
 def test_window_keeps_only_recent_samples_and_a_bounded_count() -> None:
