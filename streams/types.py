@@ -27,6 +27,7 @@ DeadLetterReason = Literal[
     "tool_unavailable",
     "tool_saturated",
     "tool_timeout",
+    "forward_failed",
 ]
 Outcome = Literal["emitted", "done", "dead_lettered"]
 PauseReason = Literal[
