@@ -48,6 +48,7 @@ _FIELDS = {
 }
 _STATUS_BY_OUTCOME = {"accepted": 202, "delayed": 202, "downgraded": 202, "collapsed": 200}
 _DIGITS = re.compile(r"[0-9]+")
+_CODE_BY_STATUS = {400: "malformed_json", 413: "body_too_large"}
 
 
 def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
@@ -79,7 +80,7 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
             run = _run_request(read_json(body), intake.config.default_lane)
             decision = await intake.asubmit(run)
         except InvalidRequest as exc:
-            code = "malformed_json" if exc.status == 400 else "invalid_request"
+            code = _CODE_BY_STATUS.get(exc.status, "invalid_request")
             return _error(exc.status, code, exc.problem, field=exc.field)
         except OutcomeUnknown as exc:  # before BrokerUnavailable: it is one
             return _unknown_outcome(exc)
@@ -117,9 +118,12 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
         )
 
     async def healthz(request: Request) -> Response:
-        if intake.capacity_feed.latest().readable:
+        # Healthy means able to decide truthfully: the broker answers and the ledger this
+        # replica holds is still the broker's (not from before a data loss).
+        ok, why = intake.health()
+        if ok:
             return JSONResponse({"ok": True})
-        return _unavailable("the broker is unreadable: the intake cannot decide", retry_after_s)
+        return _unavailable(f"{why}: the intake cannot decide", retry_after_s)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(intake.registry), media_type=CONTENT_TYPE_LATEST)

@@ -19,6 +19,12 @@ MAX_IDEMPOTENCY_KEY_LEN = 200
 #: the deadline an Avro long (timestamp-millis).
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 DEADLINE_MS_RANGE = (-(2**63), 2**63 - 1)
+#: The largest task event the intake's producer can send: librdkafka's default
+#: message.max.bytes. A larger one fails at send, after its reservation was written.
+MAX_EVENT_BYTES = 1_000_000
+#: Room kept for the event's other fields (run id, workflow and stage names, times, the
+#: schema header) and the record's key.
+_ENVELOPE_BYTES = 2_048
 
 
 class InvalidRequest(StreamsError):
@@ -143,6 +149,21 @@ def check_request(request: RunRequest, lanes: tuple[Lane, ...]) -> None:
         _check_text("trace_context", value)
     if not isinstance(request.payload, bytes):
         raise InvalidRequest(422, "payload", "must be bytes")
+    size = _event_bytes(request)
+    if size > MAX_EVENT_BYTES:
+        raise InvalidRequest(
+            413, "payload", f"the run's event would be about {size} bytes, over the "
+            f"{MAX_EVENT_BYTES} a Kafka record may have",
+        )  # fmt: skip
+
+
+def _event_bytes(request: RunRequest) -> int:
+    """An upper bound of the encoded event's size (Avro adds a few bytes per field)."""
+    texts = [request.tenant, request.idempotency_key or ""]
+    texts.extend(request.trace_context)
+    texts.extend(request.trace_context.values())
+    # UTF-8 takes at most 4 bytes a character, and 10 covers each length prefix.
+    return len(request.payload) + _ENVELOPE_BYTES + sum(4 * len(t) + 10 for t in texts)
 
 
 def _check_text(field_name: str, value: str) -> None:

@@ -388,3 +388,26 @@ def test_the_python_api_refuses_before_touching_kafka(
         served.intake.submit(RunRequest(**{"tenant": "acme", "payload": b"{}", **changes}))
     time.sleep(0.3)  # a release (tombstone) is not waited for: give one time to land
     assert served.ledgers.ends() == before
+
+
+def test_a_run_too_large_to_publish_is_413_before_the_ledger(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    """A body limit set above what the producer can send (librdkafka's message.max.bytes)
+    used to reserve, fail the publish, and answer 503 "unavailable"."""
+    topology = intake_workflow(admin, {**INTAKE, "max_body_bytes": 3_000_000})
+    with (
+        running_intake(topology, client_config) as intake,
+        http_server(intake) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        ledgers = Ledgers.of(admin, topology)
+        before = ledgers.ends()
+        response = http.post(
+            f"/v1/workflows/{topology.workflow}/runs",
+            json={"tenant": "acme", "payload": "x" * 1_500_000},
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["reason"]
+        time.sleep(0.3)  # a release (tombstone) is not waited for: give one time to land
+        assert ledgers.ends() == before

@@ -98,6 +98,16 @@ def test_a_request_no_capacity_could_make_valid_is_refused_with_its_field(
     assert refusal.problem
 
 
+def test_a_run_whose_event_cannot_be_published_is_413() -> None:
+    from streams.intake.requests import MAX_EVENT_BYTES
+
+    refusal = _refusal(_request(payload=b'"' + b"x" * MAX_EVENT_BYTES + b'"'))
+    assert (refusal.status, refusal.field) == (413, "payload")
+    check_request(_request(payload=b"x" * (MAX_EVENT_BYTES - 10_000)), LANES)
+    many = {f"k{i}": "v" * 1000 for i in range(MAX_EVENT_BYTES // 1000)}
+    assert _refusal(_request(trace_context=many)).status == 413
+
+
 def test_the_ranges_checked_are_the_schemas() -> None:
     from streams.intake import requests
 
@@ -129,9 +139,8 @@ class _StandIn:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     readable: bool = True
 
-    @property
-    def capacity_feed(self) -> Any:
-        return SimpleNamespace(latest=lambda: SimpleNamespace(readable=self.readable))
+    def health(self) -> tuple[bool, str]:
+        return self.readable, "" if self.readable else "the broker is unreadable"
 
     async def asubmit(self, request: RunRequest) -> Decision:
         check_request(request, self.topology.lanes)
