@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from streams.intake.json_body import MAX_DEPTH
 from streams.intake.requests import (
     DEADLINE_MS_RANGE,
+    MAX_EVENT_BYTES,
     MAX_IDEMPOTENCY_KEY_LEN,
     MAX_TENANT_LEN,
     PRIORITY_RANGE,
@@ -152,7 +153,11 @@ def openapi_document(intake: Intake) -> dict[str, Any]:
                                 f"{MAX_DEPTH}",
                             ),
                             "404": _json(_ERROR, "unknown_workflow, or no such path"),
-                            "413": _json(_ERROR, f"body_too_large: over {max_body} bytes"),
+                            "413": _json(
+                                _ERROR,
+                                f"body_too_large: over {max_body} bytes, or an event over "
+                                f"{MAX_EVENT_BYTES} bytes (a Kafka record's limit)",
+                            ),
                             "415": _json(_ERROR, "unsupported_media_type: not application/json"),
                             "422": _json(
                                 _ERROR,
