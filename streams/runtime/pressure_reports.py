@@ -24,6 +24,18 @@ class PausedPartition:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolHealth:
+    """One tool as this worker's process sees it: breaker state (None: no breaker), calls
+    running and waiting, and its slots now (None: unlimited)."""
+
+    name: str
+    breaker: str | None
+    in_flight: int
+    waiting: int
+    concurrency_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class PressureReport:
     stage: str
     worker: str
@@ -33,6 +45,10 @@ class PressureReport:
     pressure_paused: bool = False  # paused by downstream pressure: the intake tightens on it
     concurrency: int | None = None  # the worker's handler-call limit (None: an older worker)
     paused: tuple[PausedPartition, ...] = ()
+    tools: tuple[ToolHealth, ...] = ()  # the stage's tools (README "Tools")
+
+    def tool(self, name: str) -> ToolHealth | None:
+        return next((t for t in self.tools if t.name == name), None)
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -47,6 +63,16 @@ class PressureReport:
                 "paused": [
                     {"topic": p.topic, "partition": p.partition, "reasons": list(p.reasons)}
                     for p in self.paused
+                ],
+                "tools": [
+                    {
+                        "name": t.name,
+                        "breaker": t.breaker,
+                        "in_flight": t.in_flight,
+                        "waiting": t.waiting,
+                        "concurrency_limit": t.concurrency_limit,
+                    }
+                    for t in self.tools
                 ],
             }
         ).encode()
@@ -65,6 +91,16 @@ class PressureReport:
             paused=tuple(
                 PausedPartition(str(p["topic"]), int(p["partition"]), tuple(map(str, p["reasons"])))
                 for p in d.get("paused", ())
+            ),
+            tools=tuple(
+                ToolHealth(
+                    str(t["name"]),
+                    None if t["breaker"] is None else str(t["breaker"]),
+                    int(t["in_flight"]),
+                    int(t["waiting"]),
+                    None if t["concurrency_limit"] is None else int(t["concurrency_limit"]),
+                )
+                for t in d.get("tools", ())
             ),
         )
 

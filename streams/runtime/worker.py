@@ -50,7 +50,7 @@ from streams.runtime.outcomes import OutcomeRouter
 from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watched
-from streams.runtime.pressure_reports import ReportBoard
+from streams.runtime.pressure_reports import ReportBoard, ToolHealth
 from streams.runtime.tool_health import ToolPauses
 from streams.runtime.tools import LATENCY_BUCKETS_S, ToolBox, ToolRegistry
 from streams.runtime.worker_report import (
@@ -525,9 +525,9 @@ class StageWorker:
             self._valve.record(False, started=work.seq)
         else:
             self.metrics.record_outcome("dead_lettered", dead_letter_reason=reason)
-            if reason == "expired":
-                # Expiry is a policy working as meant, and after a pause it comes in long
-                # runs: the safety valve watches failures only.
+            if reason in _POLICY_REFUSALS:
+                # Expiry and a tool's refusals are policies working as meant, and after a
+                # pause they come in long runs: the safety valve watches failures only.
                 self._valve.abandon(work.seq)
             else:
                 self._valve.record(True, started=work.seq)
@@ -648,9 +648,18 @@ class StageWorker:
             stage_paused=self._pause_control.stage_paused,
             now=self._clock.now(),
             now_mono=now_mono,
+            tools=self._tool_health(),
         )
         self.pauses.reapply(self._consumer, self._buffers.keys())
         self._update_tool_share()
+
+    def _tool_health(self) -> tuple[ToolHealth, ...]:
+        if self._tools is None:
+            return ()
+        return tuple(
+            ToolHealth(r.name, r.breaker, r.in_flight, r.waiting, r.concurrency_limit)
+            for r in self._tools.readings()
+        )
 
     # ----------------------------------------------------------------- rebalance
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
@@ -738,6 +747,10 @@ class _Expired(StreamsError):
         )
 
 
+#: Dead letters the valve does not judge: the worker's own policies refused the work.
+_POLICY_REFUSALS: frozenset[DeadLetterReason] = frozenset(
+    {"expired", "tool_unavailable", "tool_saturated"}
+)
 _OFFSET_BEGINNING = -2  # librdkafka's logical offset for "the start of the partition"
 
 

@@ -24,7 +24,12 @@ from streams.policy.stall import StallDetector
 from streams.runtime.buffers import PartitionBuffer
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureSnapshot
-from streams.runtime.pressure_reports import PausedPartition, PressureReport, publish_report
+from streams.runtime.pressure_reports import (
+    PausedPartition,
+    PressureReport,
+    ToolHealth,
+    publish_report,
+)
 from streams.types import Lane, PauseReason, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -148,6 +153,7 @@ class Reporter:
         stage_paused: bool,
         now: float,
         now_mono: float,
+        tools: tuple[ToolHealth, ...] = (),
     ) -> None:
         self._watch_valve()
         report = PressureReport(
@@ -163,6 +169,7 @@ class Reporter:
                 for tp in list(buffers)
                 if (reasons := self._pauses.reasons(tp))
             ),
+            tools=tools,
         )
         # A report is a sample: with the producer queue full, the next one goes out.
         with contextlib.suppress(ProducerQueueFull):
