@@ -19,12 +19,13 @@ from streams.errors import ToolSaturated
 from streams.events import TaskEvent
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
+from streams.runtime.pressure_reports import PressureReport
 from streams.runtime.tools import ToolRegistry
 from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, publish, read_dead_letters, read_events
 from streams.topology import load_topology
 
-from .process_helpers import worker_processes, write_workflow
+from .process_helpers import TopicReader, worker_processes, write_workflow
 from .tool_handlers import CrmDown, read_calls
 from .workflows import events, make_workflow
 
@@ -90,7 +91,7 @@ def test_a_failing_tool_opens_its_breaker_pauses_the_stage_and_it_resumes(
         tools={
             "crm": {
                 "failure_errors": ["tests.integration.tool_handlers:CrmDown"],
-                "breaker": {"window": 6, "minimum_calls": 6, "open_s": 3, "half_open_probes": 2},
+                "breaker": {"window": 6, "minimum_calls": 6, "open_s": 6, "half_open_probes": 2},
             }
         },
     )
@@ -122,6 +123,18 @@ def test_a_failing_tool_opens_its_breaker_pauses_the_stage_and_it_resumes(
             assert time.monotonic() < deadline, f"never paused for the tool: {parts}"
             time.sleep(0.05)
         assert worker.status().holding == "tool_unavailable"
+
+        def reports_open(reader: TopicReader) -> bool:
+            return any(
+                (health := PressureReport.from_bytes(r.value).tool("crm")) is not None
+                and health.breaker == "open"
+                for r in reader.records
+                if r.value is not None
+            )
+
+        with TopicReader(client_config, topology.pressure_topic, 1) as reports:
+            # Other workers and the monitor see it in the stage's pressure reports.
+            assert reports.wait_until(reports_open, 10), "no pressure report says crm is open"
         pulled_at_pause = sum(p.fill for p in worker.partitions().values())
         time.sleep(1.0)  # still open: nothing more is pulled, nothing more is dead-lettered
         assert sum(p.fill for p in worker.partitions().values()) <= pulled_at_pause
