@@ -10,18 +10,24 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from streams.config import load_settings
 from streams.errors import ConfigError, StreamsError
 
+if TYPE_CHECKING:
+    from streams.inspect.dead_letters import DeadLetterEntry
+    from streams.types import Record
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 broker_app = typer.Typer(no_args_is_help=True, help="The local Apache Kafka broker.")
 app.add_typer(broker_app, name="broker")
 topology_app = typer.Typer(no_args_is_help=True, help="Workflow topology files.")
 app.add_typer(topology_app, name="topology")
+dlq_app = typer.Typer(no_args_is_help=True, help="The workflow's dead letters.")
+app.add_typer(dlq_app, name="dlq")
 
 _debug = False
 T = TypeVar("T")
@@ -255,6 +261,151 @@ def monitor(
                 server.close()
     finally:
         reader.close()
+
+
+_TopologyArg = Annotated[Path, typer.Argument(help="The workflow's topology YAML.")]
+_StageOpt = Annotated[str | None, typer.Option(help="Only this stage's.")]
+_ReasonOpt = Annotated[str | None, typer.Option(help="Only this reason (expired, timeout, ...).")]
+_SinceOpt = Annotated[str | None, typer.Option(help="Dead since: 10m, 2h, 1d or ISO 8601.")]
+_RunOpt = Annotated[str | None, typer.Option("--run-id", help="Only this run's.")]
+
+
+def _dead_letter_matches(
+    topology_file: Path, stage: str | None, reason: str | None, since: str | None,
+    run_id: str | None,
+) -> tuple[list[DeadLetterEntry], int]:  # fmt: skip
+    import time
+
+    from streams.inspect.dead_letters import DeadLetterFilter, parse_since
+    from streams.inspect.reading import dead_letters
+    from streams.kafka.client_config import ClientConfig
+    from streams.kafka.cluster import ensure_bootstrap
+    from streams.topology import load_topology
+
+    def read() -> tuple[list[DeadLetterEntry], int]:
+        topology = load_topology(topology_file, validate_handlers=False)
+        try:
+            since_ms = None if since is None else parse_since(since, time.time())
+        except ValueError as exc:
+            raise ConfigError("--since", "", str(exc)) from None
+        wanted = DeadLetterFilter(stage, reason, run_id, since_ms)
+        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-dlq")
+        total, matches = 0, []
+        for entry in dead_letters(client, topology.dead_letter_topic, since_ms=since_ms):
+            in_workflow = entry.letter is None or entry.letter.workflow == topology.workflow
+            if in_workflow:
+                total += 1
+                if wanted.matches(entry):
+                    matches.append(entry)
+        return matches, total
+
+    return _run(read)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topology_file: _TopologyArg,
+    stage: _StageOpt = None,
+    reason: _ReasonOpt = None,
+    since: _SinceOpt = None,
+    run_id: _RunOpt = None,
+    limit: Annotated[int, typer.Option(help="Show the newest this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
+    """One line per dead letter: id (for `dlq show`), when, stage, reason, origin, run, error."""
+    import json
+
+    from streams.inspect.dead_letters import entry_dict, list_line
+
+    entries, total = _dead_letter_matches(topology_file, stage, reason, since, run_id)
+    entries.sort(key=lambda e: e.letter.dead_at_ms if e.letter is not None else 0)
+    shown = entries[-limit:] if limit > 0 else entries
+    if as_json:
+        typer.echo(json.dumps([entry_dict(e) for e in shown], indent=1))
+        return
+    for entry in shown:
+        typer.echo(list_line(entry))
+    typer.echo(f"{len(shown)} shown of {len(entries)} matching, {total} in the topic")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    topology_file: _TopologyArg,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids from `dlq list` (partition:offset).")
+    ] = None,
+    stage: _StageOpt = None,
+    reason: _ReasonOpt = None,
+    since: _SinceOpt = None,
+    run_id: _RunOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many (newest).")] = 10,
+) -> None:
+    """Everything a dead letter holds: its task event decoded when it decodes, the raw
+    bytes printed when it does not. Exit 1 when nothing matches."""
+    from streams.inspect.dead_letters import show_text
+
+    entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id)
+    if ids:
+        entries = [e for e in entries if e.id in set(ids)]
+    entries = entries[-limit:] if limit > 0 else entries
+    if not entries:
+        typer.echo("no dead letter matches", err=True)
+        raise typer.Exit(code=1)
+    typer.echo("\n\n".join(show_text(e) for e in entries))
+
+
+@app.command("tail")
+def tail(
+    topology_file: _TopologyArg,
+    stage: Annotated[str | None, typer.Option(help="Records entering this stage.")] = None,
+    completed: Annotated[bool, typer.Option(help="Runs leaving the workflow.")] = False,
+    since: Annotated[str, typer.Option(help="Start this far back: 0s (now), 10m, ISO.")] = "0s",
+    count: Annotated[int | None, typer.Option(help="Exit after this many records.")] = None,
+) -> None:
+    """Print records as they pass: a stage's input (every lane) or the completed runs."""
+    import signal
+    import threading
+    import time
+
+    from streams.inspect.dead_letters import parse_since
+    from streams.inspect.reading import follow
+    from streams.inspect.records import record_line
+    from streams.kafka.client_config import ClientConfig
+    from streams.kafka.cluster import ensure_bootstrap
+    from streams.topology import load_topology
+
+    if (stage is None) == (not completed):
+        raise typer.BadParameter("give one of --stage S or --completed")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def run() -> int:
+        topology = load_topology(topology_file, validate_handlers=False)
+        if stage is not None and stage not in topology.stages:
+            known = ", ".join(topology.stages)
+            raise ConfigError(str(topology_file), "stages", f"no stage {stage!r} (has {known})")
+        topics = [topology.completed_topic] if stage is None else list(
+            topology.stages[stage].input_topics
+        )  # fmt: skip
+        try:
+            since_ms = parse_since(since, time.time())
+        except ValueError as exc:
+            raise ConfigError("--since", "", str(exc)) from None
+        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-tail")
+
+        def show(record: Record) -> None:
+            typer.echo(record_line(record))
+            sys.stdout.flush()
+
+        def ready() -> None:
+            typer.echo(f"following {', '.join(topics)} (Ctrl-C stops)", err=True)
+
+        return follow(
+            client, topics, show, since_ms=since_ms, stop=stop, count=count, on_ready=ready
+        )
+
+    _run(run)
 
 
 @topology_app.command("validate")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streams.kafka import client_logs
@@ -58,10 +58,22 @@ class TopicTail:
                 starts = [
                     KafkaTopicPartition(topic, found.partition, found.offset)
                     if found.offset >= 0
-                    else KafkaTopicPartition(topic, found.partition, OFFSET_END)
+                    # No record that recent: start at the end as it is now, a concrete
+                    # offset (OFFSET_END would resolve at the first fetch and skip what
+                    # arrives before it).
+                    else KafkaTopicPartition(
+                        topic,
+                        found.partition,
+                        self._consumer.get_watermark_offsets(
+                            KafkaTopicPartition(topic, found.partition), timeout=10.0
+                        )[1],
+                    )
                     for found in self._consumer.offsets_for_times(asked, timeout=10.0)
                 ]
             self._consumer.assign(starts)
+        # Where each partition started (OFFSET_BEGINNING is negative), for caught_up: a
+        # reader that starts at the end has nothing old to catch up on.
+        self._starts = {tp.partition: tp.offset for tp in starts}
 
     def poll(self, max_records: int = 500, timeout_s: float = 0.0) -> list[Record]:
         """Records that arrived; [] while the broker is away (transient errors are logged
@@ -97,6 +109,23 @@ class TopicTail:
                 )
             ends[p] = high
         return ends
+
+    def caught_up(self, timeout_s: float = 10.0) -> bool:
+        """Whether this reader has read every record the topic held when it asked: each
+        partition is empty, started at its end, or is read up to its high watermark.
+        BrokerUnavailable while the broker cannot say."""
+        positions = self.positions()
+        for p in range(self._partitions):
+            with kafka_errors(f"end offsets of {self.topic}[{p}]"):
+                low, high = self._consumer.get_watermark_offsets(
+                    KafkaTopicPartition(self.topic, p), timeout=timeout_s
+                )
+            start = self._starts.get(p, OFFSET_BEGINNING)
+            if low >= high or start >= high:
+                continue
+            if positions.get(p, -1) < high:
+                return False
+        return True
 
     def close(self) -> None:
         """Close the reader; a broker that is down on the way out is no error."""

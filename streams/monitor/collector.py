@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 DECISION_SCHEMA = "dev.streams.AdmissionDecisionRecord"
 #: Records read from one history topic per round at most (the rest waits for the next).
 MAX_RECORDS_PER_ROUND = 20_000
+#: How often a missing pressure, dead-letter or decisions topic is looked for again.
+REOPEN_EVERY_S = 10.0
 
 
 class WorkflowReader:
@@ -82,6 +84,7 @@ class WorkflowReader:
         self._dead_seen: dict[tuple[str, str], int] = {}
         self._decisions: deque[DecisionSeen] = deque(maxlen=100_000)
         self._decisions_seen: dict[tuple[str, str], int] = {}
+        self._next_open = 0.0
 
     def close(self) -> None:
         for closer in (self._board, self._dlq, self._decision_tail, self._peeker, self._lag):
@@ -189,6 +192,10 @@ class WorkflowReader:
         """Open the readers of topics that exist (a workflow not applied yet has none)."""
         if self._board is not None and self._dlq is not None and self._decision_tail is not None:
             return
+        mono = self._clock.monotonic()
+        if mono < self._next_open:
+            return  # cluster metadata is costly on a big cluster: look again in a while
+        self._next_open = mono + REOPEN_EVERY_S
         try:
             counts = self._admin.partition_counts()
         except StreamsError as exc:
@@ -270,12 +277,10 @@ def _catch_up(tail: TopicTail, read: Callable[[], None], timeout_s: float = 3.0)
     """Read a newly opened tail up to the end offsets it has now (bounded by timeout_s), so
     the first round already knows the workers and the recent history: a tail polled with
     no wait returns nothing until its first fetch has come back."""
-    ends = tail.end_offsets(timeout_s)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         read()
-        positions = tail.positions()
-        if all(positions.get(p, -1) >= end for p, end in ends.items() if end > 0):
+        if tail.caught_up(timeout_s):
             return
         time.sleep(0.02)
 

@@ -57,7 +57,8 @@ def stage_view(
     now: float,
     storm_per_min: float,
 ) -> StageView:
-    """``lag`` None: the group could not be read this round (status UNKNOWN). ``reports``
+    """``lag`` None: the group could not be read this round (status UNKNOWN; also when its
+    input topics do not exist). ``reports``
     are the stage's workers' latest, stale ones included (they are left out here)."""
     fresh_s = stage.pressure.stale_after_s
     live = [r for r in reports if r.stage == stage.name and alive(r, now, fresh_s)]
@@ -74,6 +75,9 @@ def stage_view(
     status: StageStatus
     if lag is None:
         status, why = "UNKNOWN", "not read"
+    elif not partitions:
+        # No partition means no input topic: nothing to judge, and "OK" would be a lie.
+        status, why = "UNKNOWN", "input topics missing (streams topology apply creates them)"
     else:
         status = group_status(
             (p.status for p in partitions),

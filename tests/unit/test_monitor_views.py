@@ -160,10 +160,22 @@ def test_a_stage_never_read_is_unknown_not_ok() -> None:
     assert act.status == "UNKNOWN" and act.lag == 0 and act.partitions == ()
 
 
-def test_dead_letter_storm_makes_err() -> None:
+def test_a_stage_without_input_topics_is_unknown_not_ok() -> None:
     t = topology()
     view = stage_view(
         t.stages["act"], GroupLag("wf.act", (), NOW), {}, first_record_ms={}, reports=[],
+        dead_letters_per_min={}, now=NOW, storm_per_min=60.0,
+    )  # fmt: skip
+    assert view.status == "UNKNOWN" and "topology apply" in view.why
+
+
+def test_dead_letter_storm_makes_err() -> None:
+    t = topology()
+    act_lag = GroupLag(
+        "wf.act", (PartitionLag(tp("act", "standard", 0), 5, 5, 0, 0.0),), measured_at=NOW
+    )
+    view = stage_view(
+        t.stages["act"], act_lag, {}, first_record_ms={}, reports=[],
         dead_letters_per_min={"handler_error": 50.0, "timeout": 20.0}, now=NOW,
         storm_per_min=60.0,
     )  # fmt: skip
