@@ -7,7 +7,8 @@ and that the committed JSON is this script's output):
     .venv/bin/python deploy/grafana/dashboard.py
 
 One row per stage (repeated over the `stage` variable) puts lag and oldest queued age side
-by side, each against the stage's bound; then pauses, intake decisions, dead letters.
+by side, each against the stage's bound; then pauses, intake decisions, dead letters and
+the tools (breakers, slots, waits).
 """
 
 from __future__ import annotations
@@ -358,6 +359,47 @@ def build() -> dict[str, Any]:
         ),
     )
 
+    layout.row("Tools")
+    tool = f'{WF}, tool=~"$tool"'
+    layout.add(
+        timeseries(
+            "Breaker state by tool",
+            [
+                (
+                    f'max by (tool, state) (streams_tool_breaker_state{{{tool}, state!="closed"}})',
+                    "{{tool}}: {{state}}",
+                )
+            ],
+            width=8,
+            description="1 while a tool's circuit breaker is open or half-open (per worker, "
+            "max over the workers): calls fail fast, the stage holds dispatch.",
+        ),
+        timeseries(
+            "Tool calls in flight, waiting, and the limit",
+            [
+                (f"sum by (tool) (streams_tool_in_flight{{{tool}}})", "{{tool}} in flight"),
+                (f"sum by (tool) (streams_tool_waiting{{{tool}}})", "{{tool}} waiting"),
+                (
+                    f"sum by (tool) (streams_tool_concurrency_limit{{{tool}}})",
+                    "max {{tool}} slots",
+                ),
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Wait for a slot and a token, p95",
+            [
+                (
+                    "histogram_quantile(0.95, sum by (tool, le) "
+                    f"(rate(streams_tool_wait_seconds_bucket{{{tool}}}{RATE})))",
+                    "{{tool}}",
+                )
+            ],
+            unit="s",
+            width=8,
+        ),
+    )
+
     return {
         "uid": "streams",
         "title": "streams: lag, age, pauses, decisions, dead letters",
@@ -386,6 +428,12 @@ def build() -> dict[str, Any]:
                     "lane",
                     "Lane",
                     f"label_values(streams_oldest_queued_age_seconds{{{WF}}}, lane)",
+                    multi=True,
+                ),
+                variable(
+                    "tool",
+                    "Tool",
+                    f"label_values(streams_tool_in_flight{{{WF}}}, tool)",
                     multi=True,
                 ),
             ]

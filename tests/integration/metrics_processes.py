@@ -33,17 +33,25 @@ def free_port(host: str) -> int:
 
 
 def workflow_file(admin: Admin, directory: Path) -> tuple[Topology, Path]:
-    """plan -> act, two lanes, two partitions, a small intake bound (so some runs are
-    rejected); topics created."""
+    """plan -> act, two lanes, two partitions, a tool for plan, a small intake bound (so
+    some runs are rejected); topics created."""
     name = f"m{uuid.uuid4().hex[:10]}"
     data = {
         "workflow": name,
         "lanes": ["urgent", "standard"],
         "topic_defaults": {"partitions": 2, "retention_ms": 3_600_000},
         "stages": {
-            "plan": {"handler": PROC_HANDLER, "downstream": ["act"], "max_queue_age_s": 60},
+            "plan": {
+                "handler": PROC_HANDLER,
+                "downstream": ["act"],
+                "max_queue_age_s": 60,
+                "tools": ["crm"],
+            },
             "act": {"handler": PROC_HANDLER},
         },
+        # A tool the plan workers hold (the handler never calls it): its series, breaker
+        # state included, are exported all the same.
+        "tools": {"crm": {"concurrency": 4, "rate": 50}},
         "intake": {"max_queued_runs": 5, "max_queued_per_tenant": 5},
     }
     path = directory / f"{name}.yaml"

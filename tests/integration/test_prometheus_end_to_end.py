@@ -2,8 +2,9 @@
 monitor, with deploy/prometheus/alerts.yml and thresholds rendered for the test's
 workflow: every rule evaluates without error on real series, StreamsWorkerMissing goes
 pending for the stage that has no worker (and only for it), every dashboard query runs
-and returns series, and the KEDA age query returns a value. This is the check that names alone cannot give: label sets that really match
-(`on (workflow, stage)`, `group_left`) and queries Prometheus itself accepts.
+and returns series, and the KEDA age query returns a value. This is the check that
+names alone cannot give: label sets that really match (`on (workflow, stage)`,
+`group_left`) and queries Prometheus itself accepts.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def _dashboard_exprs(workflow: str) -> list[tuple[str, str]]:
                 .replace("$workflow", workflow)
                 .replace("$stage", "plan")
                 .replace("$lane", ".*")
+                .replace("$tool", ".*")
             )
             exprs.append((panel["title"], expr))
     return exprs

@@ -78,6 +78,7 @@ def test_worker_scrape_passes_promtool_check_metrics(
     assert sample_value(text, "streams_records_total", outcome="emitted") >= 20, text
     assert sample_value(text, "streams_dead_letters_total") >= 3, text
     assert "streams_oldest_queued_age_seconds{" in text
+    assert sample_value(text, "streams_tool_breaker_state", tool="crm", state="closed") == 1
     assert check_metrics(text) == ""
     # The worker exposes only families the inventory knows (which the dashboard and alert
     # tests check their queries against).
