@@ -1,5 +1,6 @@
-"""A run that ends at a middle stage (its handler returns without emitting) is finished for
-the intake: the worker writes it to the completed topic, and the intake's queue drains."""
+"""A run that ends at a middle stage is finished for the intake: returning without emitting
+writes it to the completed topic, an escalation dead-letters it, and the intake's queue
+drains either way."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from streams import Escalate
 from streams.intake.requests import RunRequest
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
-from streams.testing import WorkerThread, read_records
+from streams.testing import WorkerThread, read_dead_letters, read_records
 from streams.types import DeliveryMode
 
 from .intake_helpers import intake_workflow, running_intake
@@ -25,7 +27,10 @@ FINISHED_AT = "streams.finished_at_stage"
 
 
 async def _act(event: Any, ctx: Any) -> None:
-    if not json.loads(event.payload).get("stop"):
+    request = json.loads(event.payload)
+    if request.get("escalate"):
+        raise Escalate("refund above limit")  # a dead letter: it ends the run too
+    if not request.get("stop"):
         ctx.emit(event)  # the others go on to the last stage
 
 
@@ -70,15 +75,14 @@ def test_runs_ending_at_a_middle_stage_release_the_intake(
     ]
     try:
         with running_intake(topology, client_config) as intake:
-            stopped, through = set[str](), set[str]()
-            for i in range(8):
-                stop = i % 2 == 0
-                decision = intake.submit(
-                    RunRequest(tenant="t", payload=json.dumps({"stop": stop}).encode())
-                )
+            stopped, through, escalated = set[str](), set[str](), set[str]()
+            for i in range(10):
+                stop, escalate = i % 2 == 0 and i < 8, i >= 8
+                payload = json.dumps({"stop": stop, "escalate": escalate}).encode()
+                decision = intake.submit(RunRequest(tenant="t", payload=payload))
                 assert decision.outcome == "accepted", decision
                 assert decision.run_id is not None
-                (stopped if stop else through).add(decision.run_id)
+                (escalated if escalate else stopped if stop else through).add(decision.run_id)
             drained = _wait(lambda: sum(intake.capacity().queued_by_lane.values()) == 0, 30)
             queued = intake.capacity().queued_by_tenant
     finally:
@@ -96,3 +100,7 @@ def test_runs_ending_at_a_middle_stage_release_the_intake(
         assert (FINISHED_AT, b"act") in by_run[run_id].headers
     for run_id in through:
         assert all(k != FINISHED_AT for k, _ in by_run[run_id].headers)
+    letters = read_dead_letters(client_config, topology.dead_letter_topic, 3, expect=2)
+    assert {(x.original_key, x.reason) for x in letters} == {
+        (run_id.encode(), "escalated") for run_id in escalated
+    }
