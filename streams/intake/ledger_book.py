@@ -93,7 +93,7 @@ class LedgerBook:
         self.reservation_timeout_s = reservation_timeout_s
         self._reservation_timeout_ms = int(reservation_timeout_s * 1000)
         self._lock = threading.Lock()
-        self._rewound_from: tuple[int, int] | None = None  # (read to, then read at)
+        self._problem: str | None = None  # why decisions on this book would be untrue
         self._entries: dict[str, LedgerEntry] = {}
         self._totals = _Totals()
         self._undecided = _Totals()  # the reservations among them
@@ -123,10 +123,9 @@ class LedgerBook:
         """Mark `offset` read; True when it holds one of our own writes, whose content the
         book already has (so the caller need not decode it)."""
         with self._lock:
-            if offset <= self._read_to and self._rewound_from is None:
-                # The ledger went back: the broker lost its data (a wipe, a recreated
-                # topic). What this book holds is no longer what the ledger says.
-                self._rewound_from = (self._read_to, offset)
+            if offset <= self._read_to:
+                # Read already: the client fetched it again (it may, after a broker restart).
+                return True
             self._read_to = offset
             if offset > self._known_to:
                 self._known_to = offset
@@ -264,22 +263,35 @@ class LedgerBook:
         with self._lock:
             return self._known_to >= offset - 1
 
-    def ledger_rewound(self, end_offset: int) -> None:
-        """The ledger's end is `end_offset`: below what was read means it went back."""
+    def read_to(self) -> int:
+        """The last ledger offset read."""
         with self._lock:
-            if end_offset <= self._read_to and self._rewound_from is None:
-                self._rewound_from = (self._read_to, end_offset)
+            return self._read_to
+
+    def ledger_rewound(self, read_to: int, end_offset: int) -> None:
+        """The ledger's end, read after read_to() said `read_to`, is `end_offset`: at or
+        below what was read then means the ledger went back."""
+        with self._lock:
+            if end_offset <= read_to and self._problem is None:
+                self._problem = (
+                    f"the run ledger went back from offset {read_to} to {end_offset} "
+                    "(the broker lost its data): this intake no longer knows what is queued; "
+                    "restart it"
+                )
+
+    def cluster_changed(self, was: str, now: str) -> None:
+        with self._lock:
+            if self._problem is None:
+                self._problem = (
+                    f"the cluster id changed from {was} to {now} (the broker lost its data, "
+                    "or this is another cluster): the run ledger this intake read is gone; "
+                    "restart it"
+                )
 
     def problem(self) -> str | None:
         """Why this book cannot be trusted for decisions any more, if it cannot."""
         with self._lock:
-            if self._rewound_from is None:
-                return None
-            read_to, now_at = self._rewound_from
-        return (
-            f"the run ledger went back from offset {read_to} to {now_at} (the broker lost "
-            "its data): this intake no longer knows what is queued; restart it"
-        )
+            return self._problem
 
     def read_past(self, offset: int) -> bool:
         with self._lock:

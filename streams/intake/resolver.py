@@ -121,7 +121,10 @@ class UnknownOutcomes:
         except StreamsError as exc:
             log.info("unknown outcomes wait for the broker (%d runs): %s", len(due), exc)
             return []
-        settled = [self._settle(r, found.get(run_id.encode())) for run_id, r in due.items()]
+        settled = [
+            self._settle(r, next(iter(found.get(run_id.encode(), [])), None))
+            for run_id, r in due.items()
+        ]
         with self._lock:
             for run_id in due:
                 self._pending.pop(run_id, None)

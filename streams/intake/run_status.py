@@ -31,6 +31,9 @@ class RunStatus:
     due_at_ms: int | None = None
     finished_at_ms: int | None = None
     reason: str | None = None
+    #: For a queued run, when asked for: the furthest stage on its path whose input holds
+    #: its event (None: not looked up, or not found).
+    stage: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -49,7 +52,14 @@ class RunStatus:
             "due_at_ms": self.due_at_ms,
             "finished_at_ms": self.finished_at_ms,
             "reason": self.reason,
+            "stage": self.stage,
         }
+
+
+def furthest_stage(path_order: dict[str, int], found_in: list[str]) -> str | None:
+    """The stage furthest along the workflow (by `path_order`, its depth from the entry
+    stage) among those whose input holds the run's event."""
+    return max(found_in, key=lambda s: path_order.get(s, -1), default=None)
 
 
 def run_status(found: LedgerEntry | FinishedRun, now_ms: int) -> RunStatus:

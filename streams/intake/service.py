@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future as ThreadFuture
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
@@ -40,11 +40,12 @@ from streams.intake.requests import (
     decision_of,
 )
 from streams.intake.resolver import UnknownOutcomes
-from streams.intake.run_status import RunStatus, run_status
+from streams.intake.run_status import RunStatus, furthest_stage, run_status
 from streams.intake.state import QueueCounts, RunStateView
 from streams.intake.writer import IntakeWriter
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
+from streams.kafka.key_search import find_keys
 from streams.kafka.lag_reader import LagReader
 from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 DECISION_SCHEMA = "dev.streams.AdmissionDecisionRecord"
 #: How long the idle I/O thread blocks on the producer (the delay path and the finished
 #: topics are served at least this often).
-IDLE_WAIT_S = 0.01
+IDLE_WAIT_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,10 @@ class Intake:
         self._clock = clock or SystemClock()
         self._ack_timeout_s = ack_timeout_s
         self._entry = topology.stages[self.config.entry_stage]
+        self._client = client
+        self._path_order = path_order(topology, self._entry.name)
+        #: How long a run-status query may read stage topics to find a run's stage.
+        self.find_stage_timeout_s = 5.0
         store = SchemaStore()
         self._events = TaskEventCodec(store)
         self._payload_schema = (
@@ -128,6 +133,7 @@ class Intake:
         pressure_spec = topology.all_topics()[topology.pressure_topic]
         board = ReportBoard(TopicTail(client, topology.pressure_topic, pressure_spec.partitions))
         self._admin = Admin(client, timeout_s=5.0)
+        self._cluster_id: str | None = None  # the cluster's when first read
         self.capacity_feed = CapacityFeed(
             LagReader(self._admin, self._clock), board, self._entry, self._clock,
             also_check=self._check_ledger_end,
@@ -164,6 +170,7 @@ class Intake:
         try:
             self.view.catch_up()
             self.capacity_feed.refresh()
+            self._check_ledger_end()  # the cluster id to hold the broker to
         except BaseException:
             self.close()
             raise
@@ -209,14 +216,37 @@ class Intake:
         self._record(request, decision, now_ms, time.monotonic() - started)
         return decision
 
-    def status(self, run_id: str) -> RunStatus | None:
+    def status(self, run_id: str, *, find_stage: bool = False) -> RunStatus | None:
         """Where the run is (queued, delayed until when, finished and how, or undecided),
         from this replica's ledger; None when the ledger does not know it (never
-        submitted, refused, or finished longer ago than the collapse window)."""
+        submitted, refused, or finished longer ago than the collapse window).
+
+        find_stage (blocking, for operators: reads the stages' input topics from the
+        run's submission on, at most `find_stage_timeout_s`) also says which stage a
+        queued run is in."""
         found = self.view.run(run_id)
         if found is None:
             return None
-        return run_status(found, int(self._clock.now() * 1000))
+        status = run_status(found, int(self._clock.now() * 1000))
+        if find_stage and status.state == "queued":
+            status = replace(status, stage=self._find_stage(run_id, status.submitted_at_ms))
+        return status
+
+    def _find_stage(self, run_id: str, since_ms: int) -> str | None:
+        specs = self.topology.all_topics()
+        stage_of: dict[str, str] = {}
+        for stage in self.topology.stages.values():
+            for topic in stage.input_topics:
+                stage_of.setdefault(topic, stage.name)
+        try:
+            found = find_keys(
+                self._client, [(t, specs[t].partitions) for t in stage_of], [run_id.encode()],
+                since_ms - 2_000, timeout_s=self.find_stage_timeout_s, all_matches=True,
+            )  # fmt: skip
+        except StreamsError:
+            return None
+        topics = found.get(run_id.encode(), [])
+        return furthest_stage(self._path_order, [stage_of[t] for t in topics])
 
     def health(self) -> tuple[bool, str]:
         """Whether this replica can decide truthfully now, and why not."""
@@ -374,11 +404,17 @@ class Intake:
     def _check_ledger_end(self) -> None:
         """A ledger whose end is below what was read went back (the broker lost data)."""
         ledger = TopicPartition(self.topology.runs_topic, 0)
+        read_to = self.view.read_to()  # before the end is asked for: it can only grow
         try:
+            cluster_id = self._admin.cluster_id()
             end = self._admin.end_offsets([ledger])[ledger]
         except StreamsError:
             return  # unreadable: the capacity reading says so already
-        self.view.ledger_rewound(end)
+        if self._cluster_id is None:
+            self._cluster_id = cluster_id
+        elif cluster_id is not None and cluster_id != self._cluster_id:
+            self.view.cluster_changed(self._cluster_id, cluster_id)
+        self.view.ledger_rewound(read_to, end)
 
     def _keep_ledger_small(self) -> None:
         """Record the ends of finished runs in the ledger, and tombstone those whose
@@ -403,6 +439,21 @@ class Intake:
             ).start()
             self._sync_loop = loop
         return self._sync_loop
+
+
+def path_order(topology: Topology, entry: str) -> dict[str, int]:
+    """Each stage's depth from the entry stage along `downstream` (breadth first)."""
+    depth = {entry: 0}
+    frontier = [entry]
+    while frontier:
+        following: list[str] = []
+        for name in frontier:
+            for nxt in topology.stages[name].downstream:
+                if nxt not in depth:
+                    depth[nxt] = depth[name] + 1
+                    following.append(nxt)
+        frontier = following
+    return depth
 
 
 def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:

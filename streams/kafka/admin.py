@@ -68,6 +68,14 @@ class Admin:
             metadata = self._admin.list_topics(timeout=self._timeout_s)
         return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
+    def cluster_id(self) -> str | None:
+        """The cluster's id: a broker that lost its data (wiped, formatted anew) has a new one."""
+        self._serve_logs()
+        with kafka_errors("cannot read cluster metadata"):
+            metadata = self._admin.list_topics(timeout=self._timeout_s)
+        cluster_id: str | None = metadata.cluster_id
+        return cluster_id
+
     def plan(self, wanted: Iterable[TopicWanted]) -> list[TopicChange]:
         existing = self.partition_counts()
         changes = []

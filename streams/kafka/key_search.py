@@ -33,11 +33,12 @@ def find_keys(
     since_ms: int,
     *,
     timeout_s: float = 30.0,
-) -> dict[bytes, str]:
+    all_matches: bool = False,
+) -> dict[bytes, list[str]]:
     """Which of `keys` appear in `topics` ((name, partition count) pairs) at or after
-    since_ms: key -> the topic of its first record found. Raises BrokerUnavailable when
-    the broker cannot answer in time (the caller tries again later: an incomplete search
-    must never be taken for "not written")."""
+    since_ms: key -> the topics holding it (the first found only, unless all_matches).
+    Raises BrokerUnavailable when the broker cannot answer in time (the caller tries
+    again later: an incomplete search must never be taken for "not written")."""
     wanted = set(keys)
     if not wanted:
         return {}
@@ -54,7 +55,7 @@ def find_keys(
     with kafka_errors("searching for keys"):
         consumer = Consumer(settings)
     try:
-        return _search(consumer, list(topics), wanted, since_ms, deadline)
+        return _search(consumer, list(topics), wanted, since_ms, deadline, all_matches)
     except KafkaException as exc:
         raise BrokerUnavailable(f"searching for unacknowledged writes: {exc}") from exc
     finally:
@@ -68,7 +69,8 @@ def _search(
     wanted: set[bytes],
     since_ms: int,
     deadline: float,
-) -> dict[bytes, str]:
+    all_matches: bool,
+) -> dict[bytes, list[str]]:
     parts = [KafkaTopicPartition(t, p, since_ms) for t, n in topics for p in range(n)]
     starts = consumer.offsets_for_times(parts, timeout=_left(deadline))
     ends: dict[tuple[str, int], int] = {}
@@ -83,7 +85,7 @@ def _search(
         if start < high:
             ends[(tp.topic, tp.partition)] = high
             assign.append(KafkaTopicPartition(tp.topic, tp.partition, start))
-    found: dict[bytes, str] = {}
+    found: dict[bytes, list[str]] = {}
     if not assign:
         return found
     consumer.assign(assign)
@@ -95,8 +97,10 @@ def _search(
                 continue  # transient; an unread partition keeps the search going
             where = (message.topic() or "", message.partition() or 0)
             key = message.key()
-            if key in wanted and key not in found:
-                found[key] = where[0]
+            if key in wanted:
+                holding = found.setdefault(key, [])
+                if not holding or (all_matches and where[0] not in holding):
+                    holding.append(where[0])
             end = ends.get(where)
             if end is not None and (message.offset() or 0) + 1 >= end:
                 del ends[where]
