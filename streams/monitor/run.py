@@ -10,17 +10,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from rich.console import Console
 from rich.live import Live
 
-from streams.monitor.collector import WorkflowReader
 from streams.monitor.exporter import MonitorServer
 from streams.monitor.model import MonitorSnapshot
 from streams.monitor.view import heartbeat_line, render_table
 
 
-def sample_once(reader: WorkflowReader, *, sample_s: float, interval_s: float) -> MonitorSnapshot:
+class Reader(Protocol):
+    """What the loops need of streams.monitor.collector.WorkflowReader."""
+
+    def read(self) -> MonitorSnapshot: ...
+
+
+def sample_once(reader: Reader, *, sample_s: float, interval_s: float) -> MonitorSnapshot:
     """Read for ``sample_s`` seconds (at least two rounds, so trends and the time-lag
     history have two points) and return the last round's snapshot."""
     deadline = time.monotonic() + sample_s
@@ -34,7 +40,7 @@ def sample_once(reader: WorkflowReader, *, sample_s: float, interval_s: float) -
 
 
 def run_rounds(
-    reader: WorkflowReader,
+    reader: Reader,
     *,
     interval_s: float,
     stop: threading.Event,

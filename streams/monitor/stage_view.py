@@ -209,4 +209,6 @@ def _why(
         return "ok"
     first = worst[0]
     more = f" (+{len(worst) - 1} more)" if len(worst) > 1 else ""
-    return f"{first.topic}[{first.partition}]: {first.why}{more}"
+    reasons = sorted({r for p in worst for r in p.paused_by})
+    paused = f"; paused on purpose: {', '.join(reasons)}" if reasons else ""
+    return f"{first.topic}[{first.partition}]: {first.why}{more}{paused}"
