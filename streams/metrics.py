@@ -511,12 +511,15 @@ def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             problem = f"metrics port {port} on {addr} is already in use"
+            fix = "pick another with --metrics-port (0 picks a free one)"
         else:
             reason = exc.strerror or str(exc) or type(exc).__name__
             problem = f"metrics port {port} on {addr} cannot be opened: {reason}"
-        raise MetricsPortUnavailable(
-            port, addr, f"{problem}; pick another with --metrics-port (0 picks a free one)"
-        ) from exc
+            fix = (
+                "check --metrics-host (an address of this machine, or 0.0.0.0 for all) "
+                "and --metrics-port (0 picks a free one)"
+            )
+        raise MetricsPortUnavailable(port, addr, f"{problem}; {fix}") from exc
     return int(server.server_port)
 
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from typer.testing import CliRunner
 
 from streams.cli import app
+from streams.errors import MetricsPortUnavailable
 from streams.metrics import serve_metrics
 from streams.runtime.options import WorkerOptions
 
@@ -40,3 +41,10 @@ def test_metrics_served_on_the_host_asked_for_only() -> None:
     except urllib.error.URLError:
         body = b""  # refused: nothing listens there
     assert b"streams_bind_host_probe" not in body
+
+
+def test_a_host_that_cannot_be_bound_says_which_option_to_fix() -> None:
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is never a local address.
+    with pytest.raises(MetricsPortUnavailable) as caught:
+        serve_metrics(CollectorRegistry(), 0, addr="192.0.2.1")
+    assert "--metrics-host" in str(caught.value)
