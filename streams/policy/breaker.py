@@ -127,7 +127,8 @@ class CircuitBreaker:
     def record(self, verdict: Verdict, duration_s: float, now: float) -> None:
         """The verdict of a call admitted by try_acquire(). A verdict arriving after the
         state moved on (a call from before an opening) is dropped: it describes the past."""
-        state = self.state(now)
+        # Closed needs no clock check (only open moves on time): the common case, kept cheap.
+        state = self._state if self._state == "closed" else self.state(now)
         config = self.config
         if verdict == "ignored":
             self.release()

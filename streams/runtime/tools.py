@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -114,6 +115,7 @@ class Tool:
         self._adaptive = None if spec.adaptive is None else AdaptiveLimit(spec.adaptive)
         self._in_flight = 0
         self._waiting = 0
+        self._sleepers = 0  # blocking waiters: only they need a notify when a call ends
         self._calls: dict[CallOutcome, int] = dict.fromkeys(CALL_OUTCOMES, 0)
         self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
@@ -144,51 +146,54 @@ class Tool:
         return self._limits
 
     # ----------------------------------------------------------------- admission
-    async def acquire_async(self) -> float:
-        """Take a slot (and a breaker permit and a token) for one call; the seconds waited.
-        Raises ToolUnavailable or ToolSaturated instead of waiting past max_wait_s."""
+    async def acquire_async(self) -> tuple[float, float]:
+        """Take a slot (and a breaker permit and a token) for one call: (when admitted,
+        seconds waited), monotonic. Raises ToolUnavailable or ToolSaturated instead of
+        waiting past max_wait_s."""
         clock = self.clock
-        start = clock.monotonic()
+        start = now = clock.monotonic()
         deadline = start + self.spec.max_wait_s
         registered = False
         try:
             while True:
                 with self._lock:
-                    now = clock.monotonic()
                     kind, hint = self._admit(now)
                     if kind == "ok":
-                        return self._admitted(now - start)
+                        return now, self._admitted(now - start)
                     self._refuse_if_due(kind, now, deadline, start)
                     if not registered:
                         self._waiting += 1
                         registered = True
                 await asyncio.sleep(max(0.001, min(hint, deadline - now, _MAX_SLEEP_S)))
+                now = clock.monotonic()
         finally:
             if registered:
                 with self._lock:
                     self._waiting -= 1
 
-    def acquire_blocking(self) -> float:
+    def acquire_blocking(self) -> tuple[float, float]:
         """acquire_async for a handler thread: sleeps on the tool's condition."""
         clock = self.clock
-        start = clock.monotonic()
+        start = now = clock.monotonic()
         deadline = start + self.spec.max_wait_s
         with self._lock:
             registered = False
             try:
                 while True:
-                    now = clock.monotonic()
                     kind, hint = self._admit(now)
                     if kind == "ok":
-                        return self._admitted(now - start)
+                        return now, self._admitted(now - start)
                     self._refuse_if_due(kind, now, deadline, start)
                     if not registered:
                         self._waiting += 1
+                        self._sleepers += 1
                         registered = True
                     self._freed.wait(max(0.001, min(hint, deadline - now, _MAX_SLEEP_S)))
+                    now = clock.monotonic()
             finally:
                 if registered:
                     self._waiting -= 1
+                    self._sleepers -= 1
 
     def _admit(self, now: float) -> tuple[_Wait, float]:
         """Under the lock: admit one call now, or say what it waits for and how long."""
@@ -252,22 +257,26 @@ class Tool:
         return min(1.0, sum(by_stage.values()) / self._ceilings.stages_using)
 
     # ----------------------------------------------------------------- verdicts
-    def finish(self, error: BaseException | None, duration_s: float, *, timed_out: bool) -> None:
-        """Record an admitted call's end: its verdict for the breaker and the adaptive limit,
-        its outcome and latency for the metrics; frees its slot."""
+    def finish(
+        self, error: BaseException | None, started: float, ended: float, *, timed_out: bool
+    ) -> None:
+        """Record an admitted call's end (monotonic times): its verdict for the breaker and
+        the adaptive limit, its outcome and latency for the metrics; frees its slot."""
+        duration_s = ended - started
         verdict = self.verdict(error, timed_out)
         outcome: CallOutcome = "ok" if error is None else ("timeout" if timed_out else "error")
         with self._lock:
             in_flight = self._in_flight
             self._in_flight -= 1
             if self._breaker is not None:
-                self._breaker.record(verdict, duration_s, self.clock.monotonic())
+                self._breaker.record(verdict, duration_s, ended)
             if self._adaptive is not None and verdict != "ignored":
                 self._adaptive.record(duration_s, failed=verdict == "failure", in_flight=in_flight)
             self._calls[outcome] += 1
             self._latency[_bucket_of(duration_s)] += 1
             self._latency_sum += duration_s
-            self._freed.notify_all()
+            if self._sleepers:
+                self._freed.notify_all()
 
     def verdict(self, error: BaseException | None, timed_out: bool) -> Verdict:
         """What a call's end says about the tool's health."""
@@ -314,10 +323,7 @@ class Tool:
 
 
 def _bucket_of(seconds: float) -> int:
-    for i, bound in enumerate(LATENCY_BUCKETS_S):
-        if seconds <= bound:
-            return i
-    return len(LATENCY_BUCKETS_S)
+    return bisect_left(LATENCY_BUCKETS_S, seconds)  # Prometheus buckets are "le"
 
 
 class ToolCall:
@@ -352,14 +358,13 @@ class ToolCall:
 
     async def __aenter__(self) -> ToolCall:
         tool = self._tool
-        self.waited_s = await tool.acquire_async()
+        self._started, self.waited_s = await tool.acquire_async()
         self._timeout = asyncio.timeout(tool.spec.timeout_s)
         try:
             await self._timeout.__aenter__()
         except BaseException as exc:
-            tool.finish(exc, 0.0, timed_out=False)
+            tool.finish(exc, self._started, self._started, timed_out=False)
             raise
-        self._started = tool.clock.monotonic()
         return self
 
     async def __aexit__(
@@ -373,14 +378,12 @@ class ToolCall:
         try:
             await self._timeout.__aexit__(exc_type, exc, tb)
         except TimeoutError as timed_out:
-            tool.finish(timed_out, self._elapsed(), timed_out=True)
+            tool.finish(timed_out, self._started, tool.clock.monotonic(), timed_out=True)
             raise ToolTimeout(tool.name, tool.spec.timeout_s) from timed_out
-        tool.finish(exc, self._elapsed(), timed_out=False)
+        tool.finish(exc, self._started, tool.clock.monotonic(), timed_out=False)
 
     def __enter__(self) -> ToolCall:
-        tool = self._tool
-        self.waited_s = tool.acquire_blocking()
-        self._started = tool.clock.monotonic()
+        self._started, self.waited_s = self._tool.acquire_blocking()
         return self
 
     def __exit__(
@@ -389,9 +392,11 @@ class ToolCall:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        elapsed = self._elapsed()
-        over = elapsed > self._tool.spec.timeout_s
-        self._tool.finish(exc if exc is not None or not over else _LATE, elapsed, timed_out=over)
+        tool = self._tool
+        ended = tool.clock.monotonic()
+        over = ended - self._started > tool.spec.timeout_s
+        error = exc if exc is not None or not over else _LATE
+        tool.finish(error, self._started, ended, timed_out=over)
 
     @overload
     async def call(self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R: ...
@@ -407,9 +412,6 @@ class ToolCall:
     def call_blocking(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         with self:
             return fn(*args, **kwargs)
-
-    def _elapsed(self) -> float:
-        return self._tool.clock.monotonic() - self._started
 
 
 class _LateCall(StreamsError):
