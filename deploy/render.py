@@ -89,6 +89,12 @@ def _container(name: str, command: list[str], port: int, *, probe_path: str) -> 
             "requests": {"cpu": "250m", "memory": "256Mi"},
             "limits": {"memory": "512Mi"},
         },
+        # streams needs no privilege: it talks to Kafka and serves one HTTP port.
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
 
 
@@ -259,6 +265,13 @@ def intake(topology: Topology, topology_path: str) -> list[Manifest]:
                 "selector": labels,
                 "ports": [{"name": "http", "port": INTAKE_PORT, "targetPort": "http"}],
             },
+        },
+        {
+            # Node drains take one intake replica at a time: the door stays open.
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}},
         },
     ]
 

@@ -320,3 +320,19 @@ def test_manifests_are_what_render_makes_of_the_example_topology(tmp_path: Path)
 def test_kustomization_lists_every_manifest_file() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in _manifest_files())
+
+
+def test_containers_run_without_privileges_and_the_intake_survives_drains() -> None:
+    for workload in _of_kind("Deployment", "StatefulSet"):
+        for container in _containers(workload):
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, workload["metadata"]["name"]
+            assert security["capabilities"]["drop"] == ["ALL"]
+    (budget,) = _of_kind("PodDisruptionBudget")
+    (intake,) = [
+        m
+        for m in _of_kind("Deployment")
+        if m["metadata"]["labels"]["app.kubernetes.io/component"] == "intake"
+    ]
+    assert budget["spec"]["selector"] == intake["spec"]["selector"]
+    assert budget["spec"]["minAvailable"] < intake["spec"]["replicas"]
