@@ -11,6 +11,7 @@ Retry-After, the broker).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -92,6 +93,21 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
             return JSONResponse(payload, status_code=429, headers={"Retry-After": str(retry)})
         return JSONResponse(payload, status_code=_STATUS_BY_OUTCOME[decision.outcome])
 
+    async def run_status(request: Request) -> Response:
+        if request.path_params["workflow"] != workflow:
+            return _error(
+                404, "unknown_workflow", f"no workflow {request.path_params['workflow']!r}"
+            )
+        run_id = request.path_params["run_id"]
+        # Finding a queued run's stage reads topics: off the event loop.
+        status = await asyncio.to_thread(intake.status, run_id, find_stage=True)
+        if status is None:
+            return _error(
+                404, "unknown_run", f"no run {run_id!r} in this workflow's ledger (never "
+                "admitted, refused, or finished longer ago than the collapse window)",
+            )  # fmt: skip
+        return JSONResponse(status.to_json())
+
     async def capacity(request: Request) -> Response:
         if request.path_params["workflow"] != workflow:
             return _error(
@@ -106,6 +122,7 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
                 "why": report.why,
                 "queued_by_lane": report.queued_by_lane,
                 "queued_by_tenant": report.queued_by_tenant,
+                "undecided_by_tenant": report.undecided_by_tenant,
                 "oldest_queued_age_s": report.oldest_queued_age_s,
                 "delayed": report.delayed,
                 "first_stage": {
@@ -135,6 +152,7 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
         lifespan=_freeze_startup_heap if freeze_heap else None,
         routes=[
             Route("/v1/workflows/{workflow}/runs", submit, methods=["POST"]),
+            Route("/v1/workflows/{workflow}/runs/{run_id}", run_status, methods=["GET"]),
             Route("/v1/workflows/{workflow}/capacity", capacity, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

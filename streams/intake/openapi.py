@@ -52,6 +52,27 @@ _UNKNOWN = {
         "retry_after_s": {"type": "number"},
     },
 }
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_RUN_STATUS = {
+    "type": "object",
+    "required": ["run_id", "state", "finished", "tenant", "lane", "submitted_at_ms", "age_s"],
+    "properties": {
+        "run_id": {"type": "string"},
+        "state": {
+            "enum": ["undecided", "queued", "delayed", "completed", "dead_lettered", "escalated"]
+        },
+        "finished": {"type": "boolean"},
+        "tenant": {"type": "string"},
+        "lane": {"type": "string"},
+        "submitted_at_ms": {"type": "integer"},
+        "age_s": {"type": "number", "description": "since submission; finished: how long it took"},
+        "deadline_ms": _NULLABLE_INT,
+        "due_at_ms": _NULLABLE_INT,
+        "finished_at_ms": _NULLABLE_INT,
+        "reason": {"type": ["string", "null"], "description": "a dead letter's reason"},
+        "stage": {"type": ["string", "null"], "description": "the stage a queued run is in"},
+    },
+}
 _TEXT = "Unicode text (no lone surrogates)"
 _DECISION = {
     "type": "object",
@@ -65,6 +86,11 @@ _DECISION = {
         "due_at_ms": {"type": ["integer", "null"]},
         "retry_after_s": {"type": ["number", "null"]},
         "forecast_wait_s": {"type": ["number", "null"]},
+        "run_state": {
+            "type": ["string", "null"],
+            "description": "collapsed: the existing run's state (queued, delayed, completed, "
+            "dead_lettered, escalated)",
+        },
     },
 }
 
@@ -175,6 +201,33 @@ def openapi_document(intake: Intake) -> dict[str, Any]:
                                 ),
                                 "headers": _RETRY_AFTER,
                             },
+                        }
+                    ),
+                }
+            },
+            "/v1/workflows/{workflow}/runs/{run_id}": {
+                "get": {
+                    "summary": "Where a run is: undecided, queued (with the stage it is in), "
+                    "delayed (until due_at_ms), completed, dead_lettered (with the reason) "
+                    "or escalated; its lane, tenant, age and deadline",
+                    "parameters": [
+                        {
+                            "name": name,
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                        for name in ("workflow", "run_id")
+                    ],
+                    "responses": _no_route_or_method(
+                        {
+                            "200": _json(_RUN_STATUS, "the run's status"),
+                            "404": _json(
+                                _ERROR,
+                                "unknown_workflow; unknown_run: not in the ledger (never "
+                                "admitted, refused, or finished longer ago than the collapse "
+                                "window)",
+                            ),
                         }
                     ),
                 }

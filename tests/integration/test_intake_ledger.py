@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from streams.intake.requests import RunRequest
@@ -21,7 +22,7 @@ from streams.serde import SchemaStore, Serde
 from streams.testing import WorkerThread, read_records
 from streams.topology import Topology
 
-from .intake_helpers import intake_workflow, running_intake
+from .intake_helpers import http_server, intake_workflow, running_intake
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 FAST = WorkerOptions(pressure_refresh_s=0.2, report_interval_s=0.3)
@@ -165,3 +166,21 @@ def test_run_status_finds_the_stage_a_queued_run_is_in(
             assert status is not None and status.state == "queued" and status.stage is None
     finally:
         worker.stop()
+
+
+def test_run_status_over_http(admin: Admin, client_config: ClientConfig) -> None:
+    topology = intake_workflow(admin, {})  # no worker: the run stays queued at plan
+    with running_intake(topology, client_config) as intake, http_server(intake) as base:
+        runs = f"{base}/v1/workflows/{topology.workflow}/runs"
+        with httpx.Client(timeout=20) as http:
+            accepted = http.post(runs, json={"tenant": "acme", "payload": {}})
+            assert accepted.status_code == 202
+            run_id = accepted.json()["run_id"]
+            answer = http.get(f"{runs}/{run_id}")
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert (body["state"], body["tenant"], body["stage"]) == ("queued", "acme", "plan")
+            assert body["finished"] is False and body["age_s"] >= 0
+            missing = http.get(f"{runs}/no-such-run")
+            assert missing.status_code == 404
+            assert missing.json()["error"] == "unknown_run"
