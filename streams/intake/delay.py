@@ -164,7 +164,15 @@ class DelayForwarder:
             self._send_dead_letter(write)
             return
         event = event.with_stage(self._entry.name, int(now * 1000))
-        topic = self._entry.input_topics_by_lane[event.lane]
+        topic = self._entry.input_topics_by_lane.get(event.lane)
+        if topic is None:  # no try can succeed (the topology changed since it was delayed)
+            write.dead_letter = "forward_failed"
+            write.error = DeliveryError(
+                f"stage {self._entry.name} takes no lane {event.lane!r} (it takes "
+                f"{', '.join(self._entry.lanes)})"
+            )
+            self._send_dead_letter(write)
+            return
         write.forwards += 1
         self._send(write, topic, self._codec.encode(event), ())
 

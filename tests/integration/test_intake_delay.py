@@ -51,15 +51,16 @@ def _workflow(admin: Admin, client: ClientConfig, *, small: list[str]) -> Topolo
         },
         f"<test {name}>",
     )
-    raw = AdminClient(client.base())
-    futures = raw.create_topics(
-        [
-            NewTopic(f"{name}.{t}", 1, 1, config={"max.message.bytes": str(SMALL_LIMIT)})
-            for t in small
-        ]
-    )
-    for future in futures.values():
-        future.result(15)
+    if small:
+        raw = AdminClient(client.base())
+        futures = raw.create_topics(
+            [
+                NewTopic(f"{name}.{t}", 1, 1, config={"max.message.bytes": str(SMALL_LIMIT)})
+                for t in small
+            ]
+        )
+        for future in futures.values():
+            future.result(15)
     admin.apply(
         TopicWanted(topic, spec.partitions, None, spec.compacted)
         for topic, spec in topology.all_topics().items()
@@ -178,3 +179,23 @@ def test_a_refused_dead_letter_is_tried_until_it_lands(
     assert committed == 2
     letters = read_dead_letters(client_config, topology.dead_letter_topic, 1, expect=2, timeout_s=3)
     assert [(x.original_key, x.raw_value) for x in letters] == [(big_run.encode(), big_bytes)]
+
+
+def test_a_run_in_a_lane_the_first_stage_does_not_take_is_dead_lettered_at_once(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    topology = _workflow(admin, client_config, small=[])  # plan takes urgent and standard
+    event = new_task_event(
+        workflow=topology.workflow, stage="plan", tenant="t", lane="background",
+        payload=b"{}", now_ms=int(time.time() * 1000),
+    )  # fmt: skip
+    value = TaskEventCodec().encode(event)
+    producer = RecordProducer(client_config)
+    producer.send(topology.delayed_topic, value, key=event.run_id.encode())  # no due: now
+    assert producer.flush(15) == 0
+    with _forwarder(client_config, topology) as forwarder:
+        committed = _Stepper(forwarder, admin, topology).run(20, until_committed=1)
+    assert committed == 1
+    [letter] = read_dead_letters(client_config, topology.dead_letter_topic, 1, expect=1)
+    assert (letter.reason, letter.raw_value, letter.attempts) == ("forward_failed", value, 0)
+    assert letter.error_message is not None and "no lane 'background'" in letter.error_message
