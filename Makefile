@@ -20,9 +20,9 @@ test: $(BIN)/.installed lint
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check streams tests topology benchmarks
-	$(BIN)/ruff format --check streams tests topology benchmarks
-	$(BIN)/mypy streams tests benchmarks topology
+	$(BIN)/ruff check streams tests topology benchmarks deploy
+	$(BIN)/ruff format --check streams tests topology benchmarks deploy
+	$(BIN)/mypy streams tests benchmarks topology deploy
 	$(BIN)/lint-imports
 
 unit: $(BIN)/.installed
