@@ -71,7 +71,7 @@ class WorkflowReader:
         self._keep_s = keep_s
         self._storm_per_min = storm_per_min
         self._admin = Admin(config, timeout_s=10.0)
-        self._lag = LagReader(self._admin, self._clock, partitions_refresh_s=10.0)
+        self._lag = LagReader(self._admin, self._clock)
         self._peeker = RecordPeeker(config)
         self._windows: dict[tuple[str, TopicPartition], PartitionWindow] = {}
         self._peeked: dict[tuple[TopicPartition, int | None], int] = {}
