@@ -300,7 +300,7 @@ def _sorted_labels(exposition: str) -> str:
 
 
 def test_status_page_in_headless_chromium_shows_the_paused_stage(
-    scene: PausedScene, tmp_path: Path
+    scene: PausedScene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a person sees: the page rendered by a real browser names the paused stage, its
     reason and a positive oldest age. STREAMS_MONITOR_SCREENSHOT=path keeps a screenshot."""
@@ -327,7 +327,7 @@ def test_status_page_in_headless_chromium_shows_the_paused_stage(
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                 "--disable-gpu", "--window-size=1280,720"):  # fmt: skip
         options.add_argument(arg)
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a driver
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium fetch a driver
     browser = None
     try:
         assert proc.stdout is not None
