@@ -13,6 +13,10 @@ pass `now`, monotonic seconds) or do I/O. Not thread-safe: the tool that owns it
 
 An "ignored" verdict (a 404: the tool answered, the request was wrong) enters no window;
 in half_open it hands its probe permit back, so it neither heals nor reopens the breaker.
+
+Every admitted call holds a Permit: the half-open period it was granted in, or CLOSED. Only
+a probe of the current period counts toward (or goes back to) that period's probes, so a
+call admitted while closed and ending during half_open neither takes nor frees a probe.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
 #: How a finished call counts: a failure, a success, or not at all.
 Verdict = Literal["success", "failure", "ignored"]
 OnTransition = Callable[[BreakerState, BreakerState], None]
+#: What try_acquire hands out: CLOSED, or the number of the half-open period (from 1).
+Permit = int
+CLOSED: Permit = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +71,13 @@ class BreakerConfig:
 
 class CircuitBreaker:
     """One tool's breaker. try_acquire() before a call; then record() its verdict, or
-    release() if the call was never made (no slot in time)."""
+    release() if the call was never made (no slot in time), with the permit it gave."""
 
     __slots__ = (
         "_failures",
         "_on_transition",
         "_opened_at",
+        "_period",
         "_probe_failures",
         "_probe_slow",
         "_probes_done",
@@ -92,9 +100,11 @@ class CircuitBreaker:
         self._probes_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        self._period = 0  # half-open periods so far; the current one while half_open
 
     def state(self, now: float) -> BreakerState:
         if self._state == "open" and now >= self._opened_at + self.config.open_s:
+            self._period += 1
             self._move("half_open")
             self._probes_taken = self._probes_done = 0
             self._probe_failures = self._probe_slow = 0
@@ -104,14 +114,15 @@ class CircuitBreaker:
         """When an open breaker turns half-open (monotonic), or None if it is not open."""
         return self._opened_at + self.config.open_s if self._state == "open" else None
 
-    def try_acquire(self, now: float) -> bool:
+    def try_acquire(self, now: float) -> Permit | None:
+        """A permit for one call, or None: open, or half-open with every probe out."""
         state = self.state(now)
         if state == "closed":
-            return True
+            return CLOSED
         if state == "half_open" and self._probes_taken < self.config.half_open_probes:
             self._probes_taken += 1
-            return True
-        return False
+            return self._period
+        return None
 
     def free_probes(self, now: float) -> int:
         """Probe permits still to hand out (0 unless half-open)."""
@@ -119,19 +130,20 @@ class CircuitBreaker:
             return 0
         return self.config.half_open_probes - self._probes_taken
 
-    def release(self) -> None:
-        """A permit taken by try_acquire() was not used: the call was never made."""
-        if self._state == "half_open" and self._probes_taken > self._probes_done:
+    def release(self, permit: Permit) -> None:
+        """A permit from try_acquire() was not used: the call was never made."""
+        if self._is_probe(permit) and self._probes_taken > self._probes_done:
             self._probes_taken -= 1
 
-    def record(self, verdict: Verdict, duration_s: float, now: float) -> None:
-        """The verdict of a call admitted by try_acquire(). A verdict arriving after the
-        state moved on (a call from before an opening) is dropped: it describes the past."""
+    def record(self, permit: Permit, verdict: Verdict, duration_s: float, now: float) -> None:
+        """The verdict of a call admitted with `permit`. In half_open only this period's
+        probes count; a call from before (admitted while closed, or in an earlier period)
+        describes the past and is dropped."""
         # Closed needs no clock check (only open moves on time): the common case, kept cheap.
         state = self._state if self._state == "closed" else self.state(now)
         config = self.config
         if verdict == "ignored":
-            self.release()
+            self.release(permit)
             return
         failed = verdict == "failure"
         slow = duration_s >= config.slow_call_s
@@ -148,7 +160,7 @@ class CircuitBreaker:
                 self._failures, self._slow, len(window)
             ):
                 self._open(now)
-        elif state == "half_open" and self._probes_done < self._probes_taken:
+        elif self._is_probe(permit) and self._probes_done < self._probes_taken:
             self._probes_done += 1
             self._probe_failures += failed
             self._probe_slow += slow
@@ -159,6 +171,9 @@ class CircuitBreaker:
                     self._window.clear()
                     self._failures = self._slow = 0
                     self._move("closed")
+
+    def _is_probe(self, permit: Permit) -> bool:
+        return self._state == "half_open" and permit == self._period
 
     def window_calls(self) -> int:
         return len(self._window)

@@ -21,12 +21,12 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Literal, NamedTuple, ParamSpec, TypeVar, overload
 
 from streams.clock import Clock, SystemClock
 from streams.errors import StreamsError, ToolError, ToolSaturated, ToolTimeout, ToolUnavailable
 from streams.policy.adaptive_limit import AdaptiveLimit
-from streams.policy.breaker import BreakerState, CircuitBreaker, Verdict
+from streams.policy.breaker import CLOSED, BreakerState, CircuitBreaker, Permit, Verdict
 from streams.policy.token_bucket import TokenBucket
 from streams.policy.tool_share import ProcessLimits, ToolCeilings, process_limits
 from streams.topology import ErrorClasses, Stage, ToolSpec, Topology
@@ -60,6 +60,14 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 _SLOT_POLL_S = 0.005
 _MAX_SLEEP_S = 0.05
 _Wait = Literal["ok", "open", "slot", "probe", "token"]
+
+
+class Admission(NamedTuple):
+    """One admitted call: when (monotonic), how long it waited, its breaker permit."""
+
+    started: float
+    waited_s: float
+    permit: Permit
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +124,7 @@ class Tool:
         self._in_flight = 0
         self._waiting = 0
         self._sleepers = 0  # blocking waiters: only they need a notify when a call ends
+        self._permit = CLOSED  # the last admission's breaker permit (read under the lock)
         self._calls: dict[CallOutcome, int] = dict.fromkeys(CALL_OUTCOMES, 0)
         self._latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
@@ -146,10 +155,9 @@ class Tool:
         return self._limits
 
     # ----------------------------------------------------------------- admission
-    async def acquire_async(self) -> tuple[float, float]:
-        """Take a slot (and a breaker permit and a token) for one call: (when admitted,
-        seconds waited), monotonic. Raises ToolUnavailable or ToolSaturated instead of
-        waiting past max_wait_s."""
+    async def acquire_async(self) -> Admission:
+        """Take a slot, a breaker permit and a token for one call. Raises ToolUnavailable
+        or ToolSaturated instead of waiting past max_wait_s."""
         clock = self.clock
         start = now = clock.monotonic()
         deadline = start + self.spec.max_wait_s
@@ -159,7 +167,7 @@ class Tool:
                 with self._lock:
                     kind, hint = self._admit(now)
                     if kind == "ok":
-                        return now, self._admitted(now - start)
+                        return Admission(now, self._admitted(now - start), self._permit)
                     self._refuse_if_due(kind, now, deadline, start)
                     if not registered:
                         self._waiting += 1
@@ -171,7 +179,7 @@ class Tool:
                 with self._lock:
                     self._waiting -= 1
 
-    def acquire_blocking(self) -> tuple[float, float]:
+    def acquire_blocking(self) -> Admission:
         """acquire_async for a handler thread: sleeps on the tool's condition."""
         clock = self.clock
         start = now = clock.monotonic()
@@ -182,7 +190,7 @@ class Tool:
                 while True:
                     kind, hint = self._admit(now)
                     if kind == "ok":
-                        return now, self._admitted(now - start)
+                        return Admission(now, self._admitted(now - start), self._permit)
                     self._refuse_if_due(kind, now, deadline, start)
                     if not registered:
                         self._waiting += 1
@@ -219,7 +227,9 @@ class Tool:
                 return "token", wait
             bucket.try_take(now)
         if breaker is not None:
-            breaker.try_acquire(now)
+            permit = breaker.try_acquire(now)
+            assert permit is not None  # checked above: closed, or a probe is free
+            self._permit = permit
         self._in_flight += 1
         return "ok", 0.0
 
@@ -258,18 +268,23 @@ class Tool:
 
     # ----------------------------------------------------------------- verdicts
     def finish(
-        self, error: BaseException | None, started: float, ended: float, *, timed_out: bool
+        self,
+        admission: Admission,
+        error: BaseException | None,
+        ended: float,
+        *,
+        timed_out: bool,
     ) -> None:
         """Record an admitted call's end (monotonic times): its verdict for the breaker and
         the adaptive limit, its outcome and latency for the metrics; frees its slot."""
-        duration_s = ended - started
+        duration_s = ended - admission.started
         verdict = self.verdict(error, timed_out)
         outcome: CallOutcome = "ok" if error is None else ("timeout" if timed_out else "error")
         with self._lock:
             in_flight = self._in_flight
             self._in_flight -= 1
             if self._breaker is not None:
-                self._breaker.record(verdict, duration_s, ended)
+                self._breaker.record(admission.permit, verdict, duration_s, ended)
             if self._adaptive is not None and verdict != "ignored":
                 self._adaptive.record(duration_s, failed=verdict == "failure", in_flight=in_flight)
             self._calls[outcome] += 1
@@ -344,13 +359,17 @@ class ToolCall:
     by the tool's failure_errors / ignored_errors and raised on unchanged.
     """
 
-    __slots__ = ("_started", "_timeout", "_tool", "waited_s")
+    __slots__ = ("_admission", "_timeout", "_tool")
 
     def __init__(self, tool: Tool) -> None:
         self._tool = tool
         self._timeout: asyncio.Timeout | None = None
-        self._started = 0.0
-        self.waited_s = 0.0
+        self._admission = _NOT_ADMITTED
+
+    @property
+    def waited_s(self) -> float:
+        """How long this call waited for its slot and token."""
+        return self._admission.waited_s
 
     @property
     def timeout_s(self) -> float:
@@ -358,12 +377,12 @@ class ToolCall:
 
     async def __aenter__(self) -> ToolCall:
         tool = self._tool
-        self._started, self.waited_s = await tool.acquire_async()
+        admission = self._admission = await tool.acquire_async()
         self._timeout = asyncio.timeout(tool.spec.timeout_s)
         try:
             await self._timeout.__aenter__()
         except BaseException as exc:
-            tool.finish(exc, self._started, self._started, timed_out=False)
+            tool.finish(admission, exc, admission.started, timed_out=False)
             raise
         return self
 
@@ -378,12 +397,12 @@ class ToolCall:
         try:
             await self._timeout.__aexit__(exc_type, exc, tb)
         except TimeoutError as timed_out:
-            tool.finish(timed_out, self._started, tool.clock.monotonic(), timed_out=True)
+            tool.finish(self._admission, timed_out, tool.clock.monotonic(), timed_out=True)
             raise ToolTimeout(tool.name, tool.spec.timeout_s) from timed_out
-        tool.finish(exc, self._started, tool.clock.monotonic(), timed_out=False)
+        tool.finish(self._admission, exc, tool.clock.monotonic(), timed_out=False)
 
     def __enter__(self) -> ToolCall:
-        self._started, self.waited_s = self._tool.acquire_blocking()
+        self._admission = self._tool.acquire_blocking()
         return self
 
     def __exit__(
@@ -394,9 +413,9 @@ class ToolCall:
     ) -> None:
         tool = self._tool
         ended = tool.clock.monotonic()
-        over = ended - self._started > tool.spec.timeout_s
+        over = ended - self._admission.started > tool.spec.timeout_s
         error = exc if exc is not None or not over else _LATE
-        tool.finish(error, self._started, ended, timed_out=over)
+        tool.finish(self._admission, error, ended, timed_out=over)
 
     @overload
     async def call(self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R: ...
@@ -419,6 +438,7 @@ class _LateCall(StreamsError):
 
 
 _LATE = _LateCall("returned after the tool's timeout_s")
+_NOT_ADMITTED = Admission(0.0, 0.0, CLOSED)
 
 
 class ToolRegistry:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.policy.breaker import BreakerConfig, CircuitBreaker, Verdict
+from streams.policy.breaker import BreakerConfig, CircuitBreaker, Permit, Verdict
 
 CONFIG = BreakerConfig(
     failure_ratio=0.5,
@@ -25,8 +25,9 @@ def feed(
     breaker: CircuitBreaker, verdicts: list[Verdict], now: float, duration_s: float = 0.1
 ) -> None:
     for verdict in verdicts:
-        assert breaker.try_acquire(now)
-        breaker.record(verdict, duration_s, now)
+        permit = breaker.try_acquire(now)
+        assert permit is not None
+        breaker.record(permit, verdict, duration_s, now)
 
 
 def test_opens_once_the_failure_ratio_reaches_the_threshold_with_enough_calls() -> None:
@@ -48,7 +49,7 @@ def test_fourth_call_opens() -> None:
     breaker = CircuitBreaker(CONFIG)
     feed(breaker, ["failure", "failure", "success", "failure"], 0.0)
     assert breaker.state(0.0) == "open"
-    assert not breaker.try_acquire(0.0)
+    assert breaker.try_acquire(0.0) is None
 
 
 def test_ignored_outcomes_count_neither_way() -> None:
@@ -72,7 +73,7 @@ def test_open_turns_half_open_after_open_s_and_admits_n_probes() -> None:
     feed(breaker, ["failure"] * 4, 0.0)
     assert breaker.state(4.9) == "open"
     assert breaker.state(5.0) == "half_open"
-    assert [breaker.try_acquire(5.0) for _ in range(5)] == [True, True, True, False, False]
+    assert [breaker.try_acquire(5.0) is not None for _ in range(5)] == [True] * 3 + [False] * 2
 
 
 def test_half_open_closes_after_good_probes_and_reopens_after_bad_ones() -> None:
@@ -91,11 +92,31 @@ def test_half_open_closes_after_good_probes_and_reopens_after_bad_ones() -> None
 def test_an_unused_probe_permit_goes_back() -> None:
     breaker = CircuitBreaker(CONFIG)
     feed(breaker, ["failure"] * 4, 0.0)
-    assert [breaker.try_acquire(5.0) for _ in range(3)] == [True] * 3
-    breaker.release()  # that call was never made (no slot in time)
-    assert breaker.try_acquire(5.0)
-    breaker.record("ignored", 0.1, 5.0)  # a 404: says nothing of the tool's health
-    assert breaker.try_acquire(5.0)
+    permits = [breaker.try_acquire(5.0) for _ in range(3)]
+    assert None not in permits and breaker.try_acquire(5.0) is None
+    first = permits[0]
+    assert first is not None
+    breaker.release(first)  # that call was never made (no slot in time)
+    again = breaker.try_acquire(5.0)
+    assert again is not None
+    breaker.record(again, "ignored", 0.1, 5.0)  # a 404: says nothing of the tool's health
+    assert breaker.try_acquire(5.0) is not None
+
+
+def test_a_call_from_before_the_opening_neither_takes_nor_frees_a_probe() -> None:
+    breaker = CircuitBreaker(CONFIG)
+    early = breaker.try_acquire(0.0)  # admitted while closed, still running
+    assert early is not None
+    feed(breaker, ["failure"] * 4, 0.0)
+    probes = [breaker.try_acquire(5.0) for _ in range(3)]
+    assert None not in probes
+    breaker.release(early)  # not a probe: must not hand out a fourth
+    breaker.record(early, "success", 0.1, 5.0)  # describes the past: no probe verdict
+    assert breaker.try_acquire(5.0) is None
+    for permit in probes:
+        assert permit is not None
+        breaker.record(permit, "success", 0.1, 5.0)
+    assert breaker.state(5.0) == "closed"
 
 
 def test_transitions_are_reported() -> None:
@@ -134,29 +155,46 @@ def test_never_closed_over_threshold_and_half_open_admits_at_most_n(
     now = 0.0
     # The test's own model of the window: outcomes recorded since the breaker last closed.
     shadow: deque[tuple[bool, bool]] = deque(maxlen=CONFIG.window)
-    held = 0  # permits taken and not yet recorded or released
-    granted_this_half_open = 0
+    # Permits held (not yet recorded or released), each with the half-open period (the
+    # test's own count) it was granted in, 0 if granted while closed.
+    held: list[tuple[Permit, int]] = []
+    period = 0
+    probes_out = 0  # probes of this period granted and not handed back
     state = breaker.state(now)
+
+    def granted_in() -> int:
+        return period if breaker.state(now) == "half_open" else 0
+
+    def hand_back(granted: int) -> None:
+        nonlocal probes_out
+        if granted and granted == period and state == "half_open":
+            probes_out -= 1
+
     for op, arg in steps:
         if op == "advance":
             now += arg
         elif op == "acquire_only":
-            if breaker.try_acquire(now):
-                held += 1
-                if breaker.state(now) == "half_open":
-                    granted_this_half_open += 1
+            when = granted_in()
+            permit = breaker.try_acquire(now)
+            if permit is not None:
+                held.append((permit, when))
+                probes_out += when > 0
         elif op == "release":
             if held:
-                breaker.release()
-                held -= 1
+                permit, when = held.pop(0)
+                breaker.release(permit)
+                hand_back(when)
         else:
             was = breaker.state(now)
-            if breaker.try_acquire(now):
-                if was == "half_open":
-                    granted_this_half_open += 1
+            when = granted_in()
+            permit = breaker.try_acquire(now)
+            if permit is not None:
+                probes_out += when > 0
                 verdict: Verdict = "success" if op == "slow" else op  # type: ignore[assignment]
                 duration = 2.0 if op == "slow" else 0.1
-                breaker.record(verdict, duration, now)
+                breaker.record(permit, verdict, duration, now)
+                if verdict == "ignored":
+                    hand_back(when)
                 if was == "closed" and verdict != "ignored":
                     shadow.append((verdict == "failure", duration >= CONFIG.slow_call_s))
         new_state = breaker.state(now)
@@ -164,8 +202,8 @@ def test_never_closed_over_threshold_and_half_open_admits_at_most_n(
             if new_state == "closed":
                 shadow.clear()
             if new_state == "half_open":
-                granted_this_half_open = 0
-                held = 0  # permits held across an opening no longer count as probes
+                period += 1
+                probes_out = 0
             state = new_state
         if state == "closed" and len(shadow) >= CONFIG.minimum_calls:
             failures = sum(f for f, _ in shadow) / len(shadow)
@@ -173,4 +211,4 @@ def test_never_closed_over_threshold_and_half_open_admits_at_most_n(
             assert failures < CONFIG.failure_ratio
             assert slow < CONFIG.slow_call_ratio
         if state == "half_open":
-            assert granted_this_half_open <= CONFIG.half_open_probes
+            assert probes_out <= CONFIG.half_open_probes
