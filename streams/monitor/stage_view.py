@@ -185,8 +185,9 @@ def _lane_views(
 ) -> Iterable[LaneView]:
     for lane, topic in stage.input_topics_by_lane.items():
         parts = [p for p in partitions if p.topic == topic]
+        # A lane with no partition has no topic (yet): nothing to call OK.
         status: StageStatus = (
-            max((p.status for p in parts), key=SEVERITY.index, default="OK") if read else "UNKNOWN"
+            max((p.status for p in parts), key=SEVERITY.index) if read and parts else "UNKNOWN"
         )
         yield LaneView(
             lane=lane,

@@ -69,7 +69,7 @@ def render_table(snapshot: MonitorSnapshot) -> RenderableType:
             )
     lines: list[RenderableType] = [table]
     for stage in snapshot.stages:
-        if stage.status not in ("OK", "UNKNOWN"):
+        if stage.status != "OK":
             lines.append(Text(f"{stage.stage}: {stage.why}", style=_STYLE.get(stage.status, "")))
     alive = [w for w in snapshot.workers if w.alive]
     gone = len(snapshot.workers) - len(alive)

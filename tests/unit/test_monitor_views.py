@@ -167,6 +167,7 @@ def test_a_stage_without_input_topics_is_unknown_not_ok() -> None:
         dead_letters_per_min={}, now=NOW, storm_per_min=60.0,
     )  # fmt: skip
     assert view.status == "UNKNOWN" and "topology apply" in view.why
+    assert {lane.status for lane in view.lanes} == {"UNKNOWN"}
 
 
 def test_dead_letter_storm_makes_err() -> None:
