@@ -241,6 +241,9 @@ def monitor(
                 typer.echo(json.dumps(snapshot.to_dict(), indent=1))
             else:
                 console.print(render_table(snapshot))
+            if snapshot.error and all(s.status == "UNKNOWN" for s in snapshot.stages):
+                typer.echo(f"error: nothing could be read: {snapshot.error}", err=True)
+                raise typer.Exit(code=1)
             return
         server = _run(lambda: MonitorServer(serve, host)) if serve is not None else None
         if server is not None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from streams.clock import Clock, SystemClock
-from streams.errors import StreamsError
+from streams.errors import BrokerUnavailable, StreamsError
 from streams.events import DeadLetterCodec
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
@@ -97,12 +97,17 @@ class WorkflowReader:
         self._open_tails(errors)
         self._read_history(errors)
         lags: dict[str, GroupLag | None] = {}
+        broker_away = False
         for stage in topology.stages.values():
+            if broker_away:
+                lags[stage.name] = None  # each read would wait out the same timeout
+                continue
             try:
                 lag = self._lag.read(stage.consumer_group, stage.input_topics)
             except StreamsError as exc:
                 errors.append(f"{stage.name}: {exc}")
                 lags[stage.name] = None
+                broker_away = isinstance(exc, BrokerUnavailable)
                 continue
             lags[stage.name] = lag
             for p in lag.partitions:
