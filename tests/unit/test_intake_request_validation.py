@@ -139,6 +139,9 @@ class _StandIn:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     readable: bool = True
 
+    def status(self, run_id: str, *, find_stage: bool = False) -> None:
+        return None  # no such run
+
     def health(self) -> tuple[bool, str]:
         return self.readable, "" if self.readable else "the broker is unreadable"
 
