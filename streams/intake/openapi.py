@@ -74,6 +74,8 @@ _RUN_STATUS = {
     },
 }
 _TEXT = "Unicode text (no lone surrogates)"
+# JSON Schema counts 1.0 as an integer; the intake does not (nor true, nor 1e3).
+_INTEGER = "written as an integer literal: 7, not 7.0 or 7e0"
 _DECISION = {
     "type": "object",
     "required": ["outcome", "reason", "lane", "requested_lane"],
@@ -133,11 +135,12 @@ def openapi_document(intake: Intake) -> dict[str, Any]:
             },
             "deadline_ms": {
                 "type": ["integer", "null"], "minimum": DEADLINE_MS_RANGE[0],
-                "maximum": DEADLINE_MS_RANGE[1], "description": "Epoch milliseconds",
+                "maximum": DEADLINE_MS_RANGE[1],
+                "description": f"Epoch milliseconds (Avro long); {_INTEGER}",
             },
             "priority": {
                 "type": "integer", "default": 0, "minimum": PRIORITY_RANGE[0],
-                "maximum": PRIORITY_RANGE[1],
+                "maximum": PRIORITY_RANGE[1], "description": f"Avro int; {_INTEGER}",
             },
             "trace_context": {
                 "type": "object", "additionalProperties": {"type": "string"},
