@@ -12,6 +12,7 @@ Modules (private; everything public is re-exported here):
   _load     YAML in, first mistake out as ConfigError
   _errors   wording: key paths, did-you-mean, line numbers
   _tools    ToolSpec and the tools section's checks (tools the stages name, error classes)
+  _retry    a stage's RetryPolicy from the workflow's `retry:` defaults and its own overrides
   _keys     every accepted key, for the manual's table
 """
 

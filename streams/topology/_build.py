@@ -27,6 +27,7 @@ from streams.topology._objects import (
     Topology,
     lane_topic,
 )
+from streams.topology._retry import resolve_retry
 from streams.topology._tools import resolve_tools
 from streams.types import LANES, Lane
 
@@ -107,6 +108,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
             dead_letter_limit=_dead_letter_limit(name, s),
             routes=types.MappingProxyType(routes[name]),
             tools=tuple(s.tools),
+            retry=resolve_retry(model.retry, name, s),
         )
     topology = Topology(
         source=source,

@@ -7,7 +7,7 @@ do), nor read other files. strict=True because YAML is typed: "64" or `yes` is a
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -69,6 +69,32 @@ class TopicDefaultsIn(In):
     retention_ms: int = DEFAULT_RETENTION_MS
 
 
+# --------------------------------------------------------------------------- retries
+# Defaults are streams.policy.retry.RetryPolicy's (README "Every topology key"). A stage's
+# `retry:` overrides the workflow's key by key (budget too); its `retry: null` turns
+# retries off for that stage. Without any `retry:` section nothing is retried.
+
+
+class RetryBudgetIn(In):
+    ratio: float = Field(default=0.1, ge=0)
+    min_retries: int = Field(default=10, ge=0)
+    window_s: float = Field(default=60.0, gt=0)
+    max_run_retries: Annotated[int | None, not_null("a whole number")] = Field(default=None, ge=0)
+
+
+class RetryIn(In):
+    max_attempts: int = Field(default=3, gt=0)
+    base_s: float = Field(default=1.0, gt=0)
+    cap_s: float = Field(default=300.0, gt=0)
+    tiers: list[int] = Field(default_factory=lambda: [5, 30, 300])
+    retry_on: list[str] = Field(
+        default_factory=lambda: ["ToolUnavailable", "TimeoutError", "Retry"]
+    )
+    never_retry: list[str] = Field(default_factory=lambda: ["DeadLetter"])
+    on_exhausted: Literal["escalate", "dead_letter"] = "dead_letter"
+    budget: Annotated[RetryBudgetIn, null_is_empty()] = RetryBudgetIn()
+
+
 class StageIn(In):
     handler: str
     lanes: list[str] | None = None
@@ -89,6 +115,7 @@ class StageIn(In):
     allow_lane_promotion: bool = False
     dead_letter_limit: DeadLetterLimitIn = DeadLetterLimitIn()
     tools: list[str] = Field(default_factory=list)
+    retry: RetryIn | None = None
 
 
 # --------------------------------------------------------------------------- tools
@@ -196,5 +223,6 @@ class TopologyIn(In):
     tools: Annotated[dict[str, Annotated[ToolIn, null_is_empty()]], null_is_empty()] = Field(
         default_factory=dict
     )
+    retry: Annotated[RetryIn | None, null_is_empty()] = None
     stages: dict[str, StageIn]
     intake: Annotated[IntakeIn, null_is_empty()] = IntakeIn()

@@ -15,6 +15,7 @@ from typing import Any
 from streams.errors import ConfigError
 from streams.policy.dlq_valve import DeadLetterLimit
 from streams.policy.downstream import OnStale
+from streams.policy.retry import RetryPolicy
 from streams.topology._errors import Problem
 from streams.topology._handlers import import_handler
 from streams.topology._intake import IntakeConfig
@@ -97,6 +98,8 @@ class Stage:
     routes: Mapping[Lane, tuple[str, ...]]
     #: Tools the handler calls through ctx.tool(name); their health pauses the stage.
     tools: tuple[str, ...] = ()
+    #: How failed calls are retried (streams.policy.retry); None: never, dead-letter at once.
+    retry: RetryPolicy | None = None
 
     @property
     def consumer_group(self) -> str:
@@ -188,6 +191,17 @@ class Topology:
         return f"{self.workflow}.delayed"
 
     @property
+    def escalations_topic(self) -> str:
+        """Runs handed to people (Avro Escalation); exists once a stage retries."""
+        return f"{self.workflow}.escalations"
+
+    @property
+    def retry_topics(self) -> dict[int, str]:
+        """The retry-tier topic of each tier (seconds) any stage's policy uses, ascending."""
+        tiers = {t for s in self.stages.values() if s.retry is not None for t in s.retry.tiers_s}
+        return {tier: retry_topic(self.workflow, tier) for tier in sorted(tiers)}
+
+    @property
     def entry_stages(self) -> tuple[Stage, ...]:
         """Foreground stages no other stage emits to: where the intake puts new runs."""
         fed = {name for stage in self.stages.values() for name in stage.downstream}
@@ -208,6 +222,11 @@ class Topology:
             self.decisions_topic: defaults,
             self.delayed_topic: defaults,
         }
+        retry_topics = self.retry_topics
+        if retry_topics:  # only workflows that retry have tiers and escalations
+            for topic in retry_topics.values():
+                topics[topic] = defaults
+            topics[self.escalations_topic] = defaults
         # Lane topics first, so a stage tapping another's topic never decides its spec.
         for stage in sorted(self.stages.values(), key=lambda s: s.input_topic is not None):
             for topic in stage.input_topics:
@@ -217,3 +236,7 @@ class Topology:
 
 def lane_topic(workflow: str, stage: str, lane: Lane) -> str:
     return f"{workflow}.{stage}.{lane}"
+
+
+def retry_topic(workflow: str, tier_s: int) -> str:
+    return f"{workflow}.retry.{tier_s}s"

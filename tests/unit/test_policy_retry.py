@@ -110,7 +110,7 @@ def test_tool_unavailable_timeouts_and_retry_signals_retry_by_default(
     error: BaseException, status: str
 ) -> None:
     plan = plan_retry(
-        RetryPolicy(), error, status, attempt=0, run_retries=0,  # type: ignore[arg-type]
+        RetryPolicy(), error, status, attempt=0, run_retries=0,
         now_ms=0, deadline_ms=None, draw=lambda: 0.0,
     )  # fmt: skip
     assert plan.action == "retry"
