@@ -11,6 +11,9 @@ may be gone). Likewise the replica that recorded the end writes the tombstone wh
 window closes, the others `takeover_after_s` later. A write both make is harmless (same
 key, same content, compaction keeps one): the rule only keeps the ledger from taking R
 copies of every run.
+
+A run without an idempotency key has nothing to collapse: it is kept for run status for
+at most KEYLESS_KEEP_S (memory: about 650 bytes per finished run kept).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ RunOutcome = Literal["completed", "dead_lettered", "escalated"]
 
 #: A finished entry's state in the ledger.
 FINISHED = "finished"
+#: How long a finished run without an idempotency key stays (for run status only).
+KEYLESS_KEEP_S = 3600.0
 
 
 class FinishedRun(NamedTuple):
@@ -47,10 +52,13 @@ class FinishedRuns:
     def __init__(self, replica_id: str, *, window_ms: int, takeover_after_ms: int) -> None:
         self._replica_id = replica_id
         self._window_ms = window_ms
+        self._keyless_ms = min(window_ms, int(KEYLESS_KEEP_S * 1000))
         self._takeover_ms = takeover_after_ms
         self._runs: dict[str, FinishedRun] = {}
         self._by_key: dict[tuple[str, str], str] = {}  # the earliest submitted owns the key
-        self._by_age: list[tuple[int, str]] = []  # (at_ms, run id); stale items skipped
+        # (at_ms, run id) of keyed and of keyless runs; stale items are skipped.
+        self._by_age: list[tuple[int, str]] = []
+        self._keyless_by_age: list[tuple[int, str]] = []
         # Ends this replica learned of and the ledger does not show yet: run id -> when
         # this replica may write it (now for its own runs, later for others').
         self._unrecorded: dict[str, int] = {}
@@ -107,8 +115,12 @@ class FinishedRuns:
     def to_tombstone(self, now_ms: int) -> list[str]:
         """Finished runs whose collapse window is over and that this replica should end
         (the caller writes a tombstone for each, then calls forget())."""
-        heap, gone = self._by_age, []
-        closed_before = now_ms - self._window_ms
+        return self._closed(self._by_age, now_ms - self._window_ms) + self._closed(
+            self._keyless_by_age, now_ms - self._keyless_ms
+        )
+
+    def _closed(self, heap: list[tuple[int, str]], closed_before: int) -> list[str]:
+        gone: list[str] = []
         while heap and heap[0][0] < closed_before:
             at_ms, run_id = heap[0]
             run = self._runs.get(run_id)
@@ -125,7 +137,8 @@ class FinishedRuns:
         known = self._runs.get(run.run_id)
         self._runs[run.run_id] = run
         if known is None or known.at_ms != run.at_ms:
-            heapq.heappush(self._by_age, (run.at_ms, run.run_id))
+            heap = self._by_age if run.idempotency_key is not None else self._keyless_by_age
+            heapq.heappush(heap, (run.at_ms, run.run_id))
         if run.idempotency_key is not None:
             index = (run.tenant, run.idempotency_key)
             owner = self._runs.get(self._by_key.get(index, ""))

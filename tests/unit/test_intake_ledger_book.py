@@ -291,3 +291,13 @@ def test_admitted_runs_and_undecided_reservations_are_told_apart() -> None:
     assert book.undecided_by_tenant() == {"x": 1}
     book.admit(entry("r", "x", phase="queued"))
     assert book.undecided_by_tenant() == {}
+
+
+def test_a_finished_run_without_a_key_is_kept_an_hour_for_status_only() -> None:
+    book = LedgerBook(replica_id="me", collapse_window_s=86_400)
+    read(book, 0, "keyed", finished_data("keyed", key="k", replica="me"))
+    read(book, 1, "keyless", finished_data("keyless", replica="me"))
+    assert book.windows_closed(1_000 + 3_600_000) == []
+    assert book.windows_closed(1_000 + 3_600_001) == ["keyless"]
+    assert book.run("keyed") is not None
+    assert book.windows_closed(1_000 + 86_400_001) == ["keyed"]
