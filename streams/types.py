@@ -14,7 +14,7 @@ LANES: tuple[Lane, ...] = ("urgent", "standard", "background")
 #: Why a record was dead-lettered (the DeadLetter schema's enum): expired before it ran,
 #: undecodable, the handler raised or ran past its timeout, an emitted event could not be
 #: encoded or routed, or the handler asked (signals DeadLetter, Retry and Escalate: the last
-#: two until retry tiers and escalations exist).
+#: two when the stage has no retry policy), or a retry over its budget.
 DeadLetterReason = Literal[
     "expired",
     "decode_error",
@@ -28,6 +28,7 @@ DeadLetterReason = Literal[
     "tool_saturated",
     "tool_timeout",
     "forward_failed",
+    "retry_budget_exhausted",
 ]
 Outcome = Literal["emitted", "done", "dead_lettered"]
 PauseReason = Literal[
