@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -32,8 +33,9 @@ from starlette.routing import Route
 from streams.errors import BrokerUnavailable, DeliveryError, OutcomeUnknown
 from streams.intake.json_body import payload_bytes, read_json
 from streams.intake.openapi import openapi_document
-from streams.intake.requests import InvalidRequest, RunRequest
+from streams.intake.requests import Decision, InvalidRequest, RunRequest
 from streams.intake.service import Intake
+from streams.tracing import Tracing, configured_tracing
 from streams.types import Lane
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ _FIELDS = {
 _STATUS_BY_OUTCOME = {"accepted": 202, "delayed": 202, "downgraded": 202, "collapsed": 200}
 _DIGITS = re.compile(r"[0-9]+")
 _CODE_BY_STATUS = {400: "malformed_json", 413: "body_too_large"}
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate", "baggage"})
 
 
 def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
@@ -60,6 +63,7 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
     # When the broker is unavailable, nothing tells how long: the shortest wait the
     # workflow's intake would ever ask of a refused caller.
     retry_after_s = intake.limits.retry_after_min_s
+    tracing = configured_tracing()  # None: no span, and the request path is unchanged
 
     async def submit(request: Request) -> Response:
         if request.path_params["workflow"] != workflow:
@@ -79,7 +83,10 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
             )
         try:
             run = _run_request(read_json(body), intake.config.default_lane)
-            decision = await intake.asubmit(run)
+            if tracing is None:
+                decision = await intake.asubmit(run)
+            else:
+                decision = await _traced_submit(intake, tracing, run, request)
         except InvalidRequest as exc:
             code = _CODE_BY_STATUS.get(exc.status, "invalid_request")
             return _error(exc.status, code, exc.problem, field=exc.field)
@@ -189,6 +196,24 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _traced_submit(
+    intake: Intake, tracing: Tracing, run: RunRequest, request: Request
+) -> Decision:
+    """asubmit inside the submission's span; the run continues the caller's trace (the
+    body's traceparent, else the request's header) from that span."""
+    body = run.trace_context if isinstance(run.trace_context, Mapping) else {}
+    header = {k: v for k, v in request.headers.items() if k in _TRACE_HEADERS}
+    with tracing.submission(
+        intake.topology.workflow, tenant=str(run.tenant), lane=str(run.lane), header=header,
+        body=body,
+    ) as submission:  # fmt: skip
+        decision = await intake.asubmit(
+            dataclasses.replace(run, trace_context=submission.trace_context)
+        )
+        submission.decided(decision.outcome, decision.reason, decision.run_id)
+        return decision
 
 
 def _run_request(data: Any, default_lane: Lane) -> RunRequest:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from streams.errors import EmitRejected, StreamsError
 from streams.events import TaskEvent
@@ -18,6 +18,14 @@ from streams.types import Lane, Record
 if TYPE_CHECKING:
     from streams.runtime.emitter import Emitter
     from streams.runtime.tools import ToolBox, ToolCall
+
+
+class CallTrace(Protocol):
+    """The span of a traced handler call (streams.runtime.traced): emits carry its
+    context, tool calls become its children."""
+
+    def stamp(self, event: TaskEvent) -> TaskEvent: ...
+    def tool(self, call: ToolCall, name: str) -> ToolCall: ...
 
 
 class Emit(NamedTuple):
@@ -63,15 +71,20 @@ class HandlerContext:
     #: The first refused emit, if any: it decides the record's outcome.
     emit_error: EmitRejected | None = None
     tools: ToolBox | None = None
+    #: Set while a traced call runs (README "Tracing"); None when tracing is off.
+    trace: CallTrace | None = None
 
     def tool(self, name: str) -> ToolCall:
         if self.tools is None:
             raise StreamsError(
                 f"stage {self.stage!r} lists no tools; add {name!r} to stages.{self.stage}.tools"
             )
-        return self.tools.call(name)
+        call = self.tools.call(name)
+        return call if self.trace is None else self.trace.tool(call, name)
 
     def emit(self, event: TaskEvent, *, lane: Lane | None = None) -> None:
+        if self.trace is not None:
+            event = self.trace.stamp(event)
         try:
             self.emits.extend(self.emitter.build(event, lane, self.lane))
         except EmitRejected as exc:

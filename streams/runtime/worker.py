@@ -53,6 +53,7 @@ from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watche
 from streams.runtime.pressure_reports import ReportBoard, ToolHealth
 from streams.runtime.tool_health import ToolPauses
 from streams.runtime.tools import LATENCY_BUCKETS_S, ToolBox, ToolRegistry
+from streams.runtime.traced import traced_handler
 from streams.runtime.worker_report import (
     PartitionStatus,
     Reporter,
@@ -62,6 +63,7 @@ from streams.runtime.worker_report import (
     queue_ages,
 )
 from streams.topology import Stage, Topology
+from streams.tracing import configured_tracing
 from streams.types import DeadLetterReason, Lane, PauseReason, Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,13 @@ class StageWorker:
         self._client = client
         self._clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
-        self._handler: Handler = handler or self.stage.resolve_handler()
+        # Traced (README "Tracing"): each call a span; off, the handler is left as it is.
+        self._handler: Handler = traced_handler(
+            handler or self.stage.resolve_handler(),
+            configured_tracing(),
+            workflow=topology.workflow,
+            timeout_s=self.stage.handler_timeout_s,
+        )
         self._stopping = threading.Event()
         self._lane_of_topic: dict[str, Lane] = {
             t: lane for lane, t in self.stage.input_topics_by_lane.items()
