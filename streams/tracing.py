@@ -235,5 +235,8 @@ class ToolSpan:
 
 
 def _record_error(span: Span, error: BaseException) -> None:
-    span.record_exception(error)
+    try:
+        span.record_exception(error)
+    except BaseException:  # handler code may raise exceptions whose __str__ raises
+        span.add_event("exception", {"exception.type": type(error).__qualname__})
     span.set_status(_trace.Status(_trace.StatusCode.ERROR, f"{type(error).__name__}"))

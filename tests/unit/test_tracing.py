@@ -188,6 +188,27 @@ def test_a_plain_handler_without_a_trace_starts_one_and_a_signal_is_its_outcome(
     assert [e.name for e in span.events] == ["exception"]
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise SystemExit("a hostile __str__")
+
+
+def test_a_handler_exception_that_cannot_be_printed_is_raised_on_unchanged(
+    spans: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracing, exporter = spans
+    emitter, _ = _stage_bits()
+
+    def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        raise _Unprintable()
+
+    with pytest.raises(_Unprintable):
+        traced_handler(handler, tracing, workflow="wf", timeout_s=30.0)(_event(), _ctx(emitter))
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {})["streams.outcome"] == "handler_error"
+    assert span.status.status_code is StatusCode.ERROR
+
+
 def test_a_plain_handler_returning_a_coroutine_still_reaches_the_runner(
     spans: tuple[Tracing, InMemorySpanExporter],
 ) -> None:
