@@ -31,6 +31,16 @@ app.add_typer(dlq_app, name="dlq")
 
 _debug = False
 T = TypeVar("T")
+#: Every command that talks to Kafka takes the cluster's client settings (README "Secured
+#: clusters"): this file, then STREAMS_KAFKA_* variables over it.
+_ClientConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--client-config",
+        help="librdkafka settings file (client.properties: SASL, TLS; default "
+        "STREAMS_CLIENT_CONFIG); STREAMS_KAFKA_* variables override it.",
+    ),
+]
 
 
 @app.callback()
@@ -127,12 +137,12 @@ def worker(
     group_protocol: Annotated[
         str, typer.Option(help="classic, or consumer for KIP-848 groups.")
     ] = "classic",
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Run one stage worker until SIGTERM/SIGINT; drains in-flight work, commits, exits 0."""
     import signal
 
-    from streams.kafka.client_config import ClientConfig
-    from streams.kafka.cluster import ensure_bootstrap
+    from streams.kafka.cluster import connect
     from streams.runtime.options import WorkerOptions
     from streams.runtime.worker import StageWorker
     from streams.topology import load_topology
@@ -152,7 +162,7 @@ def worker(
         )
         if worker_id:
             options = dataclasses.replace(options, worker_id=worker_id)
-        client = ClientConfig(ensure_bootstrap(load_settings()), client_id=f"streams-{stage}")
+        client = connect(load_settings(), client_id=f"streams-{stage}", file=client_config)
         return StageWorker(topology, stage, client, options=options)
 
     built = _run(build)
@@ -167,19 +177,19 @@ def intake(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     replica_id: Annotated[str | None, typer.Option(help="Name of this replica.")] = None,
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Serve the workflow's intake over HTTP (admission control)."""
     import uvicorn
 
     from streams.intake.http import create_app
     from streams.intake.service import Intake
-    from streams.kafka.client_config import ClientConfig
-    from streams.kafka.cluster import ensure_bootstrap
+    from streams.kafka.cluster import connect
     from streams.topology import load_topology
 
     def build() -> Intake:
         topology = load_topology(topology_file, validate_handlers=False)
-        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-intake")
+        client = connect(load_settings(), client_id="streams-intake", file=client_config)
         return Intake(topology, client, replica_id=replica_id).start()
 
     service = _run(build)
@@ -207,6 +217,7 @@ def monitor(
     window: Annotated[float, typer.Option(help="Status window in seconds (Burrow's).")] = 300.0,
     storm: Annotated[float, typer.Option(help="Dead letters per minute that make ERR.")] = 60.0,
     heartbeat: Annotated[float, typer.Option(help="Seconds between lines off a terminal.")] = 10.0,
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Lag, time lag, oldest queued age, status, pauses, workers, dead letters and intake
     decisions of a workflow, read from Kafka (no worker needs to run)."""
@@ -216,8 +227,7 @@ def monitor(
 
     from rich.console import Console
 
-    from streams.kafka.client_config import ClientConfig
-    from streams.kafka.cluster import ensure_bootstrap
+    from streams.kafka.cluster import connect
     from streams.monitor.collector import WorkflowReader
     from streams.monitor.exporter import MonitorServer
     from streams.monitor.run import run_rounds, sample_once
@@ -229,7 +239,7 @@ def monitor(
 
     def build() -> WorkflowReader:
         topology = load_topology(topology_file, validate_handlers=False)
-        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-monitor")
+        client = connect(load_settings(), client_id="streams-monitor", file=client_config)
         return WorkflowReader(topology, client, window_s=window, storm_per_min=storm)
 
     reader = _run(build)
@@ -275,14 +285,13 @@ _RunOpt = Annotated[str | None, typer.Option("--run-id", help="Only this run's."
 
 def _dead_letter_matches(
     topology_file: Path, stage: str | None, reason: str | None, since: str | None,
-    run_id: str | None,
+    run_id: str | None, client_config: Path | None = None,
 ) -> tuple[list[DeadLetterEntry], int]:  # fmt: skip
     import time
 
     from streams.inspect.dead_letters import DeadLetterFilter, parse_since
     from streams.inspect.reading import dead_letters
-    from streams.kafka.client_config import ClientConfig
-    from streams.kafka.cluster import ensure_bootstrap
+    from streams.kafka.cluster import connect
     from streams.topology import load_topology
 
     def read() -> tuple[list[DeadLetterEntry], int]:
@@ -292,7 +301,7 @@ def _dead_letter_matches(
         except ValueError as exc:
             raise ConfigError("--since", "", str(exc)) from None
         wanted = DeadLetterFilter(stage, reason, run_id, since_ms)
-        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-dlq")
+        client = connect(load_settings(), client_id="streams-dlq", file=client_config)
         total, matches = 0, []
         for entry in dead_letters(client, topology.dead_letter_topic, since_ms=since_ms):
             in_workflow = entry.letter is None or entry.letter.workflow == topology.workflow
@@ -314,13 +323,16 @@ def dlq_list(
     run_id: _RunOpt = None,
     limit: Annotated[int, typer.Option(help="Show the newest this many.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """One line per dead letter: id (for `dlq show`), when, stage, reason, origin, run, error."""
     import json
 
     from streams.inspect.dead_letters import entry_dict, list_line
 
-    entries, total = _dead_letter_matches(topology_file, stage, reason, since, run_id)
+    entries, total = _dead_letter_matches(
+        topology_file, stage, reason, since, run_id, client_config
+    )
     entries.sort(key=lambda e: e.letter.dead_at_ms if e.letter is not None else 0)
     shown = entries[-limit:] if limit > 0 else entries
     if as_json:
@@ -342,12 +354,13 @@ def dlq_show(
     since: _SinceOpt = None,
     run_id: _RunOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many (newest).")] = 10,
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Everything a dead letter holds: its task event decoded when it decodes, the raw
     bytes printed when it does not. Exit 1 when nothing matches."""
     from streams.inspect.dead_letters import show_text
 
-    entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id)
+    entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id, client_config)
     if ids:
         entries = [e for e in entries if e.id in set(ids)]
     entries = entries[-limit:] if limit > 0 else entries
@@ -364,6 +377,7 @@ def tail(
     completed: Annotated[bool, typer.Option(help="Runs leaving the workflow.")] = False,
     since: Annotated[str, typer.Option(help="Start this far back: 0s (now), 10m, ISO.")] = "0s",
     count: Annotated[int | None, typer.Option(help="Exit after this many records.")] = None,
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Print records as they pass: a stage's input (every lane) or the completed runs."""
     import signal
@@ -373,8 +387,7 @@ def tail(
     from streams.inspect.dead_letters import parse_since
     from streams.inspect.reading import follow
     from streams.inspect.records import record_line
-    from streams.kafka.client_config import ClientConfig
-    from streams.kafka.cluster import ensure_bootstrap
+    from streams.kafka.cluster import connect
     from streams.topology import load_topology
 
     if (stage is None) == (not completed):
@@ -395,7 +408,7 @@ def tail(
             since_ms = parse_since(since, time.time())
         except ValueError as exc:
             raise ConfigError("--since", "", str(exc)) from None
-        client = ClientConfig(ensure_bootstrap(load_settings()), client_id="streams-tail")
+        client = connect(load_settings(), client_id="streams-tail", file=client_config)
 
         def show(record: Record) -> None:
             typer.echo(record_line(record))
@@ -444,16 +457,16 @@ def topology_validate(file: Annotated[Path, typer.Argument(help="Topology YAML."
 def topology_apply(
     file: Annotated[Path, typer.Argument(help="Topology YAML.")],
     dry_run: Annotated[bool, typer.Option(help="Only print the difference.")] = False,
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Create or grow the workflow's topics (idempotent); never shrinks partitions."""
     from streams.kafka.admin import Admin, TopicWanted
-    from streams.kafka.client_config import ClientConfig
-    from streams.kafka.cluster import ensure_bootstrap
+    from streams.kafka.cluster import connect
     from streams.topology import load_topology
 
     def apply() -> int:
         topology = load_topology(file, validate_handlers=False)
-        admin = Admin(ClientConfig(ensure_bootstrap(load_settings())))
+        admin = Admin(connect(load_settings(), client_id="streams-apply", file=client_config))
         wanted = [
             TopicWanted(name, spec.partitions, spec.retention_ms, spec.compacted)
             for name, spec in topology.all_topics().items()

@@ -1,37 +1,167 @@
-"""librdkafka settings in one place: defaults per client role, secrets kept out of reprs.
+"""librdkafka settings in one place: defaults per client role, the connection settings a
+secured cluster needs (from a client.properties file and STREAMS_KAFKA_* variables), and
+secrets kept out of every repr, description and error.
 
 Owns the settings dicts; must not create clients (the log and error hooks every client
-gets are added by streams.kafka.client_logs at construction).
+gets are added by streams.kafka.client_logs at construction) nor read the environment
+(streams.config does). The model is Quix Streams' ConnectionConfig: one small object that
+round-trips to librdkafka's own names and never prints a secret.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from streams.config import Settings
+from streams.errors import ConfigError
+
 GroupProtocol = Literal["classic", "consumer"]
+Value = str | int | float | bool
 #: How long an idempotent producer keeps retrying a record before giving it up (6 min).
 DELIVERY_TIMEOUT_MS = 360_000
 TRANSACTION_TIMEOUT_MS = 10_000
-_SECRET_KEYS = ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret")
+_SECRET_KEYS = frozenset(
+    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
+     "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config", "ssl_key"}
+)  # fmt: skip
+_SECRET_WORDS = re.compile(r"password|secret|token|credential")
+#: Java client settings people copy from a Java client.properties, and what librdkafka
+#: takes instead.
+_JAVA_ONLY = {
+    "sasl.jaas.config": "librdkafka takes sasl.username and sasl.password (and "
+    "sasl.mechanism) instead of a JAAS line",
+    "ssl.truststore.location": "librdkafka takes the CA as PEM: ssl.ca.location",
+    "ssl.truststore.password": "librdkafka takes the CA as PEM: ssl.ca.location",
+    "ssl.truststore.type": "librdkafka takes the CA as PEM: ssl.ca.location",
+    "ssl.keystore.type": "librdkafka takes PEM files: ssl.certificate.location and "
+    "ssl.key.location (or ssl.keystore.location for a PKCS#12 file)",
+}
+_LINE = re.compile(r"\s*([^\s=:]+)\s*[=:\s]\s*(.*?)\s*")
+
+
+class NoClusterNamed(ConfigError):
+    """Neither KAFKA_BOOTSTRAP_SERVERS nor a client config names the cluster."""
+
+
+def is_secret(key: str) -> bool:
+    """Whether a librdkafka setting holds a secret (never printed nor logged)."""
+    return key in _SECRET_KEYS or _SECRET_WORDS.search(key) is not None
+
+
+def redacted(settings: Mapping[str, object]) -> dict[str, object]:
+    """`settings` with every secret's value replaced by ***, for printing."""
+    return {k: ("***" if is_secret(k) else v) for k, v in settings.items()}
+
+
+def parse_client_properties(text: str, source: str) -> dict[str, str]:
+    """A client.properties file's settings (librdkafka's names): `key=value`, `key: value`
+    or `key value` lines, `#` and `!` comments. ConfigError (file, line) on a line without
+    a key or a Java-only setting; the message never quotes a value."""
+    settings: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        match = _LINE.fullmatch(line) or re.fullmatch(r"\s*([^\s=:]+)\s*", line)
+        if match is None:
+            raise ConfigError(source, f"line {number}", "expected key=value (no key found)")
+        key = match.group(1)
+        value = match.group(2) if match.lastindex == 2 else ""
+        if key in _JAVA_ONLY:
+            raise ConfigError(
+                source, f"line {number}", f"{key} is a Java client setting: {_JAVA_ONLY[key]}"
+            )
+        settings[key] = value
+    return settings
+
+
+def read_client_properties(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            str(path), "", f"cannot read the client config file: {exc.strerror or exc}"
+        ) from None
+    return parse_client_properties(text, str(path))
+
+
+def build_client_config(
+    settings: Settings, *, client_id: str, file: Path | None = None, bootstrap: str | None = None
+) -> ClientConfig:
+    """The connection settings of one client: the client.properties file (`file`, from
+    --client-config, else STREAMS_CLIENT_CONFIG), then STREAMS_KAFKA_* over it. The
+    cluster: `bootstrap` if given, else KAFKA_BOOTSTRAP_SERVERS, else the settings'
+    bootstrap.servers; ConfigError if none (callers that start the local broker pass its
+    address)."""
+    chosen = file or settings.client_config_file
+    merged: dict[str, str] = {} if chosen is None else read_client_properties(chosen)
+    merged.update(settings.kafka_client_settings)
+    from_settings = merged.pop("bootstrap.servers", None)
+    merged.pop("client.id", None)  # each client names itself (streams-<stage>, ...)
+    servers = bootstrap or settings.bootstrap_servers or from_settings
+    if not servers:
+        raise NoClusterNamed(
+            str(chosen or "STREAMS_KAFKA_*"), "bootstrap.servers",
+            "no cluster named: set KAFKA_BOOTSTRAP_SERVERS or bootstrap.servers",
+        )  # fmt: skip
+    return ClientConfig(servers, client_id, merged)
 
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    """Connection settings shared by every client; `extra` passes through to librdkafka."""
+    """Connection settings shared by every client; `extra` passes through to librdkafka
+    (security.protocol, sasl.*, ssl.* ...). Its repr and describe() hide secrets."""
 
     bootstrap_servers: str
     client_id: str = "streams"
-    extra: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    extra: Mapping[str, Value] = field(default_factory=dict)
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if k in _SECRET_KEYS else v) for k, v in self.extra.items()}
         return (
-            f"ClientConfig({self.bootstrap_servers!r}, client_id={self.client_id!r}, extra={shown})"
+            f"ClientConfig({self.bootstrap_servers!r}, client_id={self.client_id!r}, "
+            f"extra={redacted(self.extra)})"
         )
 
-    def with_extra(self, extra: Mapping[str, str | int | float | bool]) -> ClientConfig:
+    __str__ = __repr__
+
+    @classmethod
+    def from_librdkafka(cls, settings: Mapping[str, Value]) -> ClientConfig:
+        """The inverse of as_librdkafka(): bootstrap.servers and client.id, the rest extra."""
+        rest = dict(settings)
+        servers = rest.pop("bootstrap.servers", None)
+        if not isinstance(servers, str) or not servers:
+            raise ConfigError("kafka client settings", "bootstrap.servers", "is required")
+        client_id = rest.pop("client.id", "streams")
+        return cls(servers, str(client_id), rest)
+
+    def as_librdkafka(self) -> dict[str, Value]:
+        """librdkafka's settings for these connection settings (what base() is)."""
+        return self.base()
+
+    @property
+    def security_protocol(self) -> str:
+        return str(self.extra.get("security.protocol", "PLAINTEXT")).upper()
+
+    def describe(self) -> str:
+        """One line for status output and errors: where, how secured; never a secret."""
+        text = f"{self.bootstrap_servers} over {self.security_protocol}"
+        mechanism = self.extra.get("sasl.mechanism", self.extra.get("sasl.mechanisms"))
+        if self.security_protocol.startswith("SASL"):
+            user = self.extra.get("sasl.username")
+            as_user = f" as {user}" if user else ""
+            text += f" ({mechanism or 'GSSAPI'}{as_user})"
+        ca = self.extra.get("ssl.ca.location")
+        if ca:
+            text += f", CA {ca}"
+        if self.extra.get("ssl.certificate.location"):
+            text += f", client certificate {self.extra['ssl.certificate.location']}"
+        return text
+
+    def with_extra(self, extra: Mapping[str, Value]) -> ClientConfig:
         """A copy with more librdkafka settings (later keys win)."""
         return ClientConfig(self.bootstrap_servers, self.client_id, {**self.extra, **extra})
 
