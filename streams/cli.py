@@ -28,6 +28,8 @@ topology_app = typer.Typer(no_args_is_help=True, help="Workflow topology files."
 app.add_typer(topology_app, name="topology")
 dlq_app = typer.Typer(no_args_is_help=True, help="The workflow's dead letters.")
 app.add_typer(dlq_app, name="dlq")
+runs_app = typer.Typer(no_args_is_help=True, help="The workflow's runs.")
+app.add_typer(runs_app, name="runs")
 
 _debug = False
 T = TypeVar("T")
@@ -368,6 +370,133 @@ def dlq_show(
         typer.echo("no dead letter matches", err=True)
         raise typer.Exit(code=1)
     typer.echo("\n\n".join(show_text(e) for e in entries))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topology_file: _TopologyArg,
+    stage: _StageOpt = None,
+    reason: _ReasonOpt = None,
+    since: _SinceOpt = None,
+    run_id: _RunOpt = None,
+    rate: Annotated[float, typer.Option(help="At most this many submissions a second.")] = 5.0,
+    intake_url: Annotated[
+        str | None, typer.Option(help="Send to this running intake over HTTP (default: a replica).")
+    ] = None,
+    deadline_in: Annotated[
+        str | None, typer.Option(help="A new deadline from now (10m, 2h); default: the run's own.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be sent.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Results as JSON, for scripts.")] = False,
+    client_config: _ClientConfigOpt = None,
+) -> None:
+    """Send the matching dead letters back through the intake's admission (oldest first,
+    at --rate), as new runs keyed by the dead letter; record each on W.replays. Already
+    replayed ones are not sent again. Exit 3 when some were not admitted."""
+    import json
+    import time
+
+    from streams.kafka.cluster import connect
+    from streams.operate.doors import AdmissionDoor, HttpDoor, ReplicaDoor
+    from streams.operate.replay import ReplayOptions, ReplayTarget, replay
+    from streams.operate.replay_log import ReplayLog
+    from streams.operate.replay_plan import (
+        NOT_DONE,
+        ReplayResult,
+        counts,
+        parse_duration_s,
+        result_line,
+        summary_line,
+    )
+    from streams.topology import load_topology
+
+    if not rate > 0:
+        raise typer.BadParameter("--rate must be above 0")
+    entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id, client_config)
+    if not entries:
+        typer.echo("no dead letter matches", err=True)
+        raise typer.Exit(code=1)
+
+    def show(result: ReplayResult) -> None:
+        if not as_json:
+            typer.echo(result_line(result))
+            sys.stdout.flush()
+
+    def run() -> list[ReplayResult]:
+        from streams.intake.config import load_intake_config
+
+        topology = load_topology(topology_file, validate_handlers=False)
+        entry_stage = load_intake_config(topology).entry_stage
+        deadline_ms = None
+        if deadline_in is not None:
+            try:
+                deadline_ms = int((time.time() + parse_duration_s(deadline_in)) * 1000)
+            except ValueError as exc:
+                raise ConfigError("--deadline-in", "", str(exc)) from None
+        client = connect(load_settings(), client_id="streams-replay", file=client_config)
+
+        def open_door() -> AdmissionDoor:
+            if intake_url is not None:
+                return HttpDoor(intake_url, topology.workflow)
+            return ReplicaDoor(topology, client)
+
+        log = ReplayLog(client, topology.workflow)
+        try:
+            target = ReplayTarget(topology.workflow, topology.dead_letter_topic, entry_stage)
+            options = ReplayOptions(rate, deadline_ms, dry_run)
+            return replay(entries, target, log, open_door, options, on_result=show)
+        finally:
+            log.close()
+
+    results = _run(run)
+    if as_json:
+        report = {"results": [r.to_json() for r in results], "counts": counts(results)}
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        typer.echo(summary_line(results))
+    if any(r.outcome in NOT_DONE for r in results):
+        raise typer.Exit(code=3)
+
+
+@runs_app.command("get")
+def runs_get(
+    topology_file: _TopologyArg,
+    run_id: Annotated[str, typer.Argument(help="The run's id (what the intake answered).")],
+    intake_url: Annotated[
+        str | None, typer.Option(help="Ask this running intake (default: read Kafka).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The status as JSON.")] = False,
+    client_config: _ClientConfigOpt = None,
+) -> None:
+    """Where a run is: undecided, queued (and in which stage), delayed, completed,
+    dead_lettered or escalated; read from the run ledger (no intake needs to run).
+    Exit 1 when the ledger does not know the run."""
+    import json
+
+    from streams.kafka.cluster import connect
+    from streams.operate.runs import status_from_intake, status_from_kafka, status_text
+    from streams.topology import load_topology
+
+    def read() -> dict[str, object] | None:
+        topology = load_topology(topology_file, validate_handlers=False)
+        if intake_url is not None:
+            return status_from_intake(intake_url, topology.workflow, run_id)
+        client = connect(load_settings(), client_id="streams-runs", file=client_config)
+        found = status_from_kafka(topology, client, run_id)
+        return None if found is None else found.to_json()
+
+    status = _run(read)
+    if status is None:
+        typer.echo(
+            f"error: no run {run_id} in the ledger (never admitted, refused, or finished "
+            "longer ago than intake.dedupe_window_s)",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    if as_json:
+        typer.echo(json.dumps(status, indent=1))
+    else:
+        typer.echo(status_text(status, str(topology_file)))
 
 
 @app.command("tail")

@@ -1,0 +1,171 @@
+"""What `streams dlq replay` sends for each dead letter, and what it learned: the replay's
+run request (the dead run's tenant, lane, priority, deadline, trace context and payload),
+its idempotency key, which dead letters are skipped and why, and the printed results.
+
+Owns those rules; must not do I/O (streams.operate.replay does) or decide admission (the
+intake does).
+
+Why a derived idempotency key: the intake collapses a repeated key into the first run of
+the key for `dedupe_window_s` whatever became of that run, so a replay under the dead
+run's own key would be answered "collapsed" into the dead run, and nothing would run
+again. The replay's key is the original key (or, for a run without one, its run id) plus
+the dead letter's place, `<key>~replay:<partition>:<offset>`: distinct from the dead
+run's, the same every time the same dead letter is replayed, so the intake itself
+collapses a second replay of it into the first (within its window), even if the command
+died before recording it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streams.events import TaskEvent
+from streams.inspect.dead_letters import DeadLetterEntry
+from streams.intake.requests import MAX_IDEMPOTENCY_KEY_LEN, Decision, RunRequest
+
+#: What became of one dead letter: the intake's outcomes, and the command's own.
+ReplayOutcome = Literal[
+    "accepted",
+    "delayed",
+    "downgraded",
+    "collapsed",
+    "rejected",
+    "already_replayed",  # an earlier replay of it was admitted (W.replays says so)
+    "skipped",  # cannot be replayed through the intake (reason says why)
+    "invalid",  # the intake refused the request itself (4xx)
+    "unknown",  # sent, not acknowledged: it may have been admitted; replay again to learn
+    "unavailable",  # the intake or the broker did not answer: nothing was admitted
+    "would_replay",  # --dry-run
+]
+#: Outcomes after which a dead letter counts as replayed (never sent again).
+ADMITTED: frozenset[str] = frozenset({"accepted", "delayed", "downgraded", "collapsed"})
+#: Outcomes that leave work for a later replay (exit status 3).
+NOT_DONE: frozenset[str] = frozenset({"rejected", "invalid", "unknown", "unavailable"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    entry_id: str  # the dead letter's place in its topic, "partition:offset"
+    original_run_id: str | None
+    outcome: ReplayOutcome
+    reason: str
+    run_id: str | None = None  # the replay's run (the existing one when collapsed)
+    idempotency_key: str | None = None
+    retry_after_s: float | None = None
+    lane: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.entry_id,
+            "original_run_id": self.original_run_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "run_id": self.run_id,
+            "idempotency_key": self.idempotency_key,
+            "retry_after_s": self.retry_after_s,
+            "lane": self.lane,
+        }
+
+
+def replay_key(event: TaskEvent, partition: int, offset: int) -> str:
+    """The replay's idempotency key (see the module's docstring); an original key too long
+    to take the suffix within the intake's limit is shortened to its SHA-256 prefix."""
+    suffix = f"~replay:{partition}:{offset}"
+    base = event.idempotency_key or event.run_id
+    if len(base) + len(suffix) > MAX_IDEMPOTENCY_KEY_LEN:
+        base = "sha256-" + hashlib.sha256(base.encode()).hexdigest()[:40]
+    return base + suffix
+
+
+def skip_reason(entry: DeadLetterEntry, entry_stage: str) -> str | None:
+    """Why this dead letter cannot go back through the intake, or None when it can."""
+    if entry.letter is None:
+        return f"not a dead-letter record ({entry.decode_problem})"
+    if entry.event is None:
+        return f"its bytes are no task event ({entry.event_problem}): see `streams dlq show`"
+    if entry.letter.stage != entry_stage:
+        # The intake admits runs into its entry stage only; a later stage's input is that
+        # stage's event (an upstream handler's output), not a submission, and the entry
+        # stage's handler would be given the wrong thing.
+        return (
+            f"died in stage {entry.letter.stage}, not the entry stage {entry_stage}: the "
+            "intake admits runs into the entry stage only"
+        )
+    return None
+
+
+def run_request(event: TaskEvent, key: str, deadline_ms: int | None) -> RunRequest:
+    """The dead run submitted again: its tenant, lane, priority, trace context and payload
+    byte for byte, under the replay's key, with `deadline_ms` (the original one unless
+    the operator gave a new one)."""
+    return RunRequest(
+        tenant=event.tenant,
+        payload=event.payload,
+        lane=event.lane,
+        idempotency_key=key,
+        deadline_ms=deadline_ms,
+        priority=event.priority,
+        trace_context=dict(event.trace_context),
+    )
+
+
+def result_of(entry: DeadLetterEntry, key: str, decision: Decision) -> ReplayResult:
+    return ReplayResult(
+        entry.id, entry.run_id, decision.outcome, decision.reason, decision.run_id, key,
+        decision.retry_after_s, decision.lane,
+    )  # fmt: skip
+
+
+def counts(results: list[ReplayResult]) -> dict[str, int]:
+    return dict(Counter(r.outcome for r in results))
+
+
+def result_line(result: ReplayResult) -> str:
+    origin = f"{result.entry_id:<8} run {result.original_run_id or '-'}"
+    outcome = result.outcome
+    if outcome in ADMITTED:
+        return f"{origin} -> {outcome} ({result.reason}) as run {result.run_id} [{result.lane}]"
+    if outcome == "already_replayed":
+        return f"{origin} -> already replayed as run {result.run_id}"
+    if outcome == "rejected":
+        return f"{origin} -> rejected ({result.reason}, retry after {result.retry_after_s} s)"
+    if outcome == "would_replay":
+        return f"{origin} -> would replay under key {result.idempotency_key}"
+    return f"{origin} -> {outcome.replace('_', ' ')}: {result.reason}"
+
+
+_WORDS = {
+    "accepted": "accepted",
+    "delayed": "delayed",
+    "downgraded": "downgraded",
+    "collapsed": "collapsed into an earlier replay",
+    "already_replayed": "already replayed",
+    "rejected": "rejected",
+    "invalid": "refused as invalid",
+    "unknown": "outcome unknown",
+    "unavailable": "unavailable",
+    "skipped": "skipped",
+    "would_replay": "would be replayed",
+}
+
+
+def summary_line(results: list[ReplayResult]) -> str:
+    counted = counts(results)
+    parts = [f"{counted[o]} {_WORDS[o]}" for o in _WORDS if counted.get(o)]
+    return ", ".join(parts) or "nothing to replay"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration_s(text: str) -> float:
+    """ "30s", "10m", "2h", "1d" as seconds; ValueError saying what it takes."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r}: give a duration above 0 (30s, 10m, 2h, 1d)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
