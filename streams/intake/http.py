@@ -33,7 +33,7 @@ from starlette.routing import Route
 from streams.errors import BrokerUnavailable, DeliveryError, OutcomeUnknown
 from streams.intake.json_body import payload_bytes, read_json
 from streams.intake.openapi import openapi_document
-from streams.intake.requests import Decision, InvalidRequest, RunRequest
+from streams.intake.requests import Decision, InvalidRequest, RunRequest, check_request
 from streams.intake.service import Intake
 from streams.tracing import Tracing, configured_tracing
 from streams.types import Lane
@@ -86,6 +86,9 @@ def create_app(intake: Intake, *, freeze_heap: bool = False) -> Starlette:
             if tracing is None:
                 decision = await intake.asubmit(run)
             else:
+                # The span rewrites trace_context (a bad traceparent would be overwritten
+                # and accepted): refuse first, as asubmit would without tracing.
+                check_request(run, intake.topology.lanes)
                 decision = await _traced_submit(intake, tracing, run, request)
         except InvalidRequest as exc:
             code = _CODE_BY_STATUS.get(exc.status, "invalid_request")

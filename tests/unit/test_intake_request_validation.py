@@ -414,3 +414,25 @@ def test_the_openapi_document_lists_every_error_answer(http: AppClient) -> None:
     unknown = submit["503"]["content"]["application/json"]["schema"]
     assert "run_id" in str(unknown) and "unknown" in str(unknown)
     assert "Retry-After" in document["paths"]["/healthz"]["get"]["responses"]["503"]["headers"]
+
+
+@pytest.mark.parametrize(
+    "trace", [{"traceparent": "\\ud800"}, {"traceparent": 5}, {"tracestate": ["a"]}]
+)
+def test_with_tracing_on_a_hostile_trace_context_is_refused_the_same(
+    stand_in: _StandIn, monkeypatch: pytest.MonkeyPatch, trace: dict[str, Any]
+) -> None:
+    """The traced path rewrites trace_context (its span becomes the parent): a bad value
+    must be refused before that, as it is without tracing, not overwritten and accepted."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import streams.intake.http as intake_http
+    from streams.tracing import Tracing
+
+    provider = TracerProvider()
+    monkeypatch.setattr(intake_http, "configured_tracing", lambda: Tracing(provider))
+    http = AppClient(create_app(cast(Intake, stand_in)))
+    body = json.dumps({"tenant": "acme", "payload": 1, "trace_context": trace})
+    _assert_json_reason(http.post(URL, content=body.replace("\\\\", "\\"), headers=JSON), 422)
+    assert stand_in.submitted == []
+    provider.shutdown()
