@@ -28,7 +28,7 @@ from streams.kafka.peek import RecordPeeker
 from streams.kafka.tail import TopicTail
 from streams.monitor.counts import RecentCounts
 from streams.monitor.model import DecisionSeen, MonitorSnapshot
-from streams.monitor.stage_view import intake_view, stage_view, worker_views
+from streams.monitor.stage_view import intake_view, stage_view, tool_views, worker_views
 from streams.policy.group_status import OffsetSample, PartitionWindow
 from streams.runtime.pressure_reports import ReportBoard
 from streams.serde import SchemaStore, Serde
@@ -157,6 +157,7 @@ class WorkflowReader:
             dead_letters_per_min=by_reason,
             dead_letters_seen=dict(self._dead_seen),
             decisions_seen=dict(self._decisions_seen),
+            tools=tool_views(reports, now=now, fresh_within_s=fresh),
         )
 
     # ------------------------------------------------------------------ readings

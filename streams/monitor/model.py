@@ -83,6 +83,28 @@ class WorkerView:
     paused: tuple[PausedAt, ...]
 
 
+#: Breaker states from the worst: what a tool's row shows first.
+BREAKER_SEVERITY = ("open", "half_open", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolView:
+    """One tool over the live workers that report it (README "Tools"): a breaker is per
+    worker process, so each state counts the workers in it; slots and calls add up."""
+
+    name: str
+    stages: tuple[str, ...]
+    workers: int
+    breakers: dict[str, int]  # state -> live workers in it; empty: the tool has no breaker
+    in_flight: int
+    waiting: int
+    concurrency_limit: int | None  # summed slots; None: some worker has no ceiling
+
+    @property
+    def worst_breaker(self) -> str | None:
+        return next((s for s in BREAKER_SEVERITY if self.breakers.get(s)), None)
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionSeen:
     """One intake decision read from the decisions topic."""
@@ -116,6 +138,7 @@ class MonitorSnapshot:
     #: (outcome, reason).
     dead_letters_seen: dict[tuple[str, str], int] = field(default_factory=dict)
     decisions_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    tools: tuple[ToolView, ...] = ()  # from live workers' pressure reports
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -11,7 +11,7 @@ import html
 import time
 
 from streams.monitor import fmt
-from streams.monitor.model import MonitorSnapshot, PausedAt
+from streams.monitor.model import BREAKER_SEVERITY, MonitorSnapshot, PausedAt, ToolView
 
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
@@ -31,6 +31,18 @@ def _e(value: object) -> str:
 
 def _paused_list(paused: tuple[PausedAt, ...]) -> str:
     return ", ".join(f"{p.topic}[{p.partition}] {'+'.join(p.reasons)}" for p in paused) or "-"
+
+
+#: A breaker's worst state, styled like the statuses it causes (open: the stage stops).
+_BREAKER_CLASS = {"open": "STOP", "half_open": "WARN", "closed": "OK"}
+
+
+def _breakers(tool: ToolView) -> str:
+    if not tool.breakers:
+        return "no breaker"
+    return ", ".join(
+        f"{state} {tool.breakers[state]}" for state in BREAKER_SEVERITY if state in tool.breakers
+    )
 
 
 def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
@@ -66,6 +78,14 @@ def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
         f"<td>{_e(_paused_list(w.paused))}</td></tr>"
         for w in snapshot.workers
     )
+    tools = "".join(
+        f'<tr data-tool="{_e(t.name)}"><td>{_e(t.name)}</td><td>{_e(", ".join(t.stages))}</td>'
+        f'<td class="{_BREAKER_CLASS.get(t.worst_breaker or "", "")}">{_e(_breakers(t))}</td>'
+        f'<td class="n">{t.in_flight}</td><td class="n">{t.waiting}</td>'
+        f'<td class="n">{_e("-" if t.concurrency_limit is None else t.concurrency_limit)}</td>'
+        f'<td class="n">{t.workers}</td></tr>'
+        for t in snapshot.tools
+    )
     intake = snapshot.intake
     reason = f" ({intake.admission_reason})" if intake.admission_reason else ""
     error = f'<p class="ERR">reading: {_e(snapshot.error)}</p>' if snapshot.error else ""
@@ -82,6 +102,11 @@ def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
 </tbody></table>
 <h2>Intake</h2><p id="intake">admission: <b>{_e(intake.admission)}</b>{_e(reason)};
 decisions / min: {_e(fmt.counts(intake.decisions_per_min))}</p>
+<h2>Tools</h2><table id="tools"><thead><tr><th>tool</th><th>stages</th>
+<th>breaker (state: workers)</th><th>running</th><th>waiting</th><th>slots</th>
+<th>workers</th></tr></thead><tbody>
+{tools or '<tr><td colspan="7">no tool has reported</td></tr>'}
+</tbody></table>
 <h2>Workers</h2><table id="workers"><thead><tr><th>stage</th><th>worker</th><th>state</th>
 <th>last report</th><th>in flight / limit</th><th>paused partitions</th></tr></thead><tbody>
 {workers or '<tr><td colspan="6">no worker has reported</td></tr>'}

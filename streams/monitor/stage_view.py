@@ -18,6 +18,7 @@ from streams.monitor.model import (
     PausedAt,
     StageStatus,
     StageView,
+    ToolView,
     WorkerView,
 )
 from streams.policy.group_status import (
@@ -26,7 +27,7 @@ from streams.policy.group_status import (
     group_status,
     partition_status,
 )
-from streams.runtime.pressure_reports import PressureReport
+from streams.runtime.pressure_reports import PressureReport, ToolHealth
 from streams.topology import Stage
 from streams.types import TopicPartition
 
@@ -130,6 +131,37 @@ def worker_views(
         for r in reports
     ]
     return tuple(sorted(views, key=lambda w: (w.stage, w.reported_ago_s, w.worker)))
+
+
+def tool_views(
+    reports: Iterable[PressureReport], *, now: float, fresh_within_s: Mapping[str, float]
+) -> tuple[ToolView, ...]:
+    """Each tool the live workers report, by name: breaker states counted per worker,
+    calls and slots summed (a gone worker's last report says nothing of now)."""
+    by_tool: dict[str, list[tuple[str, ToolHealth]]] = {}
+    for r in reports:
+        if alive(r, now, fresh_within_s.get(r.stage, DEFAULT_FRESH_WITHIN_S)):
+            for health in r.tools:
+                by_tool.setdefault(health.name, []).append((r.stage, health))
+    views = []
+    for name, seen in sorted(by_tool.items()):
+        breakers: dict[str, int] = {}
+        for _, health in seen:
+            if health.breaker is not None:
+                breakers[health.breaker] = breakers.get(health.breaker, 0) + 1
+        limits = [h.concurrency_limit for _, h in seen]
+        views.append(
+            ToolView(
+                name=name,
+                stages=tuple(sorted({stage for stage, _ in seen})),
+                workers=len(seen),
+                breakers=breakers,
+                in_flight=sum(h.in_flight for _, h in seen),
+                waiting=sum(h.waiting for _, h in seen),
+                concurrency_limit=None if None in limits else sum(x or 0 for x in limits),
+            )
+        )
+    return tuple(views)
 
 
 def intake_view(decisions: Sequence[DecisionSeen], *, now: float) -> IntakeView:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.monitor import fmt
-from streams.monitor.model import MonitorSnapshot, StageStatus
+from streams.monitor.model import BREAKER_SEVERITY, MonitorSnapshot, StageStatus, ToolView
 
 _STYLE: dict[str, str] = {
     "OK": "green",
@@ -75,6 +75,8 @@ def render_table(snapshot: MonitorSnapshot) -> RenderableType:
     gone = len(snapshot.workers) - len(alive)
     workers = ", ".join(f"{w.stage}/{w.worker} {fmt.age(w.reported_ago_s)} ago" for w in alive)
     lines.append(Text(f"workers: {workers or 'none alive'}" + (f" ({gone} gone)" if gone else "")))
+    if snapshot.tools:
+        lines.append(Text("tools: " + "; ".join(_tool_text(t) for t in snapshot.tools)))
     intake = snapshot.intake
     reason = f" ({intake.admission_reason})" if intake.admission_reason else ""
     lines.append(
@@ -86,6 +88,18 @@ def render_table(snapshot: MonitorSnapshot) -> RenderableType:
     if snapshot.error:
         lines.append(Text(f"reading: {snapshot.error}", style="bold red"))
     return Group(*lines)
+
+
+def _tool_text(tool: ToolView) -> str:
+    """ "crm breaker open 1, closed 1; 3 running, 4 waiting / 10" (states worst first)."""
+    breakers = ", ".join(
+        f"{state} {tool.breakers[state]}" for state in BREAKER_SEVERITY if state in tool.breakers
+    )
+    limit = "" if tool.concurrency_limit is None else f" / {tool.concurrency_limit}"
+    return (
+        f"{tool.name} {'breaker ' + breakers if breakers else 'no breaker'}; "
+        f"{tool.in_flight} running, {tool.waiting} waiting{limit}"
+    )
 
 
 def heartbeat_line(snapshot: MonitorSnapshot) -> str:
@@ -100,6 +114,10 @@ def heartbeat_line(snapshot: MonitorSnapshot) -> str:
         if stage.dead_letters_per_min:
             text += f" dlq/min {fmt.counts(stage.dead_letters_per_min)}"
         parts.append(text)
+    for tool in snapshot.tools:
+        worst = tool.worst_breaker
+        if worst is not None and worst != "closed":
+            parts.append(f"tool {tool.name} {worst}")
     parts.append(f"intake {snapshot.intake.admission}")
     if snapshot.error:
         parts.append(f"error: {snapshot.error}")
