@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.intake.finished_runs import FinishedRun
 from streams.intake.ledger_book import LedgerBook, LedgerEntry, Phase
 
 
@@ -209,8 +210,8 @@ def test_a_finished_run_still_owns_its_key_and_says_how_it_ended() -> None:
     owner = book.first_with_key("acme", "k", since_ms=0)
     assert owner is not None and owner.run_id == "a" and owner.phase == "finished"
     run = book.run("a")
-    assert run is not None and run.phase == "finished"
-    assert (run.outcome, run.reason, run.finished_ms) == ("dead_lettered", "expired", 2_000)  # type: ignore[union-attr]
+    assert isinstance(run, FinishedRun)
+    assert (run.outcome, run.reason, run.finished_ms) == ("dead_lettered", "expired", 2_000)
     assert book.first_with_key("acme", "k", since_ms=1_001) is None  # window from submission
 
 
