@@ -79,6 +79,10 @@ def broker_start(
     fresh: Annotated[
         bool, typer.Option(help="Wipe the data: a new, empty cluster (all topics lost).")
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(help="Add a SASL_SSL listener (keytool certificates, one user); kept."),
+    ] = False,
 ) -> None:
     """Start the local broker (or reuse the running one) and print its bootstrap address.
 
@@ -90,11 +94,13 @@ def broker_start(
         typer.echo(f"KAFKA_BOOTSTRAP_SERVERS is set; using {settings.bootstrap_servers}")
         return
     state, reused = _run(
-        lambda: LocalBroker(settings).start(port=port, refresh=refresh, fresh=fresh)
+        lambda: LocalBroker(settings).start(port=port, refresh=refresh, fresh=fresh, secure=secure)
     )
     verb = "running" if reused else "started"
     typer.echo(f"Kafka {state.kafka_version} {verb} (pid {state.pid}) at {state.bootstrap}")
     typer.echo(f"data {state.data_dir} (cluster {state.cluster_id})")
+    if state.secure_bootstrap:
+        typer.echo(f"SASL_SSL at {state.secure_bootstrap}: --client-config {state.client_config}")
     typer.echo(state.bootstrap)
 
 
@@ -123,6 +129,8 @@ def broker_status() -> None:
     typer.echo(f"running: Kafka {state.kafka_version}, pid {state.pid}, {state.bootstrap}")
     typer.echo(f"data: {state.data_dir}")
     typer.echo(f"cluster id: {state.cluster_id}")
+    if state.secure_bootstrap:
+        typer.echo(f"SASL_SSL: {state.secure_bootstrap} (--client-config {state.client_config})")
 
 
 @app.command("worker")

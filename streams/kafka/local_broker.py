@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,12 @@ from pathlib import Path
 from streams.config import KAFKA_VERSION, Settings
 from streams.errors import BrokerStartFailed, BrokerUnavailable
 from streams.kafka.jars import ensure_jars
+from streams.kafka.local_security import (
+    SecureFiles,
+    ensure_secure_files,
+    secure_listener_settings,
+    write_client_properties,
+)
 from streams.kafka.prerequisites import find_java
 from streams.kafka.probe import wait_for_metadata
 
@@ -46,6 +53,9 @@ class BrokerState:
     log_file: str
     data_dir: str = ""
     cluster_id: str = ""
+    #: --secure: the SASL_SSL listener's address and the client.properties that reaches it.
+    secure_bootstrap: str = ""
+    client_config: str = ""
 
     @property
     def port(self) -> int:
@@ -63,6 +73,7 @@ class _Identity:
     cluster_id: str
     broker_port: int
     controller_port: int
+    secure_port: int | None = None  # the SASL_SSL listener, once started with --secure
 
 
 class LocalBroker:
@@ -113,16 +124,24 @@ class LocalBroker:
         return state
 
     def start(
-        self, *, port: int | None = None, refresh: bool = False, fresh: bool = False
+        self,
+        *,
+        port: int | None = None,
+        refresh: bool = False,
+        fresh: bool = False,
+        secure: bool = False,
     ) -> tuple[BrokerState, bool]:
         """Start (or reuse) the broker; returns its state and whether it was already running.
 
         port: the listener port (default: the remembered one, else a free one). refresh:
         fetch the jars again and restart. fresh: wipe the data and format a new cluster.
         BrokerStartFailed (one line) when a remembered port is held by another process.
+        secure: add a SASL_SSL listener (streams.kafka.local_security), restarting a running
+        broker that has none; it stays on for later starts until --fresh.
         """
         running = self.status()
-        if running is not None and not (refresh or fresh):
+        upgrade = secure and running is not None and not running.secure_bootstrap
+        if running is not None and not (refresh or fresh or upgrade):
             return running, True
         if running is not None:
             self.stop()
@@ -134,13 +153,20 @@ class LocalBroker:
         identity = self._remembered()
         if identity is None:
             identity = _Identity(_cluster_id(), _claim_port(port), _claim_port(None))
+            if secure:
+                identity = replace(identity, secure_port=_claim_port(None))
             self._prepare_dir(identity)
             self._format_storage(java, classpath, identity.cluster_id)
         else:
             broker_port = identity.broker_port if port is None else port
             _claim_port(broker_port, remembered=port is None)
             _claim_port(identity.controller_port, remembered=True, controller=True)
-            identity = replace(identity, broker_port=broker_port)
+            secure_port = identity.secure_port
+            if secure_port is not None:
+                _claim_port(secure_port, remembered=True)
+            elif secure:
+                secure_port = _claim_port(None)
+            identity = replace(identity, broker_port=broker_port, secure_port=secure_port)
             self._prepare_dir(identity)
         log_file = self._dir / "broker.log"
         proc = self._launch(java, classpath, log_file)
@@ -154,6 +180,10 @@ class LocalBroker:
             data_dir=str(self.data_dir),
             cluster_id=identity.cluster_id,
         )
+        if identity.secure_port is not None:
+            secure_bootstrap = f"{HOST}:{identity.secure_port}"
+            properties = write_client_properties(self._secure_files(), secure_bootstrap)
+            state = replace(state, secure_bootstrap=secure_bootstrap, client_config=str(properties))
         self._wait_ready(proc, state)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         return state, False
@@ -193,17 +223,33 @@ class LocalBroker:
         try:
             broker_port = int(listeners["PLAINTEXT"].rsplit(":", 1)[1])
             controller_port = int(listeners["CONTROLLER"].rsplit(":", 1)[1])
+            secure = listeners.get("SASL_SSL")
+            secure_port = None if secure is None else int(secure.rsplit(":", 1)[1])
         except (KeyError, ValueError, IndexError):
             return None
         if not cluster_id or props.get("log.dirs") != str(self.data_dir):
             return None
-        return _Identity(cluster_id, broker_port, controller_port)
+        return _Identity(cluster_id, broker_port, controller_port, secure_port)
+
+    def _secure_files(self) -> SecureFiles:
+        return ensure_secure_files(self._dir / "secure")
 
     def _prepare_dir(self, identity: _Identity) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self._dir / "server.properties").write_text(
-            server_properties(self.data_dir, identity.broker_port, identity.controller_port)
-        )
+        path = self._dir / "server.properties"
+        if identity.secure_port is None:
+            path.write_text(
+                server_properties(self.data_dir, identity.broker_port, identity.controller_port)
+            )
+        else:
+            secure = secure_listener_settings(self._secure_files())
+            text = server_properties(
+                self.data_dir, identity.broker_port, identity.controller_port,
+                secure_port=identity.secure_port, secure=secure,
+            )  # fmt: skip
+            path.touch(mode=0o600)
+            path.chmod(0o600)  # it holds the listener's password
+            path.write_text(text)
         log4j = resources.files("streams.kafka").joinpath("resources/log4j2.properties")
         (self._dir / "log4j2.properties").write_text(log4j.read_text())
 
@@ -270,8 +316,16 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def server_properties(data_dir: Path, broker_port: int, controller_port: int) -> str:
-    """Single-node KRaft settings: every internal topic at replication factor 1, no delays."""
+def server_properties(
+    data_dir: Path,
+    broker_port: int,
+    controller_port: int,
+    *,
+    secure_port: int | None = None,
+    secure: Mapping[str, str] | None = None,
+) -> str:
+    """Single-node KRaft settings: every internal topic at replication factor 1, no delays.
+    With `secure_port`, a SASL_SSL listener there too, with the `secure` settings."""
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -304,6 +358,12 @@ def server_properties(data_dir: Path, broker_port: int, controller_port: int) ->
         "log.retention.check.interval.ms": "60000",
         "auto.create.topics.enable": "false",
     }
+    if secure_port is not None:
+        # PLAINTEXT stays the broker's own (inter-broker) listener, on loopback only.
+        settings["listeners"] += f",SASL_SSL://{HOST}:{secure_port}"
+        settings["advertised.listeners"] += f",SASL_SSL://{HOST}:{secure_port}"
+        settings["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+        settings.update(secure or {})
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 

@@ -141,3 +141,59 @@ def events_for(workflow: str) -> list[TaskEvent]:
         "inline", validate_handlers=False,
     )  # fmt: skip
     return list(events(topology, "work", 1))
+
+
+def test_broker_start_secure_serves_sasl_ssl_and_a_worker_connects_with_the_written_config(
+    tmp_path: Path,
+) -> None:
+    # A broker of this test's own (own STREAMS_HOME and ports), never the shared one.
+    from streams.config import load_settings
+
+    home = tmp_path / "home"
+    env = _env(STREAMS_HOME=str(home), STREAMS_CACHE_DIR=str(load_settings().jar_cache.parent))
+    started = _streams("broker", "start", "--secure", env=env, timeout_s=200)
+    try:
+        assert started.returncode == 0, started.stderr
+        secure_line = next(line for line in started.stdout.splitlines() if "SASL_SSL" in line)
+        config = Path(secure_line.rsplit("--client-config ", 1)[1].strip())
+        assert config.is_file() and config.stat().st_mode & 0o077 == 0  # owner-only
+        secret = next(
+            line.split("=", 1)[1] for line in config.read_text().splitlines()
+            if line.startswith("sasl.password=")
+        )  # fmt: skip
+        assert secret not in started.stdout + started.stderr
+        status = _streams("broker", "status", env=env)
+        assert "SASL_SSL" in status.stdout and secret not in status.stdout
+
+        name, topology = _workflow(tmp_path)
+        applied = _streams("topology", "apply", str(topology), "--client-config", str(config),
+                           env=env)  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+        plain_bootstrap = started.stdout.strip().splitlines()[-1]
+        log_path = tmp_path / "worker.log"
+        with log_path.open("w") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker", str(topology), "--stage", "work",
+                 "--client-config", str(config)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2],
+            )  # fmt: skip
+        try:
+            plain = ClientConfig(plain_bootstrap, client_id="secured-test")
+            sent = events_for(name)
+            publish(plain, f"{name}.work.standard", sent)
+            done = read_events(plain, f"{name}.completed", 1, expect=1, timeout_s=90)
+            assert [e.run_id for e in done] == [e.run_id for e in sent]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(60) == 0, log_path.read_text()
+        # The same file with another password: refused in one line, over TLS.
+        wrong = tmp_path / "wrong.properties"
+        wrong.write_text(config.read_text().replace(secret, "not-the-password"))
+        failed = _streams("worker", str(topology), "--stage", "work", "--client-config",
+                          str(wrong), env=env, timeout_s=60)  # fmt: skip
+        assert failed.returncode == 1
+        assert "SASL_SSL" in failed.stderr and "sasl.password" in failed.stderr
+        written = applied.stdout + applied.stderr + log_path.read_text() + failed.stderr
+        assert secret not in written
+    finally:
+        _streams("broker", "stop", env=env, timeout_s=60)

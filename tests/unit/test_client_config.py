@@ -144,3 +144,21 @@ def test_settings_round_trip_to_librdkafka_and_back() -> None:
         assert role["sasl.password"] == SECRET
     with pytest.raises(ConfigError, match="bootstrap.servers"):
         ClientConfig.from_librdkafka({"security.protocol": "SSL"})
+
+
+def test_the_local_broker_settings_gain_a_sasl_ssl_listener_only_with_secure(
+    tmp_path: Path,
+) -> None:
+    from streams.kafka.local_broker import server_properties
+
+    plain = server_properties(tmp_path, 9092, 9093)
+    assert "SASL" not in plain and "ssl" not in plain
+    secure = server_properties(
+        tmp_path, 9092, 9093, secure_port=9094, secure={"sasl.enabled.mechanisms": "PLAIN"}
+    )
+    lines = dict(line.split("=", 1) for line in secure.splitlines())
+    assert lines["listeners"].endswith(",SASL_SSL://127.0.0.1:9094")
+    assert lines["advertised.listeners"].endswith(",SASL_SSL://127.0.0.1:9094")
+    assert lines["listener.security.protocol.map"].endswith(",SASL_SSL:SASL_SSL")
+    assert lines["inter.broker.listener.name"] == "PLAINTEXT"
+    assert lines["sasl.enabled.mechanisms"] == "PLAIN"
