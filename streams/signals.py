@@ -8,9 +8,11 @@ nor decide anything (the worker's outcome classification does).
     ├── Retry(after_s=None, reason=...)    try this record again later
     └── Escalate(reason)                   hand this run to a person
 
-Until retry tiers and escalations land, Retry and Escalate dead-letter the record with
-their reason (reason "retry_requested" / "escalated" and the signal's own text), so no
-signal is ever silently ignored. Any other exception a handler raises is "handler_error".
+With a stage retry policy (README "Retries and escalations"), Retry goes to a retry tier
+and Escalate to the workflow's escalations topic; without one, both dead-letter the record
+(reason "retry_requested" / "escalated" and the signal's own text), so no signal is ever
+silently ignored. Any other exception a handler raises is "handler_error" (or retried, if
+the policy's retry_on names it).
 """
 
 from __future__ import annotations

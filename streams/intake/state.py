@@ -65,9 +65,14 @@ class RunStateView(LedgerBook):
         # The broker answers a waiting fetch as soon as new entries arrive; a short wait
         # would only add idle fetches (CPU on both sides) while the ledger is quiet.
         self._ledger = TopicTail(client, topology.runs_topic, 1, fetch_wait_ms=100)
+        # Escalated runs (retries exhausted, Escalate) end on their own topic, which only
+        # workflows that retry have.
+        self._escalations_topic = topology.escalations_topic
+        ended = [topology.completed_topic, topology.dead_letter_topic, self._escalations_topic]
         self._done = [
             TopicTail(client, topic, specs[topic].partitions, fetch_wait_ms=50)
-            for topic in (topology.completed_topic, topology.dead_letter_topic)
+            for topic in ended
+            if topic in specs
         ]
 
     # ------------------------------------------------------------ I/O thread
@@ -90,11 +95,13 @@ class RunStateView(LedgerBook):
         return applied
 
     def _how_it_ended(self, record: Record) -> tuple[RunOutcome, str | None]:
-        if record.topic != self._dead_letter_topic:
+        if record.topic != self._dead_letter_topic and record.topic != self._escalations_topic:
             return "completed", None
         reason = next(
             (v.decode(errors="replace") for k, v in record.headers if k == REASON_HEADER), None
         )
+        if record.topic == self._escalations_topic:
+            return "escalated", reason
         return ("escalated" if reason == "escalated" else "dead_lettered"), reason
 
     def catch_up(self, timeout_s: float = 30.0) -> None:

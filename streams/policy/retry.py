@@ -34,9 +34,10 @@ RetryAction = Literal["retry", "not_retried", "dead_letter", "escalate"]
 #: Why a run went to people (the Escalation record's reason).
 EscalationReason = Literal["escalated", "retries_exhausted", "retry_budget_exhausted"]
 
-#: Failures that retry unless configured otherwise: an open breaker, timeouts (a tool's
-#: ToolTimeout and the handler's own HandlerTimeout are TimeoutErrors), and Retry itself.
-DEFAULT_RETRY_ON = ("ToolUnavailable", "TimeoutError", "Retry")
+#: Failures that retry unless configured otherwise: an open breaker and timeouts (a tool's
+#: ToolTimeout and the handler's own HandlerTimeout are TimeoutErrors). A Retry signal
+#: always retries (the handler asked), unless never_retry names it.
+DEFAULT_RETRY_ON = ("ToolUnavailable", "TimeoutError")
 DEFAULT_NEVER_RETRY = ("DeadLetter",)
 DEFAULT_TIERS_S = (5, 30, 300)
 #: 2**n beyond this is past any sensible cap; keeps the float arithmetic finite.
@@ -171,7 +172,7 @@ def _retryable(policy: RetryPolicy, error: BaseException | None, status: str) ->
         return status == "timeout" and "TimeoutError" in policy.retry_on
     if matches(error, policy.never_retry):
         return False
-    return matches(error, policy.retry_on)
+    return isinstance(error, Retry) or matches(error, policy.retry_on)
 
 
 def _asked_delay_s(error: BaseException | None) -> float | None:

@@ -51,6 +51,9 @@ from streams.runtime.pause_control import PauseControl
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureFeed, PressureSnapshot, Watched
 from streams.runtime.pressure_reports import ReportBoard, ToolHealth
+from streams.runtime.retries import Retrier
+from streams.runtime.retry_forwarder import RetryForwarder
+from streams.runtime.retry_metrics import RetryMetrics
 from streams.runtime.tool_health import ToolPauses
 from streams.runtime.tools import LATENCY_BUCKETS_S, ToolBox, ToolRegistry
 from streams.runtime.traced import traced_handler
@@ -133,6 +136,19 @@ class StageWorker:
         self._valve = DeadLetterValve(self.stage.dead_letter_limit)
         self._errors = HandlerErrorLog(self._clock)
         self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
+        # Retries (README "Retries and escalations"): failures the stage's policy retries go
+        # to a tier topic; the forwarder (opened with the consumer) brings them back.
+        self._retrier: Retrier | None = None
+        self._retry_metrics: RetryMetrics | None = None
+        self._forwarder: RetryForwarder | None = None
+        if self.stage.retry is not None:
+            self._retry_metrics = RetryMetrics(
+                self.registry, workflow=topology.workflow, stage=stage
+            )
+            self._retrier = Retrier(
+                topology, self.stage, self.stage.retry, self._codec, self._retry_metrics,
+                now_ms=self._now_ms,
+            )  # fmt: skip
         self.pauses = PauseSet(on_change=self._pause_changed)
         self._reporter = Reporter(
             stage=stage,
@@ -287,6 +303,14 @@ class StageWorker:
             max_poll_interval_ms=options.max_poll_interval_ms,
         )
         self._closers.append(self._consumer.close)
+        if self._retry_metrics is not None:
+            self._forwarder = RetryForwarder(
+                self._client, self.topology, stage, self._clock, self._retry_metrics,
+                room=self._retry_room, commit_interval_s=options.commit_interval_s,
+                group_protocol=options.group_protocol,
+                max_poll_interval_ms=options.max_poll_interval_ms,
+            )  # fmt: skip
+            self._closers.append(self._forwarder.close)
         self.metrics.set_concurrency_limit(stage.concurrency)
         log.info(
             "stage %s worker %s consuming %s (%s)",
@@ -321,6 +345,8 @@ class StageWorker:
         self._finish(self._runner.drain())
         self._router.retry_backlog()
         self._dispatch()
+        if self._forwarder is not None:
+            self._forwarder.step()
         self._producer.poll(0)
         self._check_fatal()
         now_mono = self._clock.monotonic()
@@ -486,6 +512,9 @@ class StageWorker:
                 self._latency.add(done.duration_s)
                 self.metrics.observe_handler(done.duration_s)
             ctx = done.job.ctx
+            retrier = self._retrier
+            if retrier is not None and done.status != "refused":
+                retrier.attempted(done.job.event)
             reason = dead_letter_reason(done.status, done.error, ctx.emit_error is not None)
             if reason is None:
                 self._decide(work, emits=ctx.emits)
@@ -495,6 +524,12 @@ class StageWorker:
             if ran:
                 errors.record(self.stage.name, reason, error)
             attempts = done.job.event.attempt + 1 if ran else 0
+            if retrier is not None and ran:
+                routed = retrier.route(work.record, done.job.event, done.status, error, reason)
+                if routed.emits:  # its retry or escalation is the record's outcome
+                    self._decide(work, emits=list(routed.emits))
+                    continue
+                reason = routed.reason or reason
             self._decide(work, reason=reason, error=error, attempts=attempts)
         if completions:
             self.metrics.set_in_flight(self._in_flight)
@@ -549,6 +584,8 @@ class StageWorker:
     def _check_fatal(self) -> None:
         if self._router.failure is not None:
             raise self._router.failure
+        if self._forwarder is not None and self._forwarder.failure is not None:
+            raise self._forwarder.failure
         tripped = self._valve.tripped()
         if tripped is not None:
             raise DeadLetterLimitExceeded(
@@ -629,6 +666,27 @@ class StageWorker:
                 in_flight=self._in_flight,
             )
         self.pauses.reconcile(self._consumer, self._buffers.keys())
+
+    @property
+    def retry_forwarder_holding(self) -> str | None:
+        """Why the retry forwarder holds due retries now (stage_bound, not_due), if it does."""
+        return self._forwarder.holding if self._forwarder is not None else None
+
+    def _retry_room(self) -> int:
+        """How many due retries may re-enter the stage's input now (invariant 7): none
+        while any input partition here is paused or the stage is held by pressure, else
+        what is left below max_lag of the last own-lag reading (unknown or stale: none),
+        counting forwards of the last second as not yet in that reading."""
+        if self._pause_control.stage_paused or any(map(self.pauses.is_paused, self._buffers)):
+            return 0
+        snapshot = self._snapshot()
+        own = snapshot.own if snapshot is not None else None
+        if own is None or self._clock.now() - own.measured_at > self.stage.pressure.stale_after_s:
+            return 0
+        forwarder = self._forwarder
+        since = own.measured_at - 1.0
+        recent = sum(1 for t in forwarder.sent_at if t >= since) if forwarder is not None else 0
+        return self.stage.max_lag - own.total_lag - recent
 
     def _update_tool_share(self) -> None:
         """This worker's share of the stage's partitions, for its tools' fleet-wide
@@ -770,6 +828,10 @@ def _prefetch(concurrency: int) -> int:
 
 def _stage_of_topic_map(topology: Topology) -> dict[str, str]:
     mapping = {topology.completed_topic: "completed"}
+    # Retries and escalations are outcomes of this stage, not sends to another stage.
+    for topic in topology.retry_topics.values():
+        mapping[topic] = "retry"
+    mapping[topology.escalations_topic] = "escalations"
     for stage in topology.stages.values():
         for topic in stage.input_topics:
             mapping.setdefault(topic, stage.name)

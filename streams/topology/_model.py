@@ -87,9 +87,7 @@ class RetryIn(In):
     base_s: float = Field(default=1.0, gt=0)
     cap_s: float = Field(default=300.0, gt=0)
     tiers: list[int] = Field(default_factory=lambda: [5, 30, 300])
-    retry_on: list[str] = Field(
-        default_factory=lambda: ["ToolUnavailable", "TimeoutError", "Retry"]
-    )
+    retry_on: list[str] = Field(default_factory=lambda: ["ToolUnavailable", "TimeoutError"])
     never_retry: list[str] = Field(default_factory=lambda: ["DeadLetter"])
     on_exhausted: Literal["escalate", "dead_letter"] = "dead_letter"
     budget: Annotated[RetryBudgetIn, null_is_empty()] = RetryBudgetIn()

@@ -233,3 +233,18 @@ def test_policy_checks_its_own_values() -> None:
         RetryPolicy(tiers_s=(30, 5))
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+def test_a_retry_signal_retries_whatever_retry_on_lists_unless_never_retry_names_it() -> None:
+    only_connection = RetryPolicy(retry_on=("ConnectionError",))
+    plan = plan_retry(
+        only_connection, Retry(after_s=1), "error", attempt=0, run_retries=0,
+        now_ms=0, deadline_ms=None, draw=lambda: 0.0,
+    )  # fmt: skip
+    assert plan.action == "retry"
+    never = RetryPolicy(never_retry=("Retry",))
+    plan = plan_retry(
+        never, Retry(), "error", attempt=0, run_retries=0,
+        now_ms=0, deadline_ms=None, draw=lambda: 0.0,
+    )  # fmt: skip
+    assert plan.action == "not_retried"
