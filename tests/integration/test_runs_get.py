@@ -25,7 +25,7 @@ from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread
 from streams.topology import Topology, load_topology
 
-from .intake_helpers import running_intake
+from .intake_helpers import http_server, running_intake
 from .process_helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -138,6 +138,15 @@ def test_runs_get_says_where_a_run_is_from_kafka_alone(
     assert done["finished_at_ms"] >= done["submitted_at_ms"]
     dead = runs_get(env, path, bad)
     assert (dead["state"], dead["reason"]) == ("dead_lettered", "handler_error")
+    with running_intake(topology, client_config) as intake, http_server(intake) as url:
+        asked = runs_get(env, path, bad, "--intake-url", url)  # the running intake's answer
+        assert (asked["state"], asked["reason"]) == ("dead_lettered", "handler_error")
+        missing = subprocess.run(
+            [sys.executable, "-m", "streams", "runs", "get", str(path), "nope",
+             "--intake-url", url],
+            capture_output=True, text=True, timeout=40, env=env, cwd=REPO_ROOT, check=False,
+        )  # fmt: skip
+        assert missing.returncode == 1 and "no run nope" in missing.stderr
 
     dead_text = subprocess.run(
         [sys.executable, "-m", "streams", "runs", "get", str(path), bad],
