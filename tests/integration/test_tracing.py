@@ -110,6 +110,11 @@ def test_one_run_through_three_stages_is_one_trace_with_each_stage_a_child_of_th
             # No traceparent anywhere: the intake starts the run's own trace.
             failing = http.post(url, json={"tenant": "acme", "payload": {"fail": True}})
             assert failing.status_code == 202, failing.text
+            # A trace_context that is no mapping of strings is refused as without tracing.
+            for bad in ([1], {"traceparent": 7}, "00-abc"):
+                refused = http.post(url, json={"tenant": "a", "payload": {}, "trace_context": bad})
+                assert refused.status_code == 422, (bad, refused.text)
+                assert refused.json()["field"] == "trace_context"
         done = read_events(client_config, topology.completed_topic, 1, expect=1, timeout_s=60)
         dead = read_dead_letters(client_config, topology.dead_letter_topic, 6, expect=1)
     finally:
