@@ -18,16 +18,23 @@ _CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def resolve_retry(workflow: RetryIn | None, name: str, stage: StageIn) -> RetryPolicy | None:
-    """The stage's policy, or None when it does not retry (no section applies, or the
-    stage says `retry: null`)."""
+    """The stage's policy, or None when it does not retry (no section applies, the stage
+    says `retry: null`, or it reads an `input_topic`: retries re-enter a stage through its
+    own lane topics, and another topic is not its own to write to)."""
     if "retry" in stage.model_fields_set:
         if stage.retry is None:
             return None
+        if stage.input_topic is not None:
+            raise Problem(
+                ("stages", name, "retry"),
+                f"a stage reading input_topic {stage.input_topic!r} cannot retry: retries "
+                "re-enter a stage through its own lane topics; remove retry",
+            )
         if workflow is None:
             return _policy(stage.retry, ("stages", name, "retry"))
         merged = _merge(workflow, stage.retry)
         return _policy(merged, ("stages", name, "retry"))
-    if workflow is None:
+    if workflow is None or stage.input_topic is not None:
         return None
     return _policy(workflow, ("retry",))
 

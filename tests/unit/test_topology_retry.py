@@ -107,3 +107,19 @@ def test_a_stage_mistake_names_the_stage_key() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_topology(data, "inline")
     assert caught.value.key_path == "stages.act.retry.tiers"
+
+
+def test_a_stage_reading_another_topic_does_not_retry() -> None:
+    data = _data(retry={})
+    data["stages"]["enrich"] = {
+        "handler": "topology.example_handlers:act",
+        "background": True,
+        "input_topic": "triage.completed",
+    }
+    topology = parse_topology(data, "inline")
+    assert topology.stages["enrich"].retry is None  # the workflow's default skips it
+    data["stages"]["enrich"]["retry"] = {"max_attempts": 2}
+    with pytest.raises(ConfigError) as caught:
+        parse_topology(data, "inline")
+    assert caught.value.key_path == "stages.enrich.retry"
+    assert "own lane topics" in str(caught.value)
