@@ -394,6 +394,9 @@ def dlq_replay(
     deadline_in: Annotated[
         str | None, typer.Option(help="A new deadline from now (10m, 2h); default: the run's own.")
     ] = None,
+    from_entry: Annotated[
+        bool, typer.Option(help="Restart runs dead after the entry stage from their submission.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="Only say what would be sent.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Results as JSON, for scripts.")] = False,
     client_config: _ClientConfigOpt = None,
@@ -416,6 +419,7 @@ def dlq_replay(
         result_line,
         summary_line,
     )
+    from streams.operate.submissions import find_submissions
     from streams.topology import load_topology
 
     if not rate > 0:
@@ -448,11 +452,22 @@ def dlq_replay(
                 return HttpDoor(intake_url, topology.workflow)
             return ReplicaDoor(topology, client)
 
+        submissions = {}
+        if from_entry:
+            later = {
+                e.event.run_id: e.event.created_at_ms
+                for e in entries
+                if e.event is not None and e.letter is not None and e.letter.stage != entry_stage
+            }
+            submissions = find_submissions(client, topology, entry_stage, later)
         log = ReplayLog(client, topology.workflow)
         try:
             target = ReplayTarget(topology.workflow, topology.dead_letter_topic, entry_stage)
-            options = ReplayOptions(rate, deadline_ms, dry_run)
-            return replay(entries, target, log, open_door, options, on_result=show)
+            options = ReplayOptions(rate, deadline_ms, dry_run, from_entry)
+            return replay(
+                entries, target, log, open_door, options, submissions=submissions,
+                on_result=show,
+            )  # fmt: skip
         finally:
             log.close()
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import getpass
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streams.errors import OutcomeUnknown
+from streams.events import TaskEvent
 from streams.inspect.dead_letters import DeadLetterEntry
 from streams.intake.requests import InvalidRequest
 from streams.operate.doors import AdmissionDoor, DoorUnavailable
@@ -33,7 +34,7 @@ from streams.operate.replay_plan import (
     replay_key,
     result_of,
     run_request,
-    skip_reason,
+    submitted_event,
 )
 from streams.policy.token_bucket import TokenBucket
 
@@ -52,6 +53,8 @@ class ReplayOptions:
     #: A new deadline for every replayed run (epoch ms); None keeps each run's own.
     deadline_ms: int | None = None
     dry_run: bool = False
+    #: Restart runs that died after the entry stage from their submission (`submissions`).
+    from_entry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +71,14 @@ def replay(
     open_door: Callable[[], AdmissionDoor],
     options: ReplayOptions,
     *,
+    submissions: Mapping[str, TaskEvent] | None = None,
     on_result: Callable[[ReplayResult], None] = lambda _: None,
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[ReplayResult]:
     """Replay `entries` (oldest dead first); the door is opened only when something is to
     be sent. Each result goes to `on_result` as it is known."""
+    submissions = submissions or {}
     ordered = sorted(entries, key=lambda e: e.letter.dead_at_ms if e.letter else 0)
     earlier = log.read()
     bucket = TokenBucket(options.rate_per_s, 1.0, monotonic())
@@ -87,10 +92,12 @@ def replay(
 
     try:
         for entry in ordered:
-            letter, event = entry.letter, entry.event
-            why_not = skip_reason(entry, target.entry_stage)
-            if why_not is not None or letter is None or event is None:
-                done(ReplayResult(entry.id, entry.run_id, "skipped", why_not or "no task event"))
+            letter = entry.letter
+            event = submitted_event(
+                entry, target.entry_stage, from_entry=options.from_entry, submissions=submissions
+            )
+            if isinstance(event, str) or letter is None:
+                done(ReplayResult(entry.id, entry.run_id, "skipped", str(event)))
                 continue
             key = replay_key(event, *_place(entry))
             prior = earlier.get(replay_id(target.dead_letter_topic, entry.id))

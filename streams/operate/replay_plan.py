@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,8 +44,8 @@ ReplayOutcome = Literal[
 ]
 #: Outcomes after which a dead letter counts as replayed (never sent again).
 ADMITTED: frozenset[str] = frozenset({"accepted", "delayed", "downgraded", "collapsed"})
-#: Outcomes that leave work for a later replay (exit status 3).
-NOT_DONE: frozenset[str] = frozenset({"rejected", "invalid", "unknown", "unavailable"})
+#: Outcomes that leave a chosen dead letter not replayed (exit status 3).
+NOT_DONE: frozenset[str] = frozenset({"rejected", "invalid", "unknown", "unavailable", "skipped"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +82,38 @@ def replay_key(event: TaskEvent, partition: int, offset: int) -> str:
     return base + suffix
 
 
-def skip_reason(entry: DeadLetterEntry, entry_stage: str) -> str | None:
-    """Why this dead letter cannot go back through the intake, or None when it can."""
+def submitted_event(
+    entry: DeadLetterEntry,
+    entry_stage: str,
+    *,
+    from_entry: bool,
+    submissions: Mapping[str, TaskEvent],
+) -> TaskEvent | str:
+    """The event to submit again for this dead letter, or why there is none.
+
+    The intake admits runs into its entry stage only. A dead letter of the entry stage
+    holds the submission itself; a later stage's holds that stage's input (an upstream
+    handler's output), which the entry stage's handler must not be given: such a run is
+    replayed only with `from_entry`, from its submission as the entry topics still hold
+    it (`submissions`, by run id), so it starts over from the entry stage."""
     if entry.letter is None:
         return f"not a dead-letter record ({entry.decode_problem})"
     if entry.event is None:
         return f"its bytes are no task event ({entry.event_problem}): see `streams dlq show`"
-    if entry.letter.stage != entry_stage:
-        # The intake admits runs into its entry stage only; a later stage's input is that
-        # stage's event (an upstream handler's output), not a submission, and the entry
-        # stage's handler would be given the wrong thing.
+    if entry.letter.stage == entry_stage:
+        return entry.event
+    if not from_entry:
         return (
-            f"died in stage {entry.letter.stage}, not the entry stage {entry_stage}: the "
-            "intake admits runs into the entry stage only"
+            f"died in stage {entry.letter.stage}, after the entry stage {entry_stage}: "
+            "--from-entry restarts it from its submission"
         )
-    return None
+    submission = submissions.get(entry.event.run_id)
+    if submission is None:
+        return (
+            f"its submission is no longer on {entry_stage}'s topics (retention): it cannot "
+            "be restarted"
+        )
+    return submission
 
 
 def run_request(event: TaskEvent, key: str, deadline_ms: int | None) -> RunRequest:

@@ -7,6 +7,7 @@ nothing already admitted again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -216,3 +217,73 @@ def test_replay_over_http_to_a_running_intake_with_filters(
 
         other = cli(env, "dlq", "replay", str(path), "--stage", "act")
         assert other.returncode == 1 and "no dead letter matches" in other.stderr
+
+
+async def plan_marks(event: TaskEvent, ctx: Any) -> None:
+    """plan's output differs from its input, as a real stage's does."""
+    ctx.emit(dataclasses.replace(event, payload=b'{"planned": true}'))
+
+
+def test_a_run_dead_after_the_entry_stage_restarts_from_its_submission_only_when_asked(
+    admin: Admin, client_config: ClientConfig, tmp_path: Path
+) -> None:
+    name = f"r{uuid.uuid4().hex[:10]}"
+    data = {
+        "workflow": name,
+        "lanes": ["urgent", "standard"],
+        "topic_defaults": {"partitions": 2, "retention_ms": 3_600_000},
+        "stages": {
+            "plan": {
+                "handler": "tests.integration.test_dlq_replay:plan_marks",
+                "downstream": ["act"],
+            },
+            "act": {
+                "handler": "tests.integration.test_dlq_replay:always_fails",
+                "dead_letter_limit": {"max_ratio": 1.0, "max_consecutive": None},
+            },
+        },
+        "intake": {"max_queued_runs": 50},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    topology = load_topology(path)
+    admin.apply(
+        TopicWanted(topic, spec.partitions, None, spec.compacted)
+        for topic, spec in topology.all_topics().items()
+    )
+    options = WorkerOptions(pressure_refresh_s=0.2)
+    workers = [
+        WorkerThread(StageWorker(topology, stage, client_config, options=options)).start()
+        for stage in ("plan", "act")
+    ]
+    try:
+        with running_intake(topology, client_config) as intake:
+            decision = intake.submit(
+                RunRequest(tenant="acme", payload=b'{"ticket": 9}', idempotency_key="t-9")
+            )
+            assert decision.run_id is not None
+            deadline = time.monotonic() + 20
+            while (found := intake.status(decision.run_id)) is None or not found.finished:
+                assert time.monotonic() < deadline, found
+                time.sleep(0.05)
+            assert found.state == "dead_lettered"
+    finally:
+        for worker in workers:
+            worker.stop()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": client_config.bootstrap_servers}
+
+    # act's dead letter holds plan's output: not a submission, so not replayed by default.
+    plain = cli(env, "dlq", "replay", str(path), "--json")
+    assert plain.returncode == 3, plain.stdout + plain.stderr
+    (skipped,) = json.loads(plain.stdout)["results"]
+    assert skipped["outcome"] == "skipped" and "--from-entry" in skipped["reason"]
+
+    restarted = cli(env, "dlq", "replay", str(path), "--from-entry", "--json")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    (result,) = json.loads(restarted.stdout)["results"]
+    assert result["outcome"] == "accepted" and result["original_run_id"] == decision.run_id
+    events = {e.run_id: e for e, _ in entry_events(client_config, topology)}
+    replayed = events[result["run_id"]]
+    assert replayed.payload == b'{"ticket": 9}'  # the submission, not plan's output
+    assert replayed.idempotency_key is not None
+    assert replayed.idempotency_key.startswith("t-9~replay:")

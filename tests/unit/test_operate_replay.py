@@ -4,6 +4,7 @@ already admitted."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from streams.events import DeadLetterRecord, TaskEvent, new_task_event
@@ -150,3 +151,23 @@ def test_durations() -> None:
             assert "10m" in str(exc)
         else:
             raise AssertionError(bad)
+
+
+def test_a_later_stages_dead_letter_restarts_from_its_submission_only_when_asked() -> None:
+    clock = [0.0]
+    submission = event("t-7", run_id="run-7")
+    later = entry(7, stage="act", ev=replace(submission, stage="act", payload=b"plan's output"))
+    skipped = run([later], Book(), Door(clock, 10), clock)
+    assert skipped[0].outcome == "skipped" and "--from-entry" in skipped[0].reason
+
+    missing = run([later], Book(), Door(clock, 10), clock, from_entry=True)
+    assert missing[0].outcome == "skipped" and "retention" in missing[0].reason
+
+    door = Door(clock, 10)
+    restarted = replay(
+        [later], TARGET, Book(), lambda: door, ReplayOptions(2.0, from_entry=True),
+        submissions={"run-7": submission}, monotonic=lambda: clock[0], sleep=lambda s: None,
+    )  # fmt: skip
+    assert restarted[0].outcome == "accepted"
+    sent = door.sent[0][1]
+    assert sent.payload == b'{"a": 1}' and sent.idempotency_key == "t-7~replay:1:7"
