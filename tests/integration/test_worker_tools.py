@@ -25,7 +25,7 @@ from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, publish, read_dead_letters, read_events
 from streams.topology import load_topology
 
-from .process_helpers import TopicReader, worker_processes, write_workflow
+from .process_helpers import TopicReader, committed, worker_processes, write_workflow
 from .tool_handlers import CrmDown, read_calls
 from .workflows import events, make_workflow
 
@@ -236,3 +236,82 @@ def test_tool_saturated_after_max_wait_and_a_fallback_path(
         {"workflow": topology.workflow, "tool": "llm", "outcome": "rejected_saturated"},
     )
     assert rejected is not None and rejected >= len(waits)
+
+
+def _lag(admin: Admin, group: str, topics: tuple[str, ...]) -> int:
+    tps = admin.partitions_of(topics)
+    ends = admin.end_offsets(tps)
+    done = committed(admin, group, topics)
+    return sum(ends[tp] - done.get(tp, 0) for tp in tps)
+
+
+@pytest.mark.timeout(120)
+def test_a_sick_tool_stops_its_stage_and_the_pressure_reaches_upstream(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    pause_lag = 30
+    topology = make_workflow(
+        admin,
+        {
+            "plan": {
+                "downstream": ["act"],
+                "concurrency": 4,
+                "pressure": {"lag": {"pause": pause_lag, "resume": 10}},
+            },
+            "act": {"tools": ["crm"], "concurrency": 4},
+        },
+        lanes=["standard"],
+        tools={
+            "crm": {
+                "failure_errors": ["tests.integration.tool_handlers:CrmDown"],
+                "breaker": {"window": 6, "minimum_calls": 6, "open_s": 60},
+            }
+        },
+    )
+
+    async def plan(event: TaskEvent, ctx: Any) -> None:
+        await asyncio.sleep(0.01)
+        ctx.emit(event)
+
+    async def crm() -> None:
+        raise CrmDown("503")
+
+    async def act(event: TaskEvent, ctx: Any) -> None:
+        await ctx.tool("crm").call(crm)
+
+    sent = events(topology, "plan", 2000)
+    publish(client_config, topology.stages["plan"].input_topics[0], sent)
+    tools = ToolRegistry(topology)
+    acting = WorkerThread(StageWorker(topology, "act", client_config, handler=act, tools=tools))
+    planning = WorkerThread(StageWorker(topology, "plan", client_config, handler=plan, tools=tools))
+    acting.start()
+    planning.start()
+    act_topics = topology.stages["act"].input_topics
+    plan_topics = topology.stages["plan"].input_topics
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # act stops for its tool; plan stops for act's lag
+            act_paused = acting.worker.partitions()
+            plan_paused = planning.worker.partitions()
+            if (
+                act_paused
+                and all("tool_unavailable" in p.paused_by for p in act_paused.values())
+                and plan_paused
+                and all("downstream" in p.paused_by for p in plan_paused.values())
+            ):
+                break
+            assert time.monotonic() < deadline, (act_paused, plan_paused)
+            time.sleep(0.1)
+        time.sleep(2.0)  # plan's calls in flight at its pause land
+        act_lag = _lag(admin, topology.stages["act"].consumer_group, act_topics)
+        time.sleep(3.0)
+        assert _lag(admin, topology.stages["act"].consumer_group, act_topics) == act_lag
+        # Within act's max_lag plus what plan had in flight (invariant 4); plan's pause
+        # reaction itself is the downstream-pressure tests' subject.
+        assert pause_lag <= act_lag <= topology.stages["act"].max_lag + 5, act_lag
+        # The backlog waits upstream, where the intake can see it, not pulled to fail.
+        assert _lag(admin, topology.stages["plan"].consumer_group, plan_topics) >= 1000
+    finally:
+        planning.stop()
+        acting.stop()
+    assert planning.error is None and acting.error is None
