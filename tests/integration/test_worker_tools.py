@@ -18,7 +18,8 @@ import yaml
 from streams.errors import ToolSaturated
 from streams.events import DeadLetterCodec, TaskEvent
 from streams.kafka.admin import Admin
-from streams.kafka.client_config import ClientConfig
+from streams.kafka.client_config import ClientConfig, GroupProtocol
+from streams.runtime.options import WorkerOptions
 from streams.runtime.pressure_reports import PressureReport
 from streams.runtime.tools import ToolRegistry
 from streams.runtime.worker import StageWorker
@@ -315,3 +316,74 @@ def test_a_sick_tool_stops_its_stage_and_the_pressure_reaches_upstream(
         planning.stop()
         acting.stop()
     assert planning.error is None and acting.error is None
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("group_protocol", ["classic", "consumer"])
+def test_partitions_that_move_while_a_tool_is_open_stay_paused(
+    admin: Admin, client_config: ClientConfig, group_protocol: GroupProtocol
+) -> None:
+    topology = make_workflow(
+        admin,
+        {"act": {"tools": ["crm"], "concurrency": 4}},
+        lanes=["standard"],
+        partitions=6,
+        tools={
+            "crm": {
+                "failure_errors": ["tests.integration.tool_handlers:CrmDown"],
+                "breaker": {"window": 6, "minimum_calls": 6, "open_s": 60},
+            }
+        },
+    )
+
+    async def crm() -> None:
+        raise CrmDown("503")
+
+    async def act(event: TaskEvent, ctx: Any) -> None:
+        await ctx.tool("crm").call(crm)
+        ctx.emit(event)
+
+    publish(client_config, topology.stages["act"].input_topics[0], events(topology, "act", 600))
+    tools = ToolRegistry(topology)  # one process: both workers share the open breaker
+    options = WorkerOptions(group_protocol=group_protocol)
+
+    def worker() -> WorkerThread:
+        return WorkerThread(
+            StageWorker(topology, "act", client_config, handler=act, tools=tools, options=options)
+        )
+
+    def all_paused(thread: WorkerThread) -> bool:
+        parts = thread.worker.partitions()
+        return bool(parts) and all("tool_unavailable" in p.paused_by for p in parts.values())
+
+    first = worker().start()
+    second: WorkerThread | None = None
+    with TopicReader(client_config, topology.dead_letter_topic, 3) as letters:
+        try:
+            deadline = time.monotonic() + 30
+            while not all_paused(first):
+                assert time.monotonic() < deadline, first.worker.partitions()
+                time.sleep(0.05)
+            time.sleep(1.0)
+            letters.poll(1.0)
+            dead_before = len(letters.records)
+            second = worker().start()
+            deadline = time.monotonic() + 60
+            while True:  # the group has re-split: both own partitions, every one paused
+                owned = len(first.worker.partitions()) + len(second.worker.partitions())
+                if owned == 6 and first.worker.partitions() and second.worker.partitions():
+                    break
+                assert time.monotonic() < deadline, "the group never re-split"
+                time.sleep(0.1)
+            for _ in range(20):  # and they stay paused across and after the rebalance
+                assert all_paused(first), first.worker.partitions()
+                assert all_paused(second), second.worker.partitions()
+                time.sleep(0.1)
+            letters.poll(1.0)
+            # Moved partitions were not pulled to fail: no new dead letters.
+            assert len(letters.records) == dead_before
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()
+    assert first.error is None and (second is None or second.error is None)
