@@ -18,12 +18,19 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
+from streams.errors import AuthorizationFailed
 from streams.policy.log_limit import ClientLogGate, Level, Line, split_broker
 
 log = logging.getLogger("streams.kafka.client")
 
 #: librdkafka reports broker states this often (the only way it says a broker is back).
 STATS_INTERVAL_MS = 5000
+#: A running client whose credentials the cluster refuses this long stops (one line):
+#: librdkafka itself reconnects forever. The grace rides out a password rotation.
+REFUSED_GRACE_S = 30.0
+_REFUSALS = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL}
+)
 _LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
 
 
@@ -65,11 +72,17 @@ class ClientLogs:
 
 class ClientHooks:
     """The hooks of one client; `all_brokers_down` says whether, as far as this client
-    knows, no broker answers (set by _ALL_BROKERS_DOWN, cleared by a broker seen UP)."""
+    knows, no broker answers (set by _ALL_BROKERS_DOWN, cleared by a broker seen UP).
+    raise_if_refused() (called by the client's owner after each poll) raises
+    AuthorizationFailed once the cluster has refused its credentials or TLS for
+    REFUSED_GRACE_S with no broker seen UP since."""
 
-    def __init__(self, logs: ClientLogs) -> None:
+    def __init__(self, logs: ClientLogs, clock: Callable[[], float] = time.monotonic) -> None:
         self._logs = logs
+        self._clock = clock
         self.all_brokers_down = False
+        self._refused_since: float | None = None
+        self._refusal = ""
 
     def settings(self, *, stats: bool = True) -> dict[str, Any]:
         """Config entries for the client. librdkafka hands logs, errors and stats to Python
@@ -81,9 +94,26 @@ class ClientHooks:
             settings["statistics.interval.ms"] = STATS_INTERVAL_MS
         return settings
 
+    def raise_if_refused(self, what: str) -> None:
+        since = self._refused_since
+        if since is None or self._clock() - since < REFUSED_GRACE_S:
+            return
+        failed = AuthorizationFailed(
+            f"{what}: the cluster has refused the credentials for {self._clock() - since:.0f} s "
+            f"({self._refusal}); check sasl.mechanism, sasl.username and sasl.password, or "
+            "ssl.ca.location and the client certificate (--client-config file or "
+            "STREAMS_KAFKA_* variables)"
+        )
+        failed.code = "_AUTHENTICATION"
+        raise failed
+
     def on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.all_brokers_down = True
+        if error.code() in _REFUSALS:
+            if self._refused_since is None:
+                self._refused_since = self._clock()
+            self._refusal = error.str()
         level = logging.ERROR if error.fatal() else logging.WARNING
         if error.fatal():
             log.error("kafka client fatal error: %s (%s)", error.str(), error.name())
@@ -103,6 +133,7 @@ class ClientHooks:
         for name, broker in brokers.items():
             if broker.get("state") == "UP":
                 self.all_brokers_down = False
+                self._refused_since = None
                 address, _ = split_broker(f"{name}: up")
                 if address is not None:
                     self._logs.broker_up(address)

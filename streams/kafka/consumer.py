@@ -99,6 +99,7 @@ class GroupConsumer:
             return []
         finally:
             self._in_client_call = False
+        self._hooks.raise_if_refused(f"consumer of group {self.group_id}")
         records: list[Record] = []
         for message in messages:
             error = message.error()

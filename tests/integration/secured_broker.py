@@ -62,9 +62,81 @@ def _properties(data_dir: Path, plain: int, sasl: int, controller: int, password
     return "\n".join(lines) + "\n"
 
 
+class _Process:
+    """The broker JVM of one secured_broker(): started, stopped, restarted on its data."""
+
+    def __init__(self, directory: Path, classpath: str, java: str) -> None:
+        self.directory = directory
+        self.classpath = classpath
+        self.java = java
+        self.props = directory / "server.properties"
+        self.log_file = directory / "broker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, plain_bootstrap: str, timeout_s: float) -> None:
+        with (self.directory / "console.log").open("ab") as console:
+            self.proc = subprocess.Popen(
+                [self.java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
+                 f"-Dlog4j2.configurationFile={self.directory / 'log4j2.properties'}",
+                 f"-Dstreams.broker.log={self.log_file}", "-cp", self.classpath,
+                 "kafka.Kafka", str(self.props)],
+                stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the secured broker exited; see {self.log_file}")
+            try:
+                wait_for_metadata(plain_bootstrap, timeout_s=2.0)
+                return
+            except BrokerUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        self.proc = None
+
+
+@dataclass
+class SecuredBrokerControl:
+    """restart_with_password(): the same broker (data, ports) with USER's password changed,
+    as an operator rotating credentials would."""
+
+    broker: SecuredBroker
+    _process: _Process
+    _ports: tuple[int, int, int]
+
+    def restart_with_password(self, password: str, timeout_s: float = 120.0) -> None:
+        self._process.stop()
+        plain, sasl, controller = self._ports
+        self._process.props.write_text(
+            _properties(self._process.directory / "data", plain, sasl, controller, password)
+        )
+        self._process.start(self.broker.plain_bootstrap, timeout_s)
+
+
 @contextlib.contextmanager
 def secured_broker(directory: Path, timeout_s: float = 120.0) -> Iterator[SecuredBroker]:
     """Format and start the broker under `directory`; stop it (SIGTERM, then SIGKILL)."""
+    with secured_broker_control(directory, timeout_s) as control:
+        yield control.broker
+
+
+@contextlib.contextmanager
+def secured_broker_control(
+    directory: Path, timeout_s: float = 120.0
+) -> Iterator[SecuredBrokerControl]:
     settings = load_settings()
     java = find_java()
     libs = ensure_jars(settings.jar_cache)
@@ -84,32 +156,10 @@ def secured_broker(directory: Path, timeout_s: float = 120.0) -> Iterator[Secure
          "-t", cluster_id, "-c", str(props)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    log_file = directory / "broker.log"
-    with (directory / "console.log").open("wb") as console:
-        proc = subprocess.Popen(
-            [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC",
-             f"-Dlog4j2.configurationFile={directory / 'log4j2.properties'}",
-             f"-Dstreams.broker.log={log_file}", "-cp", classpath, "kafka.Kafka", str(props)],
-            stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+    process = _Process(directory, classpath, java)
+    broker = SecuredBroker(f"{HOST}:{plain}", f"{HOST}:{sasl}", password, process.log_file)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the secured broker exited ({proc.returncode}); see {log_file}")
-            try:
-                wait_for_metadata(f"{HOST}:{plain}", timeout_s=2.0)
-                break
-            except BrokerUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-        yield SecuredBroker(f"{HOST}:{plain}", f"{HOST}:{sasl}", password, log_file)
+        process.start(broker.plain_bootstrap, timeout_s)
+        yield SecuredBrokerControl(broker, process, (plain, sasl, controller))
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        process.stop()

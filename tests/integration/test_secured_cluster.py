@@ -197,3 +197,42 @@ def test_broker_start_secure_serves_sasl_ssl_and_a_worker_connects_with_the_writ
         assert secret not in written
     finally:
         _streams("broker", "stop", env=env, timeout_s=60)
+
+
+def test_a_running_worker_whose_password_is_rotated_away_stops_with_one_line(
+    tmp_path: Path,
+) -> None:
+    from streams.kafka.client_logs import REFUSED_GRACE_S
+    from tests.integration.secured_broker import secured_broker_control
+
+    with secured_broker_control(tmp_path / "broker") as control:
+        broker = control.broker
+        name, topology = _workflow(tmp_path)
+        config = _properties(tmp_path / "client.properties", broker, broker.password)
+        applied = _streams("topology", "apply", str(topology), "--client-config", str(config),
+                           env=_env())  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+        log_path = tmp_path / "worker.log"
+        with log_path.open("w") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker", str(topology), "--stage", "work",
+                 "--client-config", str(config)],
+                env=_env(), stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2],
+            )  # fmt: skip
+        try:
+            plain = ClientConfig(broker.plain_bootstrap, client_id="secured-test")
+            publish(plain, f"{name}.work.standard", events_for(name))
+            read_events(plain, f"{name}.completed", 1, expect=1, timeout_s=90)
+            control.restart_with_password("rotated-" + broker.password)
+            # Refused from now on: it must stop by itself, not reconnect forever.
+            code = worker.wait(REFUSED_GRACE_S + 90)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+    output = log_path.read_text()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert "refused the credentials" in errors[0] and "sasl.password" in errors[0]
+    assert broker.password not in output
