@@ -27,16 +27,14 @@ from streams.types import TopicPartition
 
 @dataclass(frozen=True, slots=True)
 class ToolVerdict:
-    """This turn's verdict: which reasons hold, why (for status and logs), and how many
-    records dispatch may start (None: no limit from tools)."""
+    """This turn's verdict: which reasons hold, and why (for status and logs)."""
 
     unavailable: bool
     saturated: bool
-    dispatch_room: int | None
     detail: str
 
 
-_HEALTHY = ToolVerdict(False, False, None, "")
+_HEALTHY = ToolVerdict(False, False, "")
 
 
 class ToolPauses:
@@ -45,6 +43,18 @@ class ToolPauses:
         self._saturated: set[str] = set()
         self.verdict = _HEALTHY
         self.readings: list[ToolReading] = []
+
+    def dispatch_room(self, in_flight: int) -> int | None:
+        """How many records dispatch may start now: 0 while a breaker is open, the free
+        probes (less what is in flight) while one is half-open, None otherwise. Read fresh
+        on every dispatch, not from the last verdict, so no record starts on a stale one."""
+        room: int | None = None
+        for tool in self._tools.tools():
+            probes = tool.probe_room()
+            if probes is not None:
+                free = max(0, probes - in_flight) if probes else 0
+                room = free if room is None else min(room, free)
+        return room
 
     def assign(self, pauses: PauseSet, tp: TopicPartition) -> None:
         """A new partition takes the current verdict at once, before any fetch."""
@@ -57,23 +67,18 @@ class ToolPauses:
         partitions: Iterable[TopicPartition],
         *,
         waiting_records: int,
-        in_flight: int,
     ) -> ToolVerdict:
         readings = self._tools.readings()
         self.readings = readings
         if not readings:
             return _HEALTHY
         unavailable = False
-        room: int | None = None
         why: list[str] = []
         for r in readings:
             if r.breaker == "open":
                 unavailable = True
-                room = 0
                 why.append(f"{r.name} breaker open")
             elif r.breaker == "half_open":
-                probes = max(0, r.free_probes - in_flight)
-                room = probes if room is None else min(room, probes)
                 if waiting_records >= r.free_probes:
                     unavailable = True
                 why.append(f"{r.name} breaker half-open ({r.free_probes} probes free)")
@@ -88,5 +93,5 @@ class ToolPauses:
         for tp in partitions:
             pauses.mark(tp, "tool_unavailable", unavailable)
             pauses.mark(tp, "tool_saturated", saturated)
-        self.verdict = ToolVerdict(unavailable, saturated, room, "; ".join(why))
+        self.verdict = ToolVerdict(unavailable, saturated, "; ".join(why))
         return self.verdict

@@ -312,6 +312,19 @@ class Tool:
         self._transitions[(old, new)] = self._transitions.get((old, new), 0) + 1
 
     # ----------------------------------------------------------------- readings
+    def probe_room(self) -> int | None:
+        """How many calls may start now as far as the breaker goes: 0 open, the free
+        probes half-open, None closed (or no breaker). Cheap: read on every dispatch."""
+        breaker = self._breaker
+        if breaker is None:
+            return None
+        with self._lock:
+            now = self.clock.monotonic()
+            state = breaker.state(now)
+            if state == "closed":
+                return None
+            return breaker.free_probes(now)
+
     def reading(self) -> ToolReading:
         with self._lock:
             now = self.clock.monotonic()

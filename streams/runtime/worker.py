@@ -409,7 +409,8 @@ class StageWorker:
             # would only time them out unstarted. Hold until a thread comes back.
             self._hold("stuck_handlers")
             return
-        tool_room = self._tool_pauses.verdict.dispatch_room if self._tool_pauses else None
+        tools = self._tool_pauses
+        tool_room = tools.dispatch_room(self._in_flight) if tools is not None else None
         if tool_room is not None and tool_room <= 0:
             # A tool this stage needs is unavailable: records wait here rather than start
             # only to fail (they still expire at their queue age).
@@ -663,7 +664,6 @@ class StageWorker:
                 self.pauses,
                 self._buffers.keys(),
                 waiting_records=sum(len(b.waiting) for b in self._buffers.values()),
-                in_flight=self._in_flight,
             )
         self.pauses.reconcile(self._consumer, self._buffers.keys())
 

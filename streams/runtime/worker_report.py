@@ -47,7 +47,8 @@ class WorkerStatus:
     last_pause_reason: str
     #: Handler calls past their timeout that are still running (threads that hang).
     stuck_handlers: int = 0
-    #: Why dispatch holds new work, if it does: "producer" (queue full) or "stuck_handlers".
+    #: Why dispatch holds new work, if it does: "producer" (queue full), "stuck_handlers" or
+    #: "tool_unavailable" (a breaker the stage needs is open).
     holding: str | None = None
 
 
