@@ -5,6 +5,7 @@ keeps the run's context. Spans land in the OpenTelemetry SDK's in-memory exporte
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -177,3 +178,77 @@ def test_one_run_through_three_stages_is_one_trace_with_each_stage_a_child_of_th
     assert parsed.span_id == _hex_span(failed_spans[f"process {wf}.research"])
     headers = {k: v for k, v in letter.original_headers}
     assert headers["trace.traceparent"] == kept["traceparent"].encode()
+
+
+def test_a_retry_is_a_sibling_attempt_under_the_same_parent_and_an_escalation_keeps_the_context(
+    admin: Admin, client_config: ClientConfig, exporter: InMemorySpanExporter
+) -> None:
+    from streams.escalations import EscalationCodec
+    from streams.signals import Escalate, Retry
+    from streams.testing import publish, read_records
+
+    from .workflows import events
+
+    retry = {"tiers": [1], "base_s": 0.2, "cap_s": 1, "budget": {"ratio": 1.0, "min_retries": 100}}
+    topology = make_workflow(
+        admin, {"plan": {"downstream": ["act"]}, "act": {"retry": retry}}, partitions=1
+    )
+    wf = topology.workflow
+    flaky, escalated = events(topology, "plan", 2)
+    parent = {"traceparent": f"00-{_CLIENT_TRACE}-{_CLIENT_SPAN}-01"}
+    flaky = dataclasses.replace(flaky, trace_context=parent)
+
+    async def forward(event: Any, ctx: Any) -> None:
+        ctx.emit(event)
+
+    async def act(event: Any, ctx: Any) -> None:
+        if event.run_id == escalated.run_id:
+            raise Escalate("a person must approve")
+        if event.attempt == 0:
+            raise Retry(after_s=0.0, reason="try again")
+        ctx.emit(event)
+
+    workers = [
+        WorkerThread(StageWorker(topology, name, client_config, handler=h)).start()
+        for name, h in (("plan", forward), ("act", act))
+    ]
+    try:
+        publish(client_config, f"{wf}.plan.standard", [flaky, escalated])
+        done = read_events(client_config, topology.completed_topic, 1, expect=1, timeout_s=60)
+        raised = read_records(client_config, topology.escalations_topic, 3, expect=1, timeout_s=30)
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert all(w.error is None for w in workers)
+    assert [e.run_id for e in done] == [flaky.run_id]
+
+    spans = [s for s in exporter.get_finished_spans() if s.name.startswith(f"process {wf}.")]
+    plan_span = next(
+        s for s in spans
+        if s.name.endswith(".plan") and (s.attributes or {}).get("streams.run_id") == flaky.run_id
+    )  # fmt: skip
+    attempts = sorted(
+        (s for s in spans
+         if s.name.endswith(".act") and (s.attributes or {}).get("streams.run_id") == flaky.run_id),
+        key=lambda s: int((s.attributes or {})["streams.attempt"]),  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert [dict(s.attributes or {})["streams.attempt"] for s in attempts] == [0, 1]
+    assert [dict(s.attributes or {})["streams.outcome"] for s in attempts] == [
+        "retry_requested",
+        "ok",
+    ]
+    # Both attempts continue the run's trace from the same parent: the plan call.
+    assert {_parent_hex(s) for s in attempts} == {_hex_span(plan_span)}
+    assert {format(s.context.trace_id, "032x") for s in attempts if s.context} == {_CLIENT_TRACE}
+    # The escalation holds the consumed event byte for byte: its context included.
+    (record,) = raised
+    escalation = EscalationCodec().decode(record.value or b"")
+    assert escalation.event is not None
+    kept = TaskEventCodec().decode(escalation.event).trace_context
+    escalated_plan = next(
+        s for s in spans
+        if s.name.endswith(".plan")
+        and (s.attributes or {}).get("streams.run_id") == escalated.run_id
+    )  # fmt: skip
+    parsed = parse_traceparent(kept["traceparent"])
+    assert parsed is not None and parsed.span_id == _hex_span(escalated_plan)
