@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -33,11 +34,20 @@ def bootstrap() -> Iterator[str]:
         return
     from streams.kafka.local_broker import LocalBroker
 
-    broker = LocalBroker(settings)
-    state, reused = broker.start()
+    running = LocalBroker(settings).status()
+    if running is not None:  # the user's (or another session's) broker: share it, leave it
+        yield running.bootstrap
+        return
+    # None running: a broker of the session's own, on a fresh data directory of its own.
+    # Not the user's broker home: every test leaves unique topics behind, and a data
+    # directory grown to tens of thousands of partitions takes minutes to load (and runs
+    # out of file descriptors); the session stops it, so nobody else depends on it.
+    own = LocalBroker(
+        replace(settings, home=settings.home / "test-session", cache_dir=settings.jar_cache.parent)
+    )
+    state, _ = own.start(fresh=True)
     yield state.bootstrap
-    if not reused:
-        broker.stop()
+    own.stop()
 
 
 @pytest.fixture(scope="session")
