@@ -40,12 +40,12 @@ from streams.intake.requests import (
     decision_of,
 )
 from streams.intake.resolver import UnknownOutcomes
-from streams.intake.run_status import RunStatus, furthest_stage, run_status
+from streams.intake.run_stage import find_run_stage
+from streams.intake.run_status import RunStatus, run_status
 from streams.intake.state import QueueCounts, RunStateView
 from streams.intake.writer import IntakeWriter
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
-from streams.kafka.key_search import find_keys
 from streams.kafka.lag_reader import LagReader
 from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
@@ -113,7 +113,6 @@ class Intake:
         self._ack_timeout_s = ack_timeout_s
         self._entry = topology.stages[self.config.entry_stage]
         self._client = client
-        self._path_order = path_order(topology, self._entry.name)
         #: How long a run-status query may read stage topics to find a run's stage.
         self.find_stage_timeout_s = 5.0
         store = SchemaStore()
@@ -233,20 +232,10 @@ class Intake:
         return status
 
     def _find_stage(self, run_id: str, since_ms: int) -> str | None:
-        specs = self.topology.all_topics()
-        stage_of: dict[str, str] = {}
-        for stage in self.topology.stages.values():
-            for topic in stage.input_topics:
-                stage_of.setdefault(topic, stage.name)
-        try:
-            found = find_keys(
-                self._client, [(t, specs[t].partitions) for t in stage_of], [run_id.encode()],
-                since_ms - 2_000, timeout_s=self.find_stage_timeout_s, all_matches=True,
-            )  # fmt: skip
-        except StreamsError:
-            return None
-        topics = found.get(run_id.encode(), [])
-        return furthest_stage(self._path_order, [stage_of[t] for t in topics])
+        return find_run_stage(
+            self._client, self.topology, self._entry.name, run_id, since_ms,
+            timeout_s=self.find_stage_timeout_s,
+        )  # fmt: skip
 
     def health(self) -> tuple[bool, str]:
         """Whether this replica can decide truthfully now, and why not."""
@@ -439,21 +428,6 @@ class Intake:
             ).start()
             self._sync_loop = loop
         return self._sync_loop
-
-
-def path_order(topology: Topology, entry: str) -> dict[str, int]:
-    """Each stage's depth from the entry stage along `downstream` (breadth first)."""
-    depth = {entry: 0}
-    frontier = [entry]
-    while frontier:
-        following: list[str] = []
-        for name in frontier:
-            for nxt in topology.stages[name].downstream:
-                if nxt not in depth:
-                    depth[nxt] = depth[name] + 1
-                    following.append(nxt)
-        frontier = following
-    return depth
 
 
 def _serve_until_stopped(loop: asyncio.AbstractEventLoop) -> None:

@@ -18,11 +18,10 @@ from typing import Any
 
 from streams.errors import ConfigError, StreamsError
 from streams.intake.config import load_intake_config
-from streams.intake.run_status import RunStatus, furthest_stage, run_status
-from streams.intake.service import path_order
+from streams.intake.run_stage import find_run_stage
+from streams.intake.run_status import RunStatus, run_status
 from streams.intake.state import RunStateView
 from streams.kafka.client_config import ClientConfig
-from streams.kafka.key_search import find_keys
 from streams.serde import SchemaStore
 from streams.topology import Topology
 
@@ -48,28 +47,11 @@ def status_from_kafka(
     status = run_status(found, int(time.time() * 1000))
     if status.state != "queued":
         return status
-    stage = _find_stage(topology, client, config.entry_stage, run_id, status.submitted_at_ms,
-                        find_stage_timeout_s)  # fmt: skip
-    return replace(status, stage=stage)
-
-
-def _find_stage(
-    topology: Topology, client: ClientConfig, entry: str, run_id: str, since_ms: int,
-    timeout_s: float,
-) -> str | None:  # fmt: skip
-    """The furthest stage along the run's path whose input holds its event (as the
-    intake's own status query finds it)."""
-    specs = topology.all_topics()
-    stage_of: dict[str, str] = {}
-    for stage in topology.stages.values():
-        for topic in stage.input_topics:
-            stage_of.setdefault(topic, stage.name)
-    found = find_keys(
-        client, [(t, specs[t].partitions) for t in stage_of], [run_id.encode()],
-        since_ms - 2_000, timeout_s=timeout_s, all_matches=True,
+    stage = find_run_stage(
+        client, topology, config.entry_stage, run_id, status.submitted_at_ms,
+        timeout_s=find_stage_timeout_s,
     )  # fmt: skip
-    topics = found.get(run_id.encode(), [])
-    return furthest_stage(path_order(topology, entry), [stage_of[t] for t in topics])
+    return replace(status, stage=stage)
 
 
 def status_from_intake(base_url: str, workflow: str, run_id: str) -> dict[str, Any] | None:
