@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 #: Most records one step takes from the tier topics (the memory bound, with the room).
 _MAX_BATCH = 100
 _REVOKE_FLUSH_S = 5.0
+_EXPORT_INTERVAL_S = 0.5
 
 
 @dataclass(slots=True)
@@ -83,6 +84,7 @@ class RetryForwarder:
         self._paused: set[TopicPartition] = set()
         self._pending = 0  # forwards not acknowledged yet
         self._next_commit = 0.0
+        self._next_export = 0.0
         self.failure: DeliveryError | None = None
         #: Why forwarding holds now ("stage_bound", "not_due") or None, for status views.
         self.holding: str | None = None
@@ -141,9 +143,16 @@ class RetryForwarder:
             else:
                 self._hold(record, due_at, True, skip)  # the producer queue is full
         self._held = {tp: h for tp, h in self._held.items() if tp in self._offsets.assigned()}
-        self._export(now, room)
-        if time.monotonic() >= self._next_commit:
-            self._next_commit = time.monotonic() + self._commit_interval_s
+        if room <= 0:  # nothing is fetched: the whole tier waits for the stage
+            self.holding = "stage_bound"
+        else:
+            self.holding = "not_due" if self._held else None
+        mono = time.monotonic()
+        if mono >= self._next_export:  # gauges twice a second, not every loop
+            self._next_export = mono + _EXPORT_INTERVAL_S
+            self._export(now)
+        if mono >= self._next_commit:
+            self._next_commit = mono + self._commit_interval_s
             self._commit()
 
     def _pass_by(self, record: Record) -> None:
@@ -218,26 +227,20 @@ class RetryForwarder:
             self._consumer.pause(pause)
         self._paused = want
 
-    def _export(self, now: float, room: int) -> None:
+    def _export(self, now: float) -> None:
         by_tier: dict[int, list[int]] = {t: [0, 0] for t in self._tier_of_topic.values()}
         overdue: dict[int, float] = dict.fromkeys(self._tier_of_topic.values(), 0.0)
-        holding: str | None = None
         for tp, held in self._held.items():
             tier = self._tier_of_topic[tp.topic]
             if not held.due:
                 by_tier[tier][0] += 1
-                holding = holding or "not_due"
             else:
                 by_tier[tier][1] += 1
                 overdue[tier] = max(overdue[tier], now - held.due_at)
-                holding = "stage_bound"
-        if room <= 0:  # nothing is fetched: the whole tier waits for the stage
-            holding = "stage_bound"
         for tier, (not_due, bound) in by_tier.items():
             self._metrics.set_tier(
                 tier, not_due=not_due, stage_bound=bound, overdue_s=overdue[tier]
             )
-        self.holding = holding
 
     def _commit(self) -> None:
         committable = self._offsets.committable()
