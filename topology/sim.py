@@ -33,6 +33,7 @@ from streams.events import TaskEvent
 
 __all__ = [
     "CRM",
+    "CRMUnavailable",
     "Dependencies",
     "DependencyError",
     "LatencyModel",
@@ -50,6 +51,10 @@ __all__ = [
 
 class DependencyError(Exception):
     """A simulated dependency failed (the LLM's occasional 5xx)."""
+
+
+class CRMUnavailable(DependencyError):
+    """The CRM's write path is down (the demo's incident): every write answers 503."""
 
 
 # --------------------------------------------------------------------------- time and chance
@@ -237,10 +242,17 @@ class VectorSearch:
 class CRM:
     """The customer system: quick reads, writes throttled to `rate_per_s` (with `burst`).
 
-    The write limit is the triage workflow's bottleneck by design. Callers wait in line for
-    a write token and the wait counts as latency. Writes are idempotent by key: a key seen
-    before (among the last `remembered_keys`) returns the first result and is not counted
-    as a second write, because a redelivered Kafka record must not refund a customer twice.
+    The write limit is the triage workflow's bottleneck by design: it is the CRM's own
+    capacity (its API gateway lets 40 writes/s through and queues the rest), so a caller
+    that sends more only waits longer. Pacing calls to it is the caller's job: streams does
+    it for the governed handlers (the `crm_write` tool's `rate`); a plain loop does not.
+    Writes are idempotent by key: a key seen before (among the last `remembered_keys`)
+    returns the first result and is not counted as a second write, because a redelivered
+    Kafka record must not refund a customer twice.
+
+    An incident (`fail_between`): while it lasts, every write still passes the gateway (it
+    waits for its token) and then fails with CRMUnavailable after the usual latency, as a
+    write path whose database is down answers 503. Reads keep working (replicas).
     """
 
     def __init__(
@@ -259,6 +271,29 @@ class CRM:
         self.counters = _Counters()
         self._results: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self._failing_from = math.inf  # monotonic seconds: the incident's start and end
+        self._failing_until = math.inf
+
+    def fail_between(self, start: float, end: float) -> None:
+        """Writes arriving at the CRM in [start, end) (time.monotonic()) fail with
+        CRMUnavailable. Calls made meanwhile are counted as `calls_while_failing`."""
+        if not end > start:
+            raise ValueError(f"an incident needs end > start, got {start}, {end}")
+        self._failing_from, self._failing_until = start, end
+
+    def failing(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return self._failing_from <= now < self._failing_until
+
+    @property
+    def calls_while_failing(self) -> int:
+        """Writes that reached the CRM while it was failing (each answered 503)."""
+        return self.counters.get("calls_while_failing")
+
+    @property
+    def write_calls(self) -> int:
+        """Writes that reached the CRM's gateway, answered or not (duplicates excluded)."""
+        return self.counters.get("write_calls")
 
     @property
     def writes_total(self) -> int:
@@ -282,7 +317,13 @@ class CRM:
         if earlier is not None:
             return earlier
         await self.bucket.acquire()
+        self.counters.add("write_calls")
+        failed = self.failing()
+        if failed:
+            self.counters.add("calls_while_failing")
         await asyncio.sleep(scaled(self.write_latency.sample()))
+        if failed:
+            raise CRMUnavailable("CRM returned 503 on write (simulated incident)")
         # The key is checked again where the write applies: a concurrent call with the same
         # key may have finished while this one waited.
         with self._lock:

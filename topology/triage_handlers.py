@@ -5,9 +5,16 @@ and emits a changed copy: plan -> retrieve -> act -> approve, then the backgroun
 enrich summarises finished runs. The dependencies are simulated (topology/sim.py); swap
 `deps` for real clients and the handlers stay as they are.
 
+Every dependency call goes through the tool triage.yaml declares for it (`ctx.tool`:
+rate and concurrency ceilings, timeout, breaker) when the stage lists it; the demo's naive
+run drops the tools, and there the same handlers call the dependency directly, as a plain
+consumer loop would.
+
 Every handler first records itself in the WorkLedger, which counts work done on runs
 already past their deadline: the waste that backpressure is meant to avoid. A handler that
-raises is dead-lettered by streams (no retry), so the LLM's rare failures cost one run each.
+raises is dead-lettered by streams (no retry), so the LLM's rare failures cost one run each,
+and so does a CRM write that fails or a call a tool refuses (ToolUnavailable while the
+CRM's breaker is open: the stage pauses then, so that is only the calls already waiting).
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ import asyncio
 import dataclasses
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 from streams.events import TaskEvent
 from streams.runtime.context import HandlerContext
 from topology.sim import deps, scaled
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 ACTIONS = ("reply", "refund", "escalate")
 NEEDS_APPROVAL = {"refund"}  # actions a person must confirm
@@ -54,7 +65,7 @@ async def plan(event: TaskEvent, ctx: HandlerContext) -> None:
     hurried = ctx.lane == "background" or (left is not None and left < scaled(HURRY_BELOW_S))
     question = f"Ticket {ticket['ticket']}: {ticket['subject']}\nAnswer with one of: "
     prompt = ("" if hurried else PLAYBOOK) + question + ", ".join(ACTIONS) + "."
-    action = await deps.llm.complete(prompt)
+    action = await _call(ctx, "llm", deps.llm.complete, prompt)
     ctx.emit(_with(event, ticket, action=action, prompt="short" if hurried else "full"))
 
 
@@ -63,7 +74,8 @@ async def retrieve(event: TaskEvent, ctx: HandlerContext) -> None:
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
     docs, customer = await asyncio.gather(
-        deps.vector.search(str(ticket["subject"])), deps.crm.read(str(ticket["ticket"]))
+        _call(ctx, "vector_search", deps.vector.search, str(ticket["subject"])),
+        _call(ctx, "crm_read", deps.crm.read, str(ticket["ticket"])),
     )
     ctx.emit(_with(event, ticket, docs=docs, tier=customer["tier"]))
 
@@ -76,7 +88,10 @@ async def act(event: TaskEvent, ctx: HandlerContext) -> None:
     # Exactly-once delivery covers Kafka only (emits and offsets); a record redelivered
     # after a crash runs this handler again, so the CRM write carries an idempotency key
     # that is the same on every attempt of this run at this stage.
-    ref = await deps.crm.write(
+    ref = await _call(
+        ctx,
+        "crm_write",
+        deps.crm.write,
         str(ticket["ticket"]),
         {"action": ticket["action"], "status": status, "docs": ticket["docs"]},
         idempotency_key=f"{event.run_id}:{ctx.stage}",
@@ -106,10 +121,25 @@ async def enrich(event: TaskEvent, ctx: HandlerContext) -> None:
     on purpose (short prompt), and it runs only on capacity the foreground leaves over."""
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
-    await deps.llm.complete(f"Summarise in one line: {ticket['subject']} -> {ticket['status']}")
+    summary = f"Summarise in one line: {ticket['subject']} -> {ticket['status']}"
+    await _call(ctx, "llm", deps.llm.complete, summary)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+async def _call(
+    ctx: HandlerContext,
+    tool: str,
+    fn: Callable[P, Awaitable[R]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    """`fn(*args, **kwargs)` through the stage's tool `tool`, or directly when the stage
+    lists no tools (the demo's naive run: a plain loop calls its clients as they are)."""
+    if ctx.tools is None:
+        return await fn(*args, **kwargs)
+    return await ctx.tool(tool).call(fn, *args, **kwargs)
 
 
 def _ticket(event: TaskEvent) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The demo's live terminal view (rich): per stage and lane, queue age, lag, in-flight and
-paused partitions with the reason; admission decisions and dead letters so far. Fits 80
-columns. Owns presentation only.
+paused partitions with the reason; admission decisions and dead letters so far; the tools'
+breakers (governed). Fits 80 columns. Owns presentation only.
 """
 
 from __future__ import annotations
@@ -64,9 +64,13 @@ def render(data: RunData, intake: Intake, workers: list[StageWorker]) -> Group:
         outcomes[outcome] += n
     capacity = intake.capacity()
     decisions = " ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none yet"
-    return Group(
+    lines: list[Table | Text] = [
         title,
         table,
         Text(f"intake: {capacity.state} ({capacity.why})"[:80]),
         Text(f"decisions: {decisions}"[:80]),
-    )
+    ]
+    if data.samples and data.samples[-1].tools:  # governed: the tools' breakers
+        breakers = " ".join(f"{n} {st}" for n, st in sorted(data.samples[-1].tools.items()))
+        lines.append(Text(f"breakers: {breakers}"[:80]))
+    return Group(*lines)

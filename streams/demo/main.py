@@ -26,7 +26,7 @@ from .run import Mode, RunData, run_once
 from .scenario import full_scenario, quick_scenario
 from .summary import Summary, summarize
 
-#: The workflow's bottleneck: the CRM's write rate limit (runs/s), sized in triage.yaml.
+#: The workflow's bottleneck: the CRM's write rate (runs/s), its crm_write tool in triage.yaml.
 NOMINAL_CAPACITY_PER_S = 40.0
 
 
@@ -64,6 +64,28 @@ def checks(governed: Summary, naive: Summary, overload_s: float) -> list[str]:
         failures.append(
             f"naive queue age grew only {naive.overload_age_growth_s:.1f} s over "
             f"{overload_s:.0f} s of overload"
+        )
+    return failures + incident_checks(governed, naive)
+
+
+def incident_checks(governed: Summary, naive: Summary) -> list[str]:
+    """The CRM incident: governed stops calling the sick CRM (its breaker opens, probes and
+    closes again) and loses fewer runs to it than naive, which hammers it."""
+    if not governed.crm_incident_s:
+        return []
+    failures = []
+    if governed.crm_calls_during_incident * 5 > naive.crm_calls_during_incident:
+        failures.append(
+            f"governed made {governed.crm_calls_during_incident} calls to the sick CRM, not "
+            f"far fewer than naive's {naive.crm_calls_during_incident}"
+        )
+    transitions = governed.crm_breaker_transitions
+    if not (transitions.get("closed->open") and transitions.get("half_open->closed")):
+        failures.append(f"governed's CRM breaker did not open and close again: {transitions}")
+    if governed.runs_lost_to_crm >= naive.runs_lost_to_crm:
+        failures.append(
+            f"governed lost {governed.runs_lost_to_crm} runs to the CRM incident, naive "
+            f"{naive.runs_lost_to_crm}"
         )
     return failures
 

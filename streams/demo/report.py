@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only: the demo runs in terminals and CI without a
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from .run import RunData
+from .run import RunData, Sample
 from .summary import Summary, oldest_run_ages
 
 LANES = ("urgent", "standard", "background")
@@ -29,6 +29,7 @@ def write_report(out: Path, runs: list[RunData], summaries: list[Summary]) -> Pa
     _plot_ages(out / "queue_age.png", runs)
     _plot_goodput(out / "goodput.png", runs)
     _plot_memory(out / "memory.png", runs)
+    _plot_crm_incident(out / "crm_incident.png", runs)
     report = out / "report.md"
     report.write_text(_markdown(summaries))
     return report
@@ -55,7 +56,18 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     row("accepted, never finished", "d", "accepted_never_finished")
     row("work on expired runs", "d", "wasted_executions")
     row("peak RSS (MB)", ".0f", "max_rss_mb")
+    row("CRM incident (s of failing writes)", ".0f", "crm_incident_s")
+    row("calls to the sick CRM during the incident", "d", "crm_calls_during_incident")
+    row("runs lost to the CRM incident", "d", "runs_lost_to_crm")
+    rows.append(
+        ("CRM breaker transitions", *(_transitions(s.crm_breaker_transitions) for s in summaries))
+    )
     return rows
+
+
+def _transitions(counts: dict[str, int]) -> str:
+    """ "closed->open 2, ..." in the breaker's order, or "-" (no breaker)."""
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
 
 
 def _markdown(summaries: list[Summary]) -> str:
@@ -71,15 +83,29 @@ def _markdown(summaries: list[Summary]) -> str:
         + (", ".join(f"{k} {v}" for k, v in sorted(s.dead_letters.items())) or "none")
         for s in summaries
     )
+    breakers = "\n".join(
+        f"- {s.mode}: "
+        + (" → ".join(f"{state} at {t:.1f} s" for t, state in s.crm_breaker_timeline) or "none")
+        for s in summaries
+    )
     return (
         "# streams demo: governed vs naive\n\n"
         "The same workflow, handlers and offered load, twice: warm-up, a capacity probe, "
-        "the LLM 10x slower, offered load at 3x capacity, recovery, drain.\n\n"
+        "the LLM 10x slower, offered load at 3x capacity, then a CRM incident at the same "
+        "load (its writes fail), recovery, drain. Governed, the handlers call the CRM, the "
+        "LLM and vector search through streams' tools (rate and concurrency ceilings, "
+        "breakers); naive, they call them directly."
+        "\n\n"
         + "\n".join(table)
         + "\n\n## Admission decisions\n\n"
         + decisions
         + "\n\n## Dead letters by reason\n\n"
         + letters
+        + "\n\n## The CRM incident\n\n"
+        "Writes that reached the CRM while it failed, and the `crm_write` breaker's state "
+        "(governed; sampled every 0.5 s, so a short half-open may not show):\n\n"
+        + breakers
+        + "\n\n![CRM calls and breaker](crm_incident.png)"
         + "\n\n## Oldest queued age per lane\n\n![queue age](queue_age.png)\n\n"
         "## Goodput (runs finished within their deadline)\n\n![goodput](goodput.png)\n\n"
         "## Worker memory\n\n![memory](memory.png)\n"
@@ -89,6 +115,7 @@ def _markdown(summaries: list[Summary]) -> str:
 def _timeline(run: RunData) -> dict[str, object]:
     return {
         "phases": run.phases,
+        "crm_incident": run.crm_incident,
         "samples": [
             {
                 "t": s.t,
@@ -96,6 +123,9 @@ def _timeline(run: RunData) -> dict[str, object]:
                 "stage_ages": s.stage_ages,
                 "queued": s.queued,
                 "rss_mb": s.rss_mb,
+                "tools": s.tools,
+                "crm_calls": s.crm_calls,
+                "crm_calls_failed": s.crm_calls_failed,
             }
             for s in run.samples
         ],
@@ -161,3 +191,43 @@ def _plot_memory(path: Path, runs: list[RunData]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+_BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _plot_crm_incident(path: Path, runs: list[RunData]) -> None:
+    """Writes reaching the CRM per second (failed ones apart), both modes, and governed's
+    crm_write breaker state, over the overload phase."""
+    fig, (calls, breaker) = plt.subplots(
+        2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    for run in runs:
+        points = list(zip(run.samples, run.samples[1:], strict=False))
+        xs = [b.t for _, b in points]
+        calls.plot(xs, [_per_s(a, b, b.crm_calls - a.crm_calls) for a, b in points],
+                   label=f"{run.mode}: all writes", color=COLORS[run.mode])  # fmt: skip
+        calls.plot(xs, [_per_s(a, b, b.crm_calls_failed - a.crm_calls_failed) for a, b in points],
+                   label=f"{run.mode}: to the sick CRM", color=COLORS[run.mode],
+                   linestyle="--")  # fmt: skip
+        states = [(s.t, s.tools["crm_write"]) for s in run.samples if "crm_write" in s.tools]
+        if states:
+            breaker.step([t for t, _ in states], [_BREAKER_LEVEL[st] for _, st in states],
+                         where="post", color=COLORS[run.mode], label=run.mode)  # fmt: skip
+    for ax in (calls, breaker):
+        _shade_phases(ax, runs[0])
+        if runs[0].crm_incident is not None:
+            ax.axvspan(*runs[0].crm_incident, color="tab:orange", alpha=0.2, zorder=0)
+    calls.set_ylabel("CRM writes/s")
+    calls.legend(loc="upper left", fontsize=7)
+    breaker.set_yticks(list(_BREAKER_LEVEL.values()), list(_BREAKER_LEVEL))
+    breaker.set_ylabel("crm_write\nbreaker")
+    breaker.set_xlabel("seconds since start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _per_s(a: Sample, b: Sample, n: int) -> float:
+    span = b.t - a.t
+    return n / span if span > 0 else 0.0

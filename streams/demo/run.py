@@ -25,6 +25,7 @@ from streams.intake.service import Intake
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.runtime.options import WorkerOptions
+from streams.runtime.tools import ToolRegistry
 from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, read_dead_letters, read_records
 from streams.topology import Topology, parse_topology
@@ -45,6 +46,9 @@ class Sample:
     stage_ages: dict[str, dict[str, float]]  # stage -> lane -> oldest queued age (s)
     rss_mb: float
     bottleneck_done: int  # the bottleneck dependency's completed calls so far
+    tools: dict[str, str] = field(default_factory=dict)  # tool -> breaker state (governed)
+    crm_calls: int = 0  # CRM writes that reached it so far, answered or failed
+    crm_calls_failed: int = 0  # of them, those made while it was failing
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,12 @@ class RunData:
     max_queue_age_s: dict[str, float] = field(default_factory=dict)
     worker_errors: dict[str, str] = field(default_factory=dict)
     waits: list[tuple[int, str, str, float]] = field(default_factory=list)
+    # The CRM incident: when (seconds since start), and what it cost.
+    crm_incident: tuple[float, float] | None = None
+    crm_calls_while_failing: int = 0
+    breaker_transitions: dict[str, dict[str, int]] = field(default_factory=dict)  # tool ->
+    # Dead letters by (stage, reason, error type): which were lost to what.
+    letters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
@@ -84,8 +94,11 @@ def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
 
 
 def naive_variant(data: dict[str, Any]) -> dict[str, Any]:
-    """What a plain consumer loop does: accept everything, never pause, never expire."""
+    """What a plain consumer loop does: accept everything, never pause, never expire, and
+    call its dependencies directly (no tools: no ceilings, no breakers; the handlers see
+    a stage without tools and call the client as it is)."""
     data = copy.deepcopy(data)
+    data.pop("tools", None)
     intake = data.setdefault("intake", {}) or {}
     intake.update(
         {"max_queued_runs": _HUGE, "max_queued_per_tenant": _HUGE, "saturation_ratio": 1.0,
@@ -94,6 +107,7 @@ def naive_variant(data: dict[str, Any]) -> dict[str, Any]:
     intake.pop("tenants", None)
     data["intake"] = intake
     for stage in data["stages"].values():
+        stage.pop("tools", None)
         stage["max_queue_age_s"] = _HUGE
         stage["max_lag"] = _HUGE
         stage["partition_buffer"] = max(int(stage.get("partition_buffer", 100)), 5000)
@@ -142,6 +156,9 @@ def run_once(
     deps.configure(crm=type(deps.crm)(rate_per_s=deps.crm.bucket.rate_per_s * time_scale))
     data = RunData(mode, topology.workflow, time.time())
     data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
+    # The tools every worker of this workflow shares in this process (README "Tools"):
+    # read for the breakers' state over time and their transitions.
+    tools = ToolRegistry.for_process(topology)
     # One worker per stage, each with a stable id (exactly-once stages fence by it).
     workers = [
         StageWorker(
@@ -174,6 +191,9 @@ def run_once(
                     },
                     rss_mb=_rss_mb(),
                     bottleneck_done=bottleneck_done(),
+                    tools={r.name: r.breaker for r in tools.readings() if r.breaker},
+                    crm_calls=deps.crm.write_calls,
+                    crm_calls_failed=deps.crm.calls_while_failing,
                 )
             )
             if on_tick is not None:
@@ -187,6 +207,11 @@ def run_once(
         data.phases.append((phase.name, now, now))
         current[0] = phase.name
         deps.llm.set_slowdown(phase.slowdown)
+        if phase.crm_incident is not None:
+            offset, seconds = phase.crm_incident
+            at = time.monotonic() + offset
+            deps.crm.fail_between(at, at + seconds)
+            data.crm_incident = (now + offset, now + offset + seconds)
 
     sampler = threading.Thread(target=sample, name="demo-sampler", daemon=True)
     sampler.start()
@@ -225,7 +250,23 @@ def run_once(
     data.work = deps.ledger.snapshot()
     data.waits = deps.ledger.waits()
     data.deadlines = data.submissions.deadlines
+    data.crm_calls_while_failing = deps.crm.calls_while_failing
+    data.breaker_transitions = {
+        r.name: {f"{a}->{b}": n for (a, b), n in sorted(r.transitions.items(), key=_breaker_order)}
+        for r in tools.readings()
+        if r.breaker is not None
+    }
     return data
+
+
+#: A breaker's transitions in the order a sick tool takes them.
+_TRANSITIONS = ("closed->open", "open->half_open", "half_open->open", "half_open->closed")
+
+
+def _breaker_order(item: tuple[tuple[str, str], int]) -> int:
+    (old, new), _n = item
+    name = f"{old}->{new}"
+    return _TRANSITIONS.index(name) if name in _TRANSITIONS else len(_TRANSITIONS)
 
 
 def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
@@ -246,6 +287,7 @@ def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
         client, topology.dead_letter_topic, parts, expect=10**9, timeout_s=2
     ):
         data.dead_letters[letter.reason] += 1
+        data.letters[(letter.stage, letter.reason, letter.error_type or "")] += 1
         if letter.original_key:
             run_id = letter.original_key.decode(errors="replace")
             data.dead_run_ids.setdefault(run_id, letter.dead_at_ms)

@@ -19,6 +19,9 @@ from streams.intake.requests import Decision, RunRequest
 from streams.intake.service import Intake
 from streams.types import Lane
 
+#: The phase whose offered load meets a sick CRM (its writes fail).
+INCIDENT = "CRM incident"
+
 
 @dataclass(frozen=True, slots=True)
 class Phase:
@@ -26,6 +29,8 @@ class Phase:
     seconds: float
     load_factor: float  # offered load as a multiple of the workflow's nominal capacity
     slowdown: float  # the sick dependency's latency multiplier
+    # The CRM's write path fails from this many seconds into the phase, for this long.
+    crm_incident: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,11 @@ class Scenario:
     def seconds(self) -> float:
         return sum(p.seconds for p in self.phases)
 
+    @property
+    def crm_incident_s(self) -> float:
+        """How long the CRM fails in all (0: no incident)."""
+        return sum(p.crm_incident[1] for p in self.phases if p.crm_incident is not None)
+
     def deadline_for(self, lane: Lane) -> float:
         return dict(self.deadline_s)[lane]
 
@@ -60,6 +70,9 @@ def full_scenario(capacity: float) -> Scenario:
             Phase("capacity probe", 10, 2.0, 1.0),
             Phase("dependency slow", 30, 0.6, 10.0),
             Phase("overload", 60, 3.0, 10.0),
+            # Still 3x capacity, and the CRM's writes fail for 20 s: a phase of its own, so
+            # the overload's numbers (goodput, queue ages) stay comparable without it.
+            Phase(INCIDENT, 20, 3.0, 10.0, crm_incident=(0, 20)),
             Phase("recovery", 30, 0.6, 1.0),
         ),
         nominal_capacity_per_s=capacity,
@@ -74,6 +87,9 @@ def quick_scenario(capacity: float) -> Scenario:
             Phase("capacity probe", 4, 2.0, 1.0),
             Phase("dependency slow", 3, 0.6, 10.0),
             Phase("overload", 16, 3.0, 10.0),
+            # 20 s at the quick run's time scale (0.2); the breaker's open_s is real
+            # seconds, so here it closes on its first probes, in the recovery phase.
+            Phase(INCIDENT, 4, 3.0, 10.0, crm_incident=(0, 4)),
             Phase("recovery", 3, 0.6, 1.0),
         ),
         nominal_capacity_per_s=capacity,

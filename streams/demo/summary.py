@@ -1,5 +1,6 @@
 """Numbers the demo is judged by, computed from one run's raw data: goodput against the
-capacity measured in warm-up, urgent queue age and latency, wasted work, runs lost.
+capacity measured in warm-up, urgent queue age and latency, wasted work, runs lost, and
+what the CRM incident cost (calls made to the sick CRM, the breaker's course, runs lost).
 
 Pure: no I/O, so the test and the report read the same figures.
 """
@@ -31,6 +32,11 @@ class Summary:
     dead_letters: dict[str, int]
     max_rss_mb: float
     overload_age_growth_s: float  # oldest admitted run's age: end of overload minus start
+    crm_incident_s: float  # how long the CRM's writes failed (0: no incident)
+    crm_calls_during_incident: int  # writes that reached the CRM while it was failing
+    crm_breaker_transitions: dict[str, int]  # "closed->open": n, ... (naive: none)
+    crm_breaker_timeline: list[tuple[float, str]]  # (t, state) at each change seen
+    runs_lost_to_crm: int  # act's runs dead-lettered by a failed write or a tool refusal
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +47,32 @@ def _window(data: RunData, phase: str) -> tuple[float, float]:
         if name == phase:
             return start, end
     return 0.0, 0.0
+
+
+#: Dead letters of the CRM-writing stage that the incident caused.
+_CRM_STAGE = "act"
+_CRM_TOOL = "crm_write"
+_TOOL_REFUSALS = ("tool_unavailable", "tool_saturated", "tool_timeout")
+
+
+def lost_to_crm(data: RunData) -> int:
+    return sum(
+        n
+        for (stage, reason, error_type), n in data.letters.items()
+        if stage == _CRM_STAGE
+        and (reason in _TOOL_REFUSALS or error_type.endswith("CRMUnavailable"))
+    )
+
+
+def breaker_timeline(data: RunData, tool: str = _CRM_TOOL) -> list[tuple[float, str]]:
+    """The tool's breaker state at each change the samples saw (every 0.5 s: a half-open
+    period shorter than that may be missed; the transition counts have every one)."""
+    out: list[tuple[float, str]] = []
+    for sample in data.samples:
+        state = sample.tools.get(tool)
+        if state is not None and (not out or out[-1][1] != state):
+            out.append((round(sample.t, 1), state))
+    return out
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -110,6 +142,11 @@ def summarize(data: RunData) -> Summary:
         dead_letters=dict(data.dead_letters),
         max_rss_mb=max((s.rss_mb for s in data.samples), default=0.0),
         overload_age_growth_s=growth,
+        crm_incident_s=(data.crm_incident[1] - data.crm_incident[0]) if data.crm_incident else 0.0,
+        crm_calls_during_incident=data.crm_calls_while_failing,
+        crm_breaker_transitions=dict(data.breaker_transitions.get(_CRM_TOOL, {})),
+        crm_breaker_timeline=breaker_timeline(data),
+        runs_lost_to_crm=lost_to_crm(data),
     )
 
 

@@ -1,6 +1,8 @@
 """`streams demo --quick` end to end on the real broker: the report exists and its data show
 what the demo is for (governed holds urgent queue age and goodput, wastes nothing, loses
-nothing; naive lets queue age grow through the overload)."""
+nothing; naive lets queue age grow through the overload; in the CRM incident governed's
+breaker opens, it stops calling the sick CRM and resumes after, while naive hammers it and
+loses the runs it pulls)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ def test_quick_demo_shows_governed_against_naive(
     result = CliRunner().invoke(app, ["demo", "--quick", "--no-live", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     [run_dir] = list(tmp_path.iterdir())
-    for name in ("report.md", "summary.json", "timeline.json", "queue_age.png", "goodput.png"):
+    for name in (
+        "report.md", "summary.json", "timeline.json", "queue_age.png", "goodput.png",
+        "crm_incident.png",
+    ):  # fmt: skip
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     governed, naive = summary["governed"], summary["naive"]
@@ -34,5 +39,25 @@ def test_quick_demo_shows_governed_against_naive(
     assert governed["decisions"].get("rejected", 0) > 0  # it said no to work it could not do
     assert naive["overload_age_growth_s"] >= 0.4 * 16  # quick overload lasts 16 s
     assert naive["accepted_never_finished"] > 0
+    # The CRM incident: both runs met the same sick CRM for the same time.
+    assert governed["crm_incident_s"] == pytest.approx(4.0)
+    assert naive["crm_incident_s"] == pytest.approx(4.0)
+    # Governed stops calling it once its breaker opens (a few probes after); naive hammers.
+    assert naive["crm_calls_during_incident"] >= 100  # ~40 writes/s for 4 s
+    assert governed["crm_calls_during_incident"] * 5 <= naive["crm_calls_during_incident"]
+    # Governed's breaker opened, probed and closed again; it ends closed.
+    transitions = governed["crm_breaker_transitions"]
+    assert transitions.get("closed->open", 0) >= 1, transitions
+    assert transitions.get("half_open->closed", 0) >= 1, transitions
+    states = [state for _t, state in governed["crm_breaker_timeline"]]
+    assert "open" in states and states[-1] == "closed", states
+    assert naive["crm_breaker_transitions"] == {}  # a plain loop has no breaker
+    # Runs lost to it: naive loses every run it pulls during the incident, governed few.
+    assert naive["runs_lost_to_crm"] >= 100
+    assert governed["runs_lost_to_crm"] * 5 <= naive["runs_lost_to_crm"]
+    timeline = json.loads((run_dir / "timeline.json").read_text())
+    assert any(s["tools"].get("crm_write") == "open" for s in timeline["governed"]["samples"])
     report = (run_dir / "report.md").read_text()
     assert "| goodput in overload (runs/s) |" in report
+    assert "| calls to the sick CRM during the incident |" in report
+    assert "| runs lost to the CRM incident |" in report
