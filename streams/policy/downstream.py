@@ -35,6 +35,9 @@ class PressureSignal:
     oldest_age_s: float
     p95_latency_s: float | None
     measured_at: float
+    #: A review stage holding max_pending reviews (README "Human review"): its queue is
+    #: full, so it pauses the stage before it whatever its lag and age say.
+    saturated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class DownstreamPressure:
                 gate = self.gate(stage, metric)
                 if gate.update(value, now_mono):
                     reasons.append(_reason(stage, metric, value, gate))
+            if signal.saturated:
+                reasons.append(f"{stage}.saturated")
         return PressureVerdict(paused=bool(reasons), reasons=tuple(reasons))
 
     def _unknown(self, stage: str, signal: PressureSignal | None, now_mono: float) -> list[str]:

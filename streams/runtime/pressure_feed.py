@@ -29,6 +29,9 @@ class Watched:
     stage: str
     group: str
     topics: tuple[str, ...]
+    #: A review stage (README "Human review"): full (max_pending pending) is pressure, and
+    #: its pending records' age is not (people are slow; max_wait_s bounds it).
+    review: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +116,20 @@ class PressureFeed:
                 if self._board is not None
                 else None
             )
+            saturated = (
+                watched.review
+                and self._board is not None
+                and self._board.saturated(
+                    watched.stage, now=now, fresh_within_s=self._report_fresh_s
+                )
+            )
             signals[watched.stage] = PressureSignal(
                 stage=watched.stage,
                 lag=lag.total_lag,
-                oldest_age_s=lag.max_age_s,
-                p95_latency_s=p95,
+                oldest_age_s=0.0 if watched.review else lag.max_age_s,
+                p95_latency_s=None if watched.review else p95,
                 measured_at=lag.measured_at,
+                saturated=saturated,
             )
             marks[watched.stage] = mark
         own = self._snapshot.own

@@ -151,5 +151,14 @@ class ReportBoard:
             if s == stage and now - r.reported_at <= fresh_within_s
         )
 
+    def saturated(self, stage: str, *, now: float, fresh_within_s: float) -> bool:
+        """Whether a recently reporting worker of the stage runs as many calls as its
+        concurrency allows (for a review stage: max_pending reviews pending)."""
+        return any(
+            r.concurrency is not None and r.in_flight >= r.concurrency
+            for (s, _), r in self._latest.items()
+            if s == stage and now - r.reported_at <= fresh_within_s
+        )
+
     def close(self) -> None:
         self._tail.close()

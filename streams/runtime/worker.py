@@ -266,7 +266,12 @@ class StageWorker:
         admin = Admin(self._client, timeout_s=5.0)  # a stale reading beats a stuck feed
         watched_names = stage.yields_to if stage.background else stage.downstream
         watched = [
-            Watched(n, self.topology.stages[n].consumer_group, self.topology.stages[n].input_topics)
+            Watched(
+                n,
+                self.topology.stages[n].consumer_group,
+                self.topology.stages[n].input_topics,
+                review=self.topology.stages[n].review is not None,  # README "Human review"
+            )
             for n in watched_names
         ]
         own = Watched(stage.name, stage.consumer_group, stage.input_topics)

@@ -13,10 +13,17 @@ import types
 from collections.abc import Mapping
 
 from streams.policy.dlq_valve import DeadLetterLimit
+from streams.policy.review import ReviewConfig
 from streams.topology._errors import KeyPath, Problem, suggest
 from streams.topology._handlers import import_handler
 from streams.topology._intake import IntakeConfig, resolve_intake
-from streams.topology._model import CountThresholdsIn, SecondsThresholdsIn, StageIn, TopologyIn
+from streams.topology._model import (
+    CountThresholdsIn,
+    ReviewIn,
+    SecondsThresholdsIn,
+    StageIn,
+    TopologyIn,
+)
 from streams.topology._objects import (
     KEEP_FOREVER_MS,
     CountThresholds,
@@ -37,6 +44,8 @@ _NAME = re.compile(r"[a-z0-9_-]{1,64}")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _HANDLER = re.compile(rf"{_DOTTED}:{_DOTTED}")
+#: A review stage's runner timeout is max_wait_s plus this (its own deadline ends it first).
+_REVIEW_GRACE_S = 60.0
 _LANE_BY_NAME: dict[str, Lane] = {lane: lane for lane in LANES}
 
 
@@ -65,18 +74,24 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
     stages: dict[str, Stage] = {}
     for name, s in raw.items():
         pressure = s.pressure
+        review = _review(s)
         stages[name] = Stage(
             source=source,
             workflow=workflow,
             name=name,
-            handler=s.handler,
+            handler=s.handler or "",
             lanes=stage_lanes[name],
-            concurrency=s.concurrency,
+            # A review stage's handler calls are its pending reviews: max_pending bounds them.
+            concurrency=s.concurrency if review is None else review.max_pending,
             partition_buffer=s.partition_buffer,
             partition_resume=(
                 s.partition_buffer // 2 if s.partition_resume is None else s.partition_resume
             ),
-            handler_timeout_s=s.handler_timeout_s,
+            # A pending review ends at its own deadline (max_wait_s from when it was first
+            # parked, kept across restarts); the runner's timeout is only a backstop.
+            handler_timeout_s=(
+                s.handler_timeout_s if review is None else review.max_wait_s + _REVIEW_GRACE_S
+            ),
             max_queue_age_s=s.max_queue_age_s,
             max_lag=s.max_lag,
             downstream=tuple(s.downstream),
@@ -109,6 +124,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
             routes=types.MappingProxyType(routes[name]),
             tools=tuple(s.tools),
             retry=resolve_retry(model.retry, name, s),
+            review=review,
         )
     topology = Topology(
         source=source,
@@ -125,6 +141,8 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
     topology = dataclasses.replace(topology, intake=_intake(model, topology))
     if validate_handlers:
         for name, stage in stages.items():
+            if stage.review is not None:
+                continue
             try:
                 import_handler(stage.handler)
             except Problem as problem:
@@ -158,10 +176,34 @@ def _intake(model: TopologyIn, topology: Topology) -> IntakeConfig | None:
         return None
 
 
+def _check_kind(at: KeyPath, s: StageIn) -> None:
+    """A review stage's handler is a person: it names none; every other stage names one."""
+    if s.kind == "review":
+        if s.handler is not None:
+            raise Problem(
+                (*at, "handler"), "a review stage has no handler (a person decides); remove it"
+            )
+        return
+    if s.handler is None:
+        raise Problem((*at, "handler"), "required key is missing ('package.module:function')")
+    if s.review is not None:
+        raise Problem((*at, "review"), "only a stage with kind: review takes review settings")
+
+
+def _review(s: StageIn) -> ReviewConfig | None:
+    if s.kind != "review":
+        return None
+    given = s.review or ReviewIn()
+    return ReviewConfig(
+        max_pending=given.max_pending, max_wait_s=given.max_wait_s, on_timeout=given.on_timeout
+    )
+
+
 def _check_stage(name: str, s: StageIn) -> None:
     """Checks within one stage."""
     at: KeyPath = ("stages", name)
-    if not _HANDLER.fullmatch(s.handler):
+    _check_kind(at, s)
+    if s.handler is not None and not _HANDLER.fullmatch(s.handler):
         raise Problem(
             (*at, "handler"), f"must look like 'package.module:function', got {s.handler!r}"
         )

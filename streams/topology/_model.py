@@ -93,8 +93,19 @@ class RetryIn(In):
     budget: Annotated[RetryBudgetIn, null_is_empty()] = RetryBudgetIn()
 
 
+class ReviewIn(In):
+    # Defaults are streams.policy.review.ReviewConfig's (README "Human review").
+    max_pending: int = Field(default=50, gt=0)
+    max_wait_s: float = Field(default=3600.0, gt=0)
+    on_timeout: Literal["decline", "escalate", "approve"] = "escalate"
+
+
 class StageIn(In):
-    handler: str
+    # kind: review has no handler (a person decides; README "Human review"); every other
+    # stage needs one (streams.topology._build says so with the key).
+    kind: Literal["handler", "review"] = "handler"
+    handler: str | None = None
+    review: ReviewIn | None = None
     lanes: list[str] | None = None
     concurrency: int = Field(default=16, gt=0)
     partition_buffer: int = Field(default=100, gt=0)

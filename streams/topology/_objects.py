@@ -16,6 +16,7 @@ from streams.errors import ConfigError
 from streams.policy.dlq_valve import DeadLetterLimit
 from streams.policy.downstream import OnStale
 from streams.policy.retry import RetryPolicy
+from streams.policy.review import ReviewConfig
 from streams.topology._errors import Problem
 from streams.topology._handlers import import_handler
 from streams.topology._intake import IntakeConfig
@@ -100,6 +101,8 @@ class Stage:
     tools: tuple[str, ...] = ()
     #: How failed calls are retried (streams.policy.retry); None: never, dead-letter at once.
     retry: RetryPolicy | None = None
+    #: kind: review (README "Human review"): a person decides; None for handler stages.
+    review: ReviewConfig | None = None
 
     @property
     def consumer_group(self) -> str:
@@ -196,6 +199,13 @@ class Topology:
         return f"{self.workflow}.escalations"
 
     @property
+    def reviews_topic(self) -> str:
+        """Pending and decided reviews, keyed by run id: compacted, one partition (the
+        review stages' workers and the review server read it whole); exists once a stage
+        is a review stage."""
+        return f"{self.workflow}.reviews"
+
+    @property
     def retry_topics(self) -> dict[int, str]:
         """The retry-tier topic of each tier (seconds) any stage's policy uses, ascending."""
         tiers = {t for s in self.stages.values() if s.retry is not None for t in s.retry.tiers_s}
@@ -227,6 +237,8 @@ class Topology:
             for topic in retry_topics.values():
                 topics[topic] = defaults
             topics[self.escalations_topic] = defaults
+        if any(s.review is not None for s in self.stages.values()):
+            topics[self.reviews_topic] = TopicSpec(1, KEEP_FOREVER_MS, True)
         # Lane topics first, so a stage tapping another's topic never decides its spec.
         for stage in sorted(self.stages.values(), key=lambda s: s.input_topic is not None):
             for topic in stage.input_topics:

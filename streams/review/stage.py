@@ -1,0 +1,152 @@
+"""A review stage's worker: a StageWorker whose handler is a person.
+
+Owns parking a run as a pending review (a W.reviews entry; the record stays in flight, so
+it counts against the stage's concurrency, which is max_pending, and the worker stops
+fetching while it is full) and completing it when a decision arrives or its deadline
+passes. Must not serve HTTP (streams.review.http) nor decide the queue's rules
+(streams.policy.review).
+
+A person is a slow dependency: each pending review is one awaiting handler call. On a
+restart the redelivered records find their entries in W.reviews and keep their original
+deadlines; a run decided while no worker ran continues at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from streams.events import TaskEvent
+from streams.kafka.client_config import ClientConfig
+from streams.policy.review import ReviewConfig
+from streams.review.book import ReviewBook
+from streams.review.records import TIMEOUT_REVIEWER, ReviewEntry, decision_headers
+from streams.runtime.context import HandlerContext
+from streams.runtime.worker import StageWorker
+from streams.signals import Escalate
+from streams.topology import Topology
+
+__all__ = ["ReviewHandler", "ReviewWorker", "review_worker"]
+
+
+class ReviewHandler:
+    """The handler of review stage `stage`: parks each run until it is decided."""
+
+    def __init__(self, topology: Topology, stage: str, book: ReviewBook) -> None:
+        review = topology.stages[stage].review
+        if review is None:
+            raise ValueError(f"stage {stage!r} is not a review stage (kind: review)")
+        self.config: ReviewConfig = review
+        self.stage = stage
+        self._book = book
+        # Runs waiting here, each with its loop and future (resolved from the book's thread).
+        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[ReviewEntry]]]
+        self._waiting = {}
+        book.listen(self._on_entry)
+
+    async def __call__(self, event: TaskEvent, ctx: HandlerContext) -> None:
+        entry = self._book.get(event.run_id)
+        if entry is None or entry.stage != self.stage:
+            entry = await self._park(event)
+        if entry.state == "pending":
+            entry = await self._wait(entry)
+        if entry.state == "timed_out" and self.config.on_timeout == "escalate":
+            raise Escalate(f"review not decided within {self.config.max_wait_s:g} s")
+        _emit_decided(ctx, event, entry)
+
+    async def _park(self, event: TaskEvent) -> ReviewEntry:
+        now_ms = _now_ms()
+        entry = ReviewEntry(
+            workflow=event.workflow,
+            stage=self.stage,
+            run_id=event.run_id,
+            state="pending",
+            tenant=event.tenant,
+            lane=event.lane,
+            admitted_at_ms=now_ms,
+            deadline_ms=now_ms + int(self.config.max_wait_s * 1000),
+            payload=event.payload,
+        )
+        await asyncio.to_thread(self._book.write, entry)
+        return entry
+
+    async def _wait(self, entry: ReviewEntry) -> ReviewEntry:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ReviewEntry] = loop.create_future()
+        self._waiting[entry.run_id] = (loop, future)
+        try:
+            # A decision that landed between reading the book and registering the waiter.
+            latest = self._book.get(entry.run_id)
+            if latest is not None and latest.state != "pending":
+                return latest
+            left_s = max(0.0, (entry.deadline_ms - _now_ms()) / 1000)
+            try:
+                return await asyncio.wait_for(future, left_s)
+            except TimeoutError:
+                outcome = self.config.on_timeout
+                timed_out = entry.decided(
+                    "timed_out",
+                    "decline" if outcome == "escalate" else outcome,
+                    at_ms=_now_ms(),
+                    note=f"not decided within {self.config.max_wait_s:g} s: {outcome}",
+                    reviewer=TIMEOUT_REVIEWER,
+                )
+                await asyncio.to_thread(self._book.write, timed_out)
+                return timed_out
+        finally:
+            self._waiting.pop(entry.run_id, None)
+
+    def _on_entry(self, entry: ReviewEntry) -> None:
+        if entry.state == "pending" or entry.stage != self.stage:
+            return
+        waiting = self._waiting.get(entry.run_id)
+        if waiting is not None:
+            loop, future = waiting
+            loop.call_soon_threadsafe(_resolve, future, entry)
+
+
+class ReviewWorker(StageWorker):
+    """A StageWorker running a review stage; its review book lives as long as it runs."""
+
+    def __init__(self, topology: Topology, stage: str, client: ClientConfig, **kwargs: Any) -> None:
+        self.book = ReviewBook(topology, client).start()
+        try:
+            super().__init__(
+                topology, stage, client, handler=ReviewHandler(topology, stage, self.book), **kwargs
+            )
+        except BaseException:
+            self.book.close()
+            raise
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self.book.close()
+
+
+def review_worker(
+    topology: Topology, stage: str, client: ClientConfig, **kwargs: Any
+) -> ReviewWorker:
+    """The worker of review stage `stage` (StageWorker's keyword arguments, but handler)."""
+    return ReviewWorker(topology, stage, client, **kwargs)
+
+
+def _emit_decided(ctx: HandlerContext, event: TaskEvent, entry: ReviewEntry) -> None:
+    """Hand the run downstream with the decision in its record's headers."""
+    first = len(ctx.emits)
+    ctx.emit(event)
+    headers = decision_headers(entry)
+    for i in range(first, len(ctx.emits)):
+        emit = ctx.emits[i]
+        ctx.emits[i] = emit._replace(headers=(*emit.headers, *headers))
+
+
+def _resolve(future: asyncio.Future[ReviewEntry], entry: ReviewEntry) -> None:
+    if not future.done():
+        future.set_result(entry)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,189 @@
+"""Human review as a stage, against the real broker: at most max_pending runs pending and
+the stage before it paused while full, the on_timeout outcome after max_wait_s, an approve
+over HTTP continuing the run downstream with the decision, and pending reviews (with their
+original deadlines) surviving a worker restart."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from streams.kafka.admin import Admin
+from streams.kafka.client_config import ClientConfig
+from streams.review import ReviewDesk, ReviewServer, review_worker
+from streams.runtime.options import WorkerOptions
+from streams.runtime.worker import StageWorker
+from streams.testing import WorkerThread, publish, read_records
+from streams.topology import Topology
+from streams.types import Record
+
+from .workflows import events, make_workflow
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+FAST = WorkerOptions(pressure_refresh_s=0.2, report_interval_s=0.3, shutdown_grace_s=1.0)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def review_flow(admin: Admin, **review: Any) -> Topology:
+    """draft -> approve (a review stage) -> send; nothing runs `send`: tests read its topic."""
+    return make_workflow(
+        admin,
+        {
+            "draft": {"downstream": ["approve"]},
+            "approve": {
+                "kind": "review",
+                "handler": None,
+                "review": review,
+                "downstream": ["send"],
+            },
+            "send": {},
+        },
+    )
+
+
+def sent(client: ClientConfig, topology: Topology, count: int) -> list[Record]:
+    topic = topology.stages["send"].input_topics_by_lane["standard"]
+    return read_records(client, topic, 3, expect=count, timeout_s=20)
+
+
+def header(record: Record, name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return None if value is None else value.decode()
+    return None
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerThread]]:
+    started: list[WorkerThread] = []
+    yield started
+    for thread in reversed(started):
+        thread.stop()
+
+
+def start(threads: list[WorkerThread], worker: StageWorker) -> StageWorker:
+    threads.append(WorkerThread(worker).start())
+    return worker
+
+
+def test_at_most_max_pending_wait_and_the_stage_before_pauses_while_full(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    topology = review_flow(admin, max_pending=3, max_wait_s=50, on_timeout="decline")
+    desk = ReviewDesk(topology, client_config)
+    try:
+        draft = start(workers, StageWorker(topology, "draft", client_config, options=FAST))
+        start(workers, review_worker(topology, "approve", client_config, options=FAST))
+        publish(
+            client_config,
+            topology.stages["draft"].input_topics_by_lane["standard"],
+            events(topology, "draft", 12),
+        )
+        wait_for(lambda: len(desk.pending()) == 3, 20, "3 pending reviews")
+        wait_for(
+            lambda: draft.status().paused_by_reason.get("downstream", 0) > 0, 10, "draft paused"
+        )
+        time.sleep(2.0)  # full for a while: still no more than max_pending pending
+        pending = desk.pending()
+        assert len(pending) == 3
+        assert "approve.saturated" in draft.status().last_pause_reason
+        desk.decide(pending[0].run_id, "approve", note="fine", reviewer="ana")
+        wait_for(lambda: pending[0].run_id not in {r.run_id for r in desk.pending()}, 10, "decided")
+        wait_for(lambda: len(desk.pending()) == 3, 10, "the freed place taken")
+        assert len(desk.pending()) == 3
+    finally:
+        desk.close()
+
+
+def test_a_review_nobody_decides_in_max_wait_continues_declined(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    topology = review_flow(admin, max_pending=5, max_wait_s=2, on_timeout="decline")
+    start(workers, review_worker(topology, "approve", client_config, options=FAST))
+    [event] = events(topology, "approve", 1)
+    publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], [event])
+    [record] = sent(client_config, topology, 1)
+    assert record.key == event.run_id.encode()
+    assert header(record, "streams.review.decision") == "decline"
+    assert header(record, "streams.review.by") == "timeout"
+    desk = ReviewDesk(topology, client_config)
+    try:
+        wait_for(lambda: desk.get(event.run_id) is not None, 10, "the review entry")
+        entry = desk.get(event.run_id)
+        assert entry is not None and entry.state == "timed_out"
+    finally:
+        desk.close()
+
+
+def test_approve_over_http_continues_the_run_with_the_decision(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    topology = review_flow(admin, max_pending=5, max_wait_s=40, on_timeout="decline")
+    start(workers, review_worker(topology, "approve", client_config, options=FAST))
+    server = ReviewServer(topology, client_config, host="127.0.0.1", port=0).start()
+    try:
+        [event] = events(topology, "approve", 1, payload=b'{"ticket": 7}')
+        publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], [event])
+        url = f"{server.url}/v1/workflows/{topology.workflow}/reviews"
+
+        def listed() -> list[dict[str, Any]]:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return list(json.load(response)["reviews"])
+
+        wait_for(lambda: len(listed()) == 1, 20, "the review listed over HTTP")
+        [shown] = listed()
+        assert shown["run_id"] == event.run_id and shown["payload"] == '{"ticket": 7}'
+        body = json.dumps({"decision": "approve", "note": "looks right", "reviewer": "ana"})
+        request = urllib.request.Request(
+            f"{url}/{event.run_id}", data=body.encode(), method="POST",
+            headers={"content-type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+            assert json.load(response)["state"] == "approved"
+        [record] = sent(client_config, topology, 1)
+        assert header(record, "streams.review.decision") == "approve"
+        assert header(record, "streams.review.note") == "looks right"
+        assert header(record, "streams.review.by") == "ana"
+        wait_for(lambda: listed() == [], 10, "the decided review gone from the list")
+    finally:
+        server.close()
+
+
+def test_pending_reviews_survive_a_worker_restart_with_their_deadlines(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    topology = review_flow(admin, max_pending=5, max_wait_s=40, on_timeout="decline")
+    first = WorkerThread(review_worker(topology, "approve", client_config, options=FAST)).start()
+    runs = events(topology, "approve", 2)
+    publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], runs)
+    desk = ReviewDesk(topology, client_config)
+    try:
+        wait_for(lambda: len(desk.pending()) == 2, 20, "2 pending reviews")
+        deadlines = {r.run_id: r.deadline_ms for r in desk.pending()}
+        first.stop()
+        time.sleep(1.0)
+        start(workers, review_worker(topology, "approve", client_config, options=FAST))
+        time.sleep(3.0)  # the restarted worker has the redelivered records again
+        assert {r.run_id: r.deadline_ms for r in desk.pending()} == deadlines
+        desk.decide(runs[0].run_id, "approve", note=None, reviewer="bo")
+        desk.decide(runs[1].run_id, "decline", note="no", reviewer="bo")
+        records = sent(client_config, topology, 2)
+        decisions = {r.key: header(r, "streams.review.decision") for r in records}
+        assert decisions == {runs[0].run_id.encode(): "approve", runs[1].run_id.encode(): "decline"}
+    finally:
+        desk.close()
