@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from streams.events import DeadLetterRecord, TaskEvent, new_task_event
     from streams.intake.service import Intake
     from streams.kafka.client_config import ClientConfig
+    from streams.review import ReviewDesk, ReviewEntry, ReviewNotPending
     from streams.runtime.context import HandlerContext
     from streams.runtime.options import WorkerOptions
     from streams.runtime.worker import StageWorker
@@ -64,6 +65,9 @@ _WHERE = {
     "new_task_event": "streams.events",
     "Intake": "streams.intake.service",
     "ClientConfig": "streams.kafka.client_config",
+    "ReviewDesk": "streams.review",
+    "ReviewEntry": "streams.review",
+    "ReviewNotPending": "streams.review",
     "HandlerContext": "streams.runtime.context",
     "WorkerOptions": "streams.runtime.options",
     "StageWorker": "streams.runtime.worker",
@@ -99,6 +103,9 @@ __all__ = [
     "ProducerFenced",
     "Record",
     "Retry",
+    "ReviewDesk",
+    "ReviewEntry",
+    "ReviewNotPending",
     "SerdeError",
     "StageWorker",
     "StreamsError",

@@ -173,6 +173,10 @@ def worker(
         if worker_id:
             options = dataclasses.replace(options, worker_id=worker_id)
         client = connect(load_settings(), client_id=f"streams-{stage}", file=client_config)
+        if topology.stages[stage].review is not None:  # kind: review (README "Human review")
+            from streams.review import review_worker
+
+            return review_worker(topology, stage, client, options=options)
         return StageWorker(topology, stage, client, options=options)
 
     built = _run(build)
@@ -209,6 +213,45 @@ def intake(
         )
     finally:
         service.close()
+
+
+@app.command("review")
+def review(
+    topology_file: Annotated[Path, typer.Argument(help="The workflow's topology YAML.")],
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8095,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    client_config: _ClientConfigOpt = None,
+) -> None:
+    """Serve the workflow's review queue over HTTP: GET /v1/workflows/W/reviews lists
+    pending reviews, POST .../reviews/{run_id} decides one (README "Human review")."""
+    from streams.kafka.cluster import connect
+    from streams.review import ReviewServer
+    from streams.topology import load_topology
+
+    def build() -> ReviewServer:
+        topology = load_topology(topology_file, validate_handlers=False)
+        if not any(s.review is not None for s in topology.stages.values()):
+            raise ConfigError(str(topology_file), "stages", "no stage has kind: review")
+        client = connect(load_settings(), client_id="streams-review", file=client_config)
+        return ReviewServer(topology, client, host=host, port=port)
+
+    import signal
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends it like Ctrl-C: the server closes cleanly
+
+    server = _run(build)
+    signal.signal(signal.SIGTERM, interrupt)
+    typer.echo(
+        f"reviews of {server.topology.workflow} at {server.url}/v1/workflows/"
+        f"{server.topology.workflow}/reviews"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 
 
 @app.command("monitor")
