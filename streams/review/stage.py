@@ -14,6 +14,7 @@ deadlines; a run decided while no worker ran continues at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -21,13 +22,19 @@ from streams.events import TaskEvent
 from streams.kafka.client_config import ClientConfig
 from streams.policy.review import ReviewConfig
 from streams.review.book import ReviewBook
+from streams.review.metrics import ReviewMetrics
 from streams.review.records import TIMEOUT_REVIEWER, ReviewEntry, decision_headers
 from streams.runtime.context import HandlerContext
+from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
 from streams.signals import Escalate
 from streams.topology import Topology
 
 __all__ = ["ReviewHandler", "ReviewWorker", "review_worker"]
+
+#: A review worker's shutdown grace and revoke budget at most (its in-flight calls are
+#: parked reviews, safe in W.reviews).
+_REVIEW_LET_GO_S = 2.0
 
 
 class ReviewHandler:
@@ -43,17 +50,34 @@ class ReviewHandler:
         # Runs waiting here, each with its loop and future (resolved from the book's thread).
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[ReviewEntry]]]
         self._waiting = {}
+        self._pending: set[str] = set()  # runs this worker holds parked (its share of the queue)
+        self.metrics: ReviewMetrics | None = None  # set by ReviewWorker once it has a registry
         book.listen(self._on_entry)
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
     async def __call__(self, event: TaskEvent, ctx: HandlerContext) -> None:
-        entry = self._book.get(event.run_id)
-        if entry is None or entry.stage != self.stage:
-            entry = await self._park(event)
-        if entry.state == "pending":
-            entry = await self._wait(entry)
-        if entry.state == "timed_out" and self.config.on_timeout == "escalate":
+        self._pending.add(event.run_id)
+        try:
+            entry = self._book.get(event.run_id)
+            if entry is None or entry.stage != self.stage:
+                entry = await self._park(event)
+            if entry.state == "pending":
+                entry = await self._wait(entry)
+        finally:
+            self._pending.discard(event.run_id)
+        by_person = entry.state != "timed_out"
+        if not by_person and self.config.on_timeout == "escalate":
+            self._count("escalate", by_person=False)
             raise Escalate(f"review not decided within {self.config.max_wait_s:g} s")
         _emit_decided(ctx, event, entry)
+        self._count(entry.decision or "", by_person=by_person)
+
+    def _count(self, outcome: str, *, by_person: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.decided(outcome, by_person=by_person)
 
     async def _park(self, event: TaskEvent) -> ReviewEntry:
         now_ms = _now_ms()
@@ -110,10 +134,27 @@ class ReviewWorker(StageWorker):
     """A StageWorker running a review stage; its review book lives as long as it runs."""
 
     def __init__(self, topology: Topology, stage: str, client: ClientConfig, **kwargs: Any) -> None:
+        options: WorkerOptions = kwargs.pop("options", None) or WorkerOptions()
+        # Parked reviews are kept in W.reviews and redelivered: stopping, or giving up a
+        # partition in a rebalance, need not wait for people, only for runs already decided
+        # to be handed on.
+        options = dataclasses.replace(
+            options,
+            shutdown_grace_s=min(options.shutdown_grace_s, _REVIEW_LET_GO_S),
+            revoke_budget_s=min(options.revoke_budget_s, _REVIEW_LET_GO_S),
+        )
         self.book = ReviewBook(topology, client).start()
         try:
-            super().__init__(
-                topology, stage, client, handler=ReviewHandler(topology, stage, self.book), **kwargs
+            handler = ReviewHandler(topology, stage, self.book)
+            super().__init__(topology, stage, client, handler=handler, options=options, **kwargs)
+            handler.metrics = ReviewMetrics(
+                self.registry,
+                workflow=topology.workflow,
+                stage=stage,
+                max_pending=handler.config.max_pending,
+                pending=lambda: handler.pending,
+                oldest_age_s=lambda now: self.book.oldest_age_s(stage, now=now),
+                clear_rate_per_s=lambda now: self.book.clear_rate_per_s(stage, now=now),
             )
         except BaseException:
             self.book.close()

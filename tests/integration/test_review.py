@@ -87,7 +87,7 @@ def test_at_most_max_pending_wait_and_the_stage_before_pauses_while_full(
     desk = ReviewDesk(topology, client_config)
     try:
         draft = start(workers, StageWorker(topology, "draft", client_config, options=FAST))
-        start(workers, review_worker(topology, "approve", client_config, options=FAST))
+        review = start(workers, review_worker(topology, "approve", client_config, options=FAST))
         publish(
             client_config,
             topology.stages["draft"].input_topics_by_lane["standard"],
@@ -101,10 +101,19 @@ def test_at_most_max_pending_wait_and_the_stage_before_pauses_while_full(
         pending = desk.pending()
         assert len(pending) == 3
         assert "approve.saturated" in draft.status().last_pause_reason
+        labels = {"workflow": topology.workflow, "stage": "approve"}
+        sample = review.registry.get_sample_value
+        assert sample("streams_review_pending", labels) == 3
+        assert sample("streams_review_max_pending", labels) == 3
+        assert (sample("streams_review_oldest_pending_age_seconds", labels) or 0) >= 2.0
+        assert sample("streams_review_clear_rate", labels) == 0.0  # nobody decided yet
         desk.decide(pending[0].run_id, "approve", note="fine", reviewer="ana")
         wait_for(lambda: pending[0].run_id not in {r.run_id for r in desk.pending()}, 10, "decided")
         wait_for(lambda: len(desk.pending()) == 3, 10, "the freed place taken")
         assert len(desk.pending()) == 3
+        assert (sample("streams_review_clear_rate", labels) or 0) > 0
+        decided = {"outcome": "approve", "by": "person", **labels}
+        assert sample("streams_review_decisions_total", decided) == 1
     finally:
         desk.close()
 
@@ -168,14 +177,19 @@ def test_pending_reviews_survive_a_worker_restart_with_their_deadlines(
     admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
 ) -> None:
     topology = review_flow(admin, max_pending=5, max_wait_s=40, on_timeout="decline")
-    first = WorkerThread(review_worker(topology, "approve", client_config, options=FAST)).start()
+    # The default shutdown grace (30 s): parked reviews must not hold a stopping worker.
+    slow_stop = WorkerOptions(pressure_refresh_s=0.2, report_interval_s=0.3)
+    first = WorkerThread(review_worker(topology, "approve", client_config, options=slow_stop))
+    first.start()
     runs = events(topology, "approve", 2)
     publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], runs)
     desk = ReviewDesk(topology, client_config)
     try:
         wait_for(lambda: len(desk.pending()) == 2, 20, "2 pending reviews")
         deadlines = {r.run_id: r.deadline_ms for r in desk.pending()}
+        stopping = time.monotonic()
         first.stop()
+        assert time.monotonic() - stopping < 8.0
         time.sleep(1.0)
         start(workers, review_worker(topology, "approve", client_config, options=FAST))
         time.sleep(3.0)  # the restarted worker has the redelivered records again
