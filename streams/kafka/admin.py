@@ -52,7 +52,7 @@ class TopicChange:
 class Admin:
     def __init__(self, config: ClientConfig, *, timeout_s: float = 30.0) -> None:
         self._config = config
-        self._hooks = client_logs.hooks()
+        self._hooks = client_logs.hooks(config.cluster_key)
         with kafka_errors("creating an admin client"):
             self._admin = AdminClient({**config.base(), **self._hooks.settings(stats=False)})
         self._timeout_s = timeout_s

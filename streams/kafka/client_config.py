@@ -143,6 +143,12 @@ class ClientConfig:
         return self.base()
 
     @property
+    def cluster_key(self) -> str:
+        """Which cluster and identity the settings connect as (no secret in it): clients
+        with the same key share what the cluster says about their credentials."""
+        return f"{self.bootstrap_servers}|{self.extra.get('sasl.username', '')}"
+
+    @property
     def security_protocol(self) -> str:
         return str(self.extra.get("security.protocol", "PLAINTEXT")).upper()
 

@@ -43,6 +43,11 @@ class ClientLogs:
         self._gate = gate or ClientLogGate()
         self._clock = clock
         self._lock = threading.Lock()
+        # Refused credentials, by cluster (ClientConfig.cluster_key): since when, and the
+        # last error. Shared by the process's clients of that cluster, because the one that
+        # meets the refusal (a producer, an admin) is not always the one that polls (the
+        # consumer of a worker whose partitions are paused may not reconnect at all).
+        self._refused: dict[str, tuple[float, str]] = {}
         self._logger = logging.Logger("streams.kafka.librdkafka")
         self._logger.addHandler(_GateHandler(self))
 
@@ -64,6 +69,21 @@ class ClientLogs:
             lines = self._gate.broker_up(broker, self._clock())
         _emit(lines)
 
+    def refused(self, cluster: str, text: str) -> None:
+        with self._lock:
+            since = self._refused.get(cluster, (self._clock(), ""))[0]
+            self._refused[cluster] = (since, text)
+
+    def reachable(self, cluster: str) -> None:
+        with self._lock:
+            self._refused.pop(cluster, None)
+
+    def refused_for(self, cluster: str) -> tuple[float, str] | None:
+        """How long `cluster` has refused credentials (seconds), and the last error."""
+        with self._lock:
+            entry = self._refused.get(cluster)
+            return None if entry is None else (self._clock() - entry[0], entry[1])
+
     def tick(self) -> None:
         with self._lock:
             lines = self._gate.tick(self._clock())
@@ -77,12 +97,10 @@ class ClientHooks:
     AuthorizationFailed once the cluster has refused its credentials or TLS for
     REFUSED_GRACE_S with no broker seen UP since."""
 
-    def __init__(self, logs: ClientLogs, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, logs: ClientLogs, cluster: str = "") -> None:
         self._logs = logs
-        self._clock = clock
+        self._cluster = cluster
         self.all_brokers_down = False
-        self._refused_since: float | None = None
-        self._refusal = ""
 
     def settings(self, *, stats: bool = True) -> dict[str, Any]:
         """Config entries for the client. librdkafka hands logs, errors and stats to Python
@@ -95,12 +113,12 @@ class ClientHooks:
         return settings
 
     def raise_if_refused(self, what: str) -> None:
-        since = self._refused_since
-        if since is None or self._clock() - since < REFUSED_GRACE_S:
+        refused = self._logs.refused_for(self._cluster)
+        if refused is None or refused[0] < REFUSED_GRACE_S:
             return
         failed = AuthorizationFailed(
-            f"{what}: the cluster has refused the credentials for {self._clock() - since:.0f} s "
-            f"({self._refusal}); check sasl.mechanism, sasl.username and sasl.password, or "
+            f"{what}: the cluster has refused the credentials for {refused[0]:.0f} s "
+            f"({refused[1]}); check sasl.mechanism, sasl.username and sasl.password, or "
             "ssl.ca.location and the client certificate (--client-config file or "
             "STREAMS_KAFKA_* variables)"
         )
@@ -111,9 +129,7 @@ class ClientHooks:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self.all_brokers_down = True
         if error.code() in _REFUSALS:
-            if self._refused_since is None:
-                self._refused_since = self._clock()
-            self._refusal = error.str()
+            self._logs.refused(self._cluster, error.str())
         level = logging.ERROR if error.fatal() else logging.WARNING
         if error.fatal():
             log.error("kafka client fatal error: %s (%s)", error.str(), error.name())
@@ -133,7 +149,7 @@ class ClientHooks:
         for name, broker in brokers.items():
             if broker.get("state") == "UP":
                 self.all_brokers_down = False
-                self._refused_since = None
+                self._logs.reachable(self._cluster)
                 address, _ = split_broker(f"{name}: up")
                 if address is not None:
                     self._logs.broker_up(address)
@@ -164,6 +180,7 @@ def _emit(lines: list[Line]) -> None:
 PROCESS_LOGS = ClientLogs()
 
 
-def hooks() -> ClientHooks:
-    """Hooks for a new client, reporting into the process-wide gate."""
-    return ClientHooks(PROCESS_LOGS)
+def hooks(cluster: str = "") -> ClientHooks:
+    """Hooks for a new client of `cluster` (ClientConfig.cluster_key), reporting into the
+    process-wide gate."""
+    return ClientHooks(PROCESS_LOGS, cluster)

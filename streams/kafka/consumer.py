@@ -70,7 +70,7 @@ class GroupConsumer:
                 max_poll_interval_ms=max_poll_interval_ms,
             )
         }
-        self._hooks = client_logs.hooks()
+        self._hooks = client_logs.hooks(config.cluster_key)
         settings.update(self._hooks.settings())
         self._on_assign = on_assign
         self._on_revoke = on_revoke

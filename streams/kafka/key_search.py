@@ -43,7 +43,7 @@ def find_keys(
     if not wanted:
         return {}
     deadline = time.monotonic() + timeout_s
-    hooks = client_logs.hooks()
+    hooks = client_logs.hooks(config.cluster_key)
     settings = {
         **config.base(),
         "group.id": f"streams-key-search-{uuid.uuid4().hex}",

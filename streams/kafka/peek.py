@@ -34,7 +34,7 @@ class RecordPeeker:
 
     def __init__(self, config: ClientConfig, *, timeout_s: float = 2.0) -> None:
         self._timeout_s = timeout_s
-        self._hooks = client_logs.hooks()
+        self._hooks = client_logs.hooks(config.cluster_key)
         settings = {
             **config.base(),
             # librdkafka wants a group id, but this reader never joins or commits.

@@ -52,7 +52,7 @@ class RecordProducer:
         settings: dict[str, object] = {
             **producer_settings(config, transactional_id=transactional_id)
         }
-        self._hooks = client_logs.hooks()
+        self._hooks = client_logs.hooks(config.cluster_key)
         settings.update(self._hooks.settings())
         #: The local queue's bound in messages (queue.buffering.max.messages).
         self.capacity = int(str(settings["queue.buffering.max.messages"]))

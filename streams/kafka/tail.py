@@ -39,7 +39,7 @@ class TopicTail:
     ) -> None:
         self.topic = topic
         self._partitions = partitions
-        self._hooks = client_logs.hooks()
+        self._hooks = client_logs.hooks(config.cluster_key)
         settings = {
             **config.base(),
             # librdkafka wants a group id, but this reader never joins or commits.

@@ -28,13 +28,17 @@ class _Clock:
 
 def test_refusals_for_longer_than_the_grace_stop_the_client_with_one_line() -> None:
     clock = _Clock()
-    hooks = ClientHooks(ClientLogs(clock=clock), clock=clock)
+    logs = ClientLogs(clock=clock)
+    hooks = ClientHooks(logs, "b:9093|alice")
+    producer = ClientHooks(logs, "b:9093|alice")  # another client, same cluster and user
+    other = ClientHooks(logs, "c:9093|alice")
     hooks.raise_if_refused("consumer of group g")  # nothing refused yet
-    hooks.on_error(_REFUSED)
+    producer.on_error(_REFUSED)  # the refusal may reach any of the process's clients
     clock.now += REFUSED_GRACE_S - 1
     hooks.raise_if_refused("consumer of group g")  # within the grace: it may be a rotation
     hooks.on_error(_REFUSED)
     clock.now += 2
+    other.raise_if_refused("consumer of group h")  # another cluster is not refused
     with pytest.raises(AuthorizationFailed) as caught:
         hooks.raise_if_refused("consumer of group g")
     message = str(caught.value)
@@ -46,7 +50,7 @@ def test_refusals_for_longer_than_the_grace_stop_the_client_with_one_line() -> N
 
 def test_a_broker_seen_up_again_clears_the_refusal() -> None:
     clock = _Clock()
-    hooks = ClientHooks(ClientLogs(clock=clock), clock=clock)
+    hooks = ClientHooks(ClientLogs(clock=clock), "b:9093|alice")
     hooks.on_error(_REFUSED)
     clock.now += REFUSED_GRACE_S / 2
     hooks.on_stats(json.dumps({"brokers": {"b:9093/1": {"state": "UP"}}}))
