@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
+from streams.errors import StreamsError
 from streams.events import TaskEvent
 from streams.kafka.client_config import ClientConfig
 from streams.policy.review import ReviewConfig
@@ -29,12 +31,15 @@ from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
 from streams.signals import Escalate
 from streams.topology import Topology
+from streams.types import TopicPartition
 
 __all__ = ["ReviewHandler", "ReviewWorker", "review_worker"]
 
 #: A review worker's shutdown grace and revoke budget at most (its in-flight calls are
 #: parked reviews, safe in W.reviews).
 _REVIEW_LET_GO_S = 2.0
+#: How often a parked review checks that its partition is still this worker's.
+_OWNER_CHECK_S = 1.0
 
 
 class ReviewHandler:
@@ -52,6 +57,8 @@ class ReviewHandler:
         self._waiting = {}
         self._pending: set[str] = set()  # runs this worker holds parked (its share of the queue)
         self.metrics: ReviewMetrics | None = None  # set by ReviewWorker once it has a registry
+        #: Whether this worker still holds a partition (ReviewWorker sets it).
+        self.owns: Callable[[TopicPartition], bool] = lambda tp: True
         book.listen(self._on_entry)
 
     @property
@@ -65,7 +72,7 @@ class ReviewHandler:
             if entry is None or entry.stage != self.stage:
                 entry = await self._park(event)
             if entry.state == "pending":
-                entry = await self._wait(entry)
+                entry = await self._wait(entry, ctx.record.tp)
         finally:
             self._pending.discard(event.run_id)
         by_person = entry.state != "timed_out"
@@ -95,7 +102,7 @@ class ReviewHandler:
         await asyncio.to_thread(self._book.write, entry)
         return entry
 
-    async def _wait(self, entry: ReviewEntry) -> ReviewEntry:
+    async def _wait(self, entry: ReviewEntry, tp: TopicPartition) -> ReviewEntry:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ReviewEntry] = loop.create_future()
         self._waiting[entry.run_id] = (loop, future)
@@ -104,9 +111,8 @@ class ReviewHandler:
             latest = self._book.get(entry.run_id)
             if latest is not None and latest.state != "pending":
                 return latest
-            left_s = max(0.0, (entry.deadline_ms - _now_ms()) / 1000)
             try:
-                return await asyncio.wait_for(future, left_s)
+                return await self._decision(future, entry.deadline_ms, tp)
             except TimeoutError:
                 outcome = self.config.on_timeout
                 timed_out = entry.decided(
@@ -121,6 +127,27 @@ class ReviewHandler:
         finally:
             self._waiting.pop(entry.run_id, None)
 
+    async def _decision(
+        self, future: asyncio.Future[ReviewEntry], deadline_ms: int, tp: TopicPartition
+    ) -> ReviewEntry:
+        """The decided entry; TimeoutError at the deadline. A review whose partition this
+        worker no longer holds (a rebalance moved it: the new owner parks it again, with
+        its deadline) is let go, so it does not keep a place here; its outcome is dropped
+        by the worker. Twice unowned, a second apart: a sample taken mid-rebalance may miss
+        a partition, and letting go of one still held would dead-letter it."""
+        unowned = 0
+        while True:
+            left_s = (deadline_ms - _now_ms()) / 1000
+            if left_s <= 0:
+                raise TimeoutError
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), min(left_s, _OWNER_CHECK_S))
+            except TimeoutError:
+                pass
+            unowned = unowned + 1 if not self.owns(tp) else 0
+            if unowned >= 2:
+                raise ReviewLetGo(f"{tp} moved to another worker; it holds this review now")
+
     def _on_entry(self, entry: ReviewEntry) -> None:
         if entry.state == "pending" or entry.stage != self.stage:
             return
@@ -128,6 +155,11 @@ class ReviewHandler:
         if waiting is not None:
             loop, future = waiting
             loop.call_soon_threadsafe(_resolve, future, entry)
+
+
+class ReviewLetGo(StreamsError):
+    """A parked review's partition moved to another worker (never an outcome: the worker
+    drops what a call on a partition it no longer holds returns or raises)."""
 
 
 class ReviewWorker(StageWorker):
@@ -147,6 +179,7 @@ class ReviewWorker(StageWorker):
         try:
             handler = ReviewHandler(topology, stage, self.book)
             super().__init__(topology, stage, client, handler=handler, options=options, **kwargs)
+            handler.owns = lambda tp: tp in self.partitions()
             handler.metrics = ReviewMetrics(
                 self.registry,
                 workflow=topology.workflow,

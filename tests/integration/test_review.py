@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from streams.kafka.client_config import ClientConfig
 from streams.review import ReviewDesk, ReviewServer, review_worker
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
-from streams.testing import WorkerThread, publish, read_records
+from streams.testing import WorkerThread, publish, read_dead_letters, read_records
 from streams.topology import Topology
 from streams.types import Record
 
@@ -201,3 +202,76 @@ def test_pending_reviews_survive_a_worker_restart_with_their_deadlines(
         assert decisions == {runs[0].run_id.encode(): "approve", runs[1].run_id.encode(): "decline"}
     finally:
         desk.close()
+
+
+def test_on_timeout_escalate_without_a_retry_policy_dead_letters_escalated(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    topology = review_flow(admin, max_pending=5, max_wait_s=1.5, on_timeout="escalate")
+    start(workers, review_worker(topology, "approve", client_config, options=FAST))
+    [event] = events(topology, "approve", 1)
+    publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], [event])
+    [letter] = read_dead_letters(
+        client_config, topology.dead_letter_topic, 3, expect=1, timeout_s=20
+    )
+    assert letter.reason == "escalated"
+    assert "not decided within 1.5 s" in (letter.error_message or "")
+    topic = topology.stages["send"].input_topics_by_lane["standard"]
+    assert read_records(client_config, topic, 3, expect=1, timeout_s=2) == []  # nothing went on
+
+
+def test_the_server_refuses_what_is_not_a_decision_of_a_pending_review(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    topology = review_flow(admin, max_pending=5, max_wait_s=40, on_timeout="decline")
+    server = ReviewServer(topology, client_config, host="127.0.0.1", port=0).start()
+    url = f"{server.url}/v1/workflows/{topology.workflow}/reviews"
+
+    def status(path: str, body: object | None = None) -> int:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{url}{path}", data=data, method="GET" if data is None else "POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return int(exc.code)
+
+    try:
+        assert status("") == 200
+        assert status("/nobody") == 404
+        assert status("/nobody", {"decision": "approve", "reviewer": "ana"}) == 409
+        assert status("/nobody", {"decision": "maybe", "reviewer": "ana"}) == 422
+        assert status("/nobody", {"decision": "approve", "reviewer": "timeout"}) == 422
+        assert status("/nobody", {"decision": "approve"}) == 422  # who decided?
+        assert status("/nobody", [1]) == 422
+        with urllib.request.urlopen(f"{server.url}/v1/workflows/other/reviews", timeout=5) as r:
+            raise AssertionError(f"another workflow answered {r.status}")
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        assert exc.code == 404
+    finally:
+        server.close()
+
+
+def test_a_worker_lets_go_of_reviews_whose_partitions_moved_to_another(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    topology = review_flow(admin, max_pending=6, max_wait_s=50, on_timeout="decline")
+    first = start(workers, review_worker(topology, "approve", client_config, options=FAST))
+    runs = events(topology, "approve", 6)
+    publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], runs)
+    labels = {"workflow": topology.workflow, "stage": "approve"}
+
+    def pending(worker: StageWorker) -> float:
+        return worker.registry.get_sample_value("streams_review_pending", labels) or 0.0
+
+    wait_for(lambda: pending(first) == 6, 20, "6 reviews parked at the first worker")
+    second = start(workers, review_worker(topology, "approve", client_config, options=FAST))
+    wait_for(lambda: pending(second) > 0, 30, "the second worker holding its share")
+    # Each parked review is held by one worker: the first let go of those that moved.
+    wait_for(lambda: pending(first) + pending(second) == 6, 10, "6 held in all")
+    time.sleep(1.0)
+    assert pending(first) + pending(second) == 6
