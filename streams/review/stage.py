@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streams.errors import StreamsError
 from streams.events import TaskEvent
 from streams.kafka.client_config import ClientConfig
 from streams.policy.review import ReviewConfig
@@ -29,7 +28,7 @@ from streams.review.records import TIMEOUT_REVIEWER, ReviewEntry, decision_heade
 from streams.runtime.context import HandlerContext
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
-from streams.signals import Escalate
+from streams.signals import DeadLetter, Escalate
 from streams.topology import Topology
 from streams.types import TopicPartition
 
@@ -157,9 +156,11 @@ class ReviewHandler:
             loop.call_soon_threadsafe(_resolve, future, entry)
 
 
-class ReviewLetGo(StreamsError):
-    """A parked review's partition moved to another worker (never an outcome: the worker
-    drops what a call on a partition it no longer holds returns or raises)."""
+class ReviewLetGo(DeadLetter):
+    """A parked review's partition moved to another worker. Never an outcome: the worker
+    drops what a call on a partition it no longer holds returns or raises. A DeadLetter
+    so that, were the partition still held after all, the run is a visible dead letter,
+    never retried, rather than silently ended."""
 
 
 class ReviewWorker(StageWorker):
