@@ -36,7 +36,7 @@ class Summary:
     crm_calls_during_incident: int  # writes that reached the CRM while it was failing
     crm_breaker_transitions: dict[str, int]  # "closed->open": n, ... (naive: none)
     crm_breaker_timeline: list[tuple[float, str]]  # (t, state) at each change seen
-    runs_lost_to_crm: int  # act's runs dead-lettered by a failed write or a tool refusal
+    runs_lost_to_crm: int  # act's runs dead-lettered by a failed write or the open breaker
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,15 +52,17 @@ def _window(data: RunData, phase: str) -> tuple[float, float]:
 #: Dead letters of the CRM-writing stage that the incident caused.
 _CRM_STAGE = "act"
 _CRM_TOOL = "crm_write"
-_TOOL_REFUSALS = ("tool_unavailable", "tool_saturated", "tool_timeout")
 
 
 def lost_to_crm(data: RunData) -> int:
+    """Runs of the CRM-writing stage dead-lettered by a failed write (CRMUnavailable) or
+    refused by its breaker (tool_unavailable: only a sick tool opens it). Not
+    tool_saturated: no rate token within max_wait_s happens without an incident too."""
     return sum(
         n
         for (stage, reason, error_type), n in data.letters.items()
         if stage == _CRM_STAGE
-        and (reason in _TOOL_REFUSALS or error_type.endswith("CRMUnavailable"))
+        and (reason == "tool_unavailable" or error_type.endswith("CRMUnavailable"))
     )
 
 

@@ -91,6 +91,7 @@ def test_summary_counts_runs_lost_to_the_crm_and_the_breaker_course() -> None:
             ("act", "handler_error", "topology.sim.CRMUnavailable"): 7,
             ("act", "tool_unavailable", "streams.errors.ToolUnavailable"): 3,
             ("act", "expired", ""): 5,  # the caller's deadline: expiry, not the CRM
+            ("act", "tool_saturated", "streams.errors.ToolSaturated"): 4,  # no token in time
             ("plan", "handler_error", "topology.sim.DependencyError"): 2,  # the LLM's
         }
     )
