@@ -144,7 +144,12 @@ class ReviewBook:
     def _apply(self, entry: ReviewEntry) -> None:
         with self._lock:
             known = self._entries.get(entry.run_id)
-            if known is not None and known.state != "pending" and entry.state == "pending":
+            if (
+                known is not None
+                and known.state != "pending"
+                and entry.state == "pending"
+                and known.admitted_at_ms >= entry.admitted_at_ms
+            ):
                 return  # first outcome stands: a late pending write does not reopen it
             if known == entry:
                 return  # our own write, read back

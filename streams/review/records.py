@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from streams.serde import SchemaStore, Serde
+from streams.types import Record
 
 __all__ = [
     "DECISION_HEADER",
@@ -46,10 +47,22 @@ class ReviewEntry:
     admitted_at_ms: int
     deadline_ms: int
     payload: bytes
+    #: The parked record (its redelivery finds this entry; a replay is a new record).
+    record_topic: str = ""
+    record_partition: int = 0
+    record_offset: int = -1
     decided_at_ms: int | None = None
     decision: str | None = None
     note: str | None = None
     reviewer: str | None = None
+
+    def holds(self, record: Record) -> bool:
+        """Whether this entry is the review of `record` (the same record, redelivered)."""
+        return (self.record_topic, self.record_partition, self.record_offset) == (
+            record.topic,
+            record.partition,
+            record.offset,
+        )
 
     def decided(
         self, state: ReviewState, decision: str, *, at_ms: int, note: str | None, reviewer: str
@@ -73,6 +86,9 @@ class ReviewEntry:
             "note": self.note,
             "reviewer": self.reviewer,
             "payload": self.payload,
+            "record_topic": self.record_topic,
+            "record_partition": self.record_partition,
+            "record_offset": self.record_offset,
         }
 
     @classmethod
@@ -91,6 +107,9 @@ class ReviewEntry:
             note=d["note"],
             reviewer=d["reviewer"],
             payload=d["payload"],
+            record_topic=d["record_topic"],
+            record_partition=d["record_partition"],
+            record_offset=d["record_offset"],
         )
 
 

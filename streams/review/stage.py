@@ -30,7 +30,7 @@ from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
 from streams.signals import DeadLetter, Escalate
 from streams.topology import Topology
-from streams.types import TopicPartition
+from streams.types import Record, TopicPartition
 
 __all__ = ["ReviewHandler", "ReviewWorker", "review_worker"]
 
@@ -68,8 +68,8 @@ class ReviewHandler:
         self._pending.add(event.run_id)
         try:
             entry = self._book.get(event.run_id)
-            if entry is None or entry.stage != self.stage:
-                entry = await self._park(event)
+            if entry is None or entry.stage != self.stage or not entry.holds(ctx.record):
+                entry = await self._park(event, ctx.record)
             if entry.state == "pending":
                 entry = await self._wait(entry, ctx.record.tp)
         finally:
@@ -85,7 +85,7 @@ class ReviewHandler:
         if self.metrics is not None:
             self.metrics.decided(outcome, by_person=by_person)
 
-    async def _park(self, event: TaskEvent) -> ReviewEntry:
+    async def _park(self, event: TaskEvent, record: Record) -> ReviewEntry:
         now_ms = _now_ms()
         entry = ReviewEntry(
             workflow=event.workflow,
@@ -97,6 +97,9 @@ class ReviewHandler:
             admitted_at_ms=now_ms,
             deadline_ms=now_ms + int(self.config.max_wait_s * 1000),
             payload=event.payload,
+            record_topic=record.topic,
+            record_partition=record.partition,
+            record_offset=record.offset,
         )
         await asyncio.to_thread(self._book.write, entry)
         return entry

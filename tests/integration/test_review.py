@@ -275,3 +275,27 @@ def test_a_worker_lets_go_of_reviews_whose_partitions_moved_to_another(
     wait_for(lambda: pending(first) + pending(second) == 6, 10, "6 held in all")
     time.sleep(1.0)
     assert pending(first) + pending(second) == 6
+
+
+def test_a_run_sent_to_review_again_is_reviewed_again(
+    admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
+) -> None:
+    """A replayed run (a new record of the same run, e.g. `streams dlq replay` of one that
+    timed out) gets a fresh review; only a redelivery of the same record finds its old one."""
+    topology = review_flow(admin, max_pending=5, max_wait_s=1.5, on_timeout="escalate")
+    start(workers, review_worker(topology, "approve", client_config, options=FAST))
+    [event] = events(topology, "approve", 1)
+    topic = topology.stages["approve"].input_topics_by_lane["standard"]
+    publish(client_config, topic, [event])
+    read_dead_letters(client_config, topology.dead_letter_topic, 3, expect=1, timeout_s=20)
+    desk = ReviewDesk(topology, client_config)
+    try:
+        wait_for(lambda: getattr(desk.get(event.run_id), "state", "") == "timed_out", 10, "timeout")
+        first = desk.get(event.run_id)
+        assert first is not None
+        publish(client_config, topic, [event])  # the same run, sent again
+        wait_for(lambda: getattr(desk.get(event.run_id), "state", "") == "pending", 10, "parked")
+        again = desk.get(event.run_id)
+        assert again is not None and again.admitted_at_ms > first.admitted_at_ms
+    finally:
+        desk.close()
