@@ -354,8 +354,12 @@ class PayloadSchema:
             value = json.loads(payload)
         except ValueError as exc:
             return f"not JSON: {exc}"
+        except RecursionError:  # a caller's bytes must not crash the check (HTTP caps depth)
+            return "not JSON this check can read: nested too deep"
         try:
             validate(value, self._schema, raise_errors=True)
         except ValidationError as exc:
             return f"does not match {self.path.name}: {'; '.join(map(str, exc.errors))[:300]}"
+        except RecursionError:
+            return f"does not match {self.path.name}: nested too deep"
         return None

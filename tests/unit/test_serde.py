@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.errors import ConfigError, DecodeError, SerdeError, UnknownSchema
-from streams.serde import SCHEMAS_DIR_ENV, SchemaStore, Serde, default_schemas_dir
+from streams.serde import SCHEMAS_DIR_ENV, PayloadSchema, SchemaStore, Serde, default_schemas_dir
 
 REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 TASK_EVENT = "dev.streams.TaskEvent"
@@ -408,3 +408,13 @@ def test_default_schemas_dir_honours_the_environment(tmp_path: Path) -> None:
 def test_default_schemas_dir_rejects_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=SCHEMAS_DIR_ENV):
         default_schemas_dir({SCHEMAS_DIR_ENV: str(tmp_path / "missing")})
+
+
+def test_a_payload_nested_too_deep_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    schema = tmp_path / "run.avsc"
+    schema.write_text(
+        '{"type": "record", "name": "Run", "fields": [{"name": "x", "type": "string"}]}'
+    )
+    deep = b"[" * 100_000 + b"]" * 100_000
+    problem = PayloadSchema(schema).problem_with_json(deep)
+    assert problem is not None and "nested too deep" in problem
