@@ -20,6 +20,7 @@ import pytest
 
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
+from streams.review import ReviewDesk
 from streams.testing import publish, read_records
 
 from .process_helpers import REPO_ROOT, worker_processes, write_workflow
@@ -95,3 +96,44 @@ def test_review_server_and_worker_processes_approve_a_run(
             if server.poll() is None:
                 server.kill()
                 server.wait(10)
+
+
+def test_pending_reviews_survive_kill_9_of_the_worker_process(
+    admin: Admin, client_config: ClientConfig, bootstrap: str, tmp_path: Path
+) -> None:
+    topology, path = write_workflow(
+        admin,
+        tmp_path,
+        {
+            "approve": {"kind": "review", "handler": None, "downstream": ["send"],
+                        "review": {"max_pending": 4, "max_wait_s": 45, "on_timeout": "decline"}},
+            "send": {},
+        },
+    )  # fmt: skip
+    runs = events(topology, "approve", 2)
+    desk = ReviewDesk(topology, client_config)
+    try:
+        with worker_processes(bootstrap, tmp_path) as workers:
+            first = workers.start(path, "approve")
+            publish(
+                client_config, topology.stages["approve"].input_topics_by_lane["standard"], runs
+            )
+            deadline = time.monotonic() + 30
+            while len(desk.pending()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(desk.pending()) == 2, workers.logs()
+            deadlines = {r.run_id: r.deadline_ms for r in desk.pending()}
+            first.signal(signal.SIGKILL)
+            assert first.wait(10) is not None
+            workers.start(path, "approve")
+            # Nothing is lost: the redelivered records (uncommitted) find their reviews.
+            for run in runs:
+                desk.decide(run.run_id, "approve", reviewer="ana")
+            topic = topology.stages["send"].input_topics_by_lane["standard"]
+            records = read_records(client_config, topic, 3, expect=2, timeout_s=40)
+            assert sorted(r.key or b"" for r in records) == sorted(r.run_id.encode() for r in runs)
+            assert all(dict(r.headers)["streams.review.decision"] == b"approve" for r in records)
+            kept = {r.run_id: r.deadline_ms for r in map(desk.get, deadlines) if r is not None}
+            assert kept == deadlines  # decided entries keep the original deadline
+    finally:
+        desk.close()
