@@ -11,6 +11,7 @@ Modules:
   stage    ReviewWorker: the StageWorker of a review stage, its handler parks runs
   desk     ReviewDesk: list, stats, decide
   http     ReviewServer: GET/POST /v1/workflows/W/reviews
+  metrics  the review worker's Prometheus families
 """
 
 from streams.review.desk import ReviewDesk, ReviewNotPending, ReviewStats
