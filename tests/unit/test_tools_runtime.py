@@ -213,3 +213,48 @@ def test_tool_metrics_are_exported_per_tool() -> None:
     assert (
         value("streams_tool_breaker_transitions_total", from_state="closed", to_state="open") == 1.0
     )
+
+
+def test_waiters_for_rate_tokens_are_served_in_arrival_order() -> None:
+    """16 calls wait on 40 tokens/s: each is admitted in the order it arrived, and none is
+    refused although the last waits 16 / 40 = 0.4 s of a 1.5 s max_wait_s (served out of
+    order, an unlucky waiter could lose every race to the deadline)."""
+    tools = box({"rate": 40, "burst": 1, "max_wait_s": 1.5})
+
+    async def main() -> list[int]:
+        admitted: list[int] = []
+
+        async def call(i: int) -> None:
+            await tools.call("crm").call(lambda: admitted.append(i))
+
+        tasks = []
+        for i in range(16):
+            tasks.append(asyncio.create_task(call(i)))
+            await asyncio.sleep(0.002)  # arrival order is creation order
+        await asyncio.gather(*tasks)
+        return admitted
+
+    assert asyncio.run(main()) == list(range(16))
+
+
+def test_blocking_waiters_are_served_in_arrival_order_too() -> None:
+    tools = box({"rate": 40, "burst": 1, "max_wait_s": 1.5})
+    admitted: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        def record() -> None:
+            with lock:
+                admitted.append(i)
+
+        tools.call("crm").call_blocking(record)
+
+    threads = []
+    for i in range(10):
+        thread = threading.Thread(target=call, args=(i,))
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.003)
+    for thread in threads:
+        thread.join(5)
+    assert admitted == list(range(10))
