@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.config import Settings, load_settings
+from streams.config import Settings
 from streams.errors import StreamsError
 from streams.intake.requests import RunRequest
 from streams.intake.service import Intake
@@ -31,16 +31,6 @@ STAGE = "work"
 PARTITIONS = 3
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150 + 1.5 * OUTAGE_S)]
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Settings:
-    shared = load_settings()
-    if shared.bootstrap_servers:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is set: no local broker to stop and start")
-    return Settings(
-        bootstrap_servers=None, home=tmp_path / "home", cache_dir=shared.jar_cache.parent
-    )
 
 
 def _accepted(intake: Intake, timeout_s: float) -> str | None:

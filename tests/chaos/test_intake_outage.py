@@ -15,11 +15,10 @@ import os
 import random
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-from streams.config import Settings, load_settings
+from streams.config import Settings
 from streams.errors import StreamsError
 from streams.events import TaskEventCodec
 from streams.intake.requests import RunRequest
@@ -39,16 +38,6 @@ PAUSE_S = (1.0, 3.0)
 FINAL = ("accepted", "collapsed")
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240 + 1.5 * OUTAGE_S)]
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Settings:
-    shared = load_settings()
-    if shared.bootstrap_servers:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is set: no local broker to stop and start")
-    return Settings(
-        bootstrap_servers=None, home=tmp_path / "home", cache_dir=shared.jar_cache.parent
-    )
 
 
 class Answers:

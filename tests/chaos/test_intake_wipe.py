@@ -6,28 +6,17 @@ stale ledger."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from streams.config import Settings, load_settings
+from streams.config import Settings
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.local_broker import LocalBroker
 from tests.integration.intake_helpers import http_server, intake_workflow, running_intake
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Settings:
-    shared = load_settings()
-    if shared.bootstrap_servers:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS is set: no local broker to wipe")
-    return Settings(
-        bootstrap_servers=None, home=tmp_path / "home", cache_dir=shared.jar_cache.parent
-    )
 
 
 def test_an_intake_whose_ledger_was_wiped_is_unhealthy_and_decides_nothing(
