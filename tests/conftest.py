@@ -7,6 +7,8 @@ that `streams broker start` runs. Nothing here fakes Kafka.
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -38,16 +40,19 @@ def bootstrap() -> Iterator[str]:
     if running is not None:  # the user's (or another session's) broker: share it, leave it
         yield running.bootstrap
         return
-    # None running: a broker of the session's own, on a fresh data directory of its own.
-    # Not the user's broker home: every test leaves unique topics behind, and a data
-    # directory grown to tens of thousands of partitions takes minutes to load (and runs
-    # out of file descriptors); the session stops it, so nobody else depends on it.
-    own = LocalBroker(
-        replace(settings, home=settings.home / "test-session", cache_dir=settings.jar_cache.parent)
-    )
+    # None running: a broker of the session's own, in a directory of its own (one per
+    # session: two sessions at once must not share, or the second would restart the
+    # first's), removed at the end. Not the user's broker home: every test leaves unique
+    # topics behind, and a data directory grown to tens of thousands of partitions takes
+    # minutes to load (and runs out of file descriptors).
+    home = settings.home / "test-sessions" / str(os.getpid())
+    own = LocalBroker(replace(settings, home=home, cache_dir=settings.jar_cache.parent))
     state, _ = own.start(fresh=True)
-    yield state.bootstrap
-    own.stop()
+    try:
+        yield state.bootstrap
+    finally:
+        own.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

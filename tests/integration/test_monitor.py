@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from streams.config import load_settings
+from streams.errors import BrokerUnavailable
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.consumer import GroupConsumer
@@ -52,8 +53,16 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 def lag_by_partition(admin: Admin, topology: Topology, stage: str) -> dict[TopicPartition, int]:
     spec = topology.stages[stage]
     partitions = admin.partitions_of(spec.input_topics)
-    ends = admin.end_offsets(partitions)
-    committed = admin.committed_offsets(spec.consumer_group, partitions)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ends = admin.end_offsets(partitions)
+            committed = admin.committed_offsets(spec.consumer_group, partitions)
+            break
+        except BrokerUnavailable:  # a broker just started: its group coordinator is loading
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     return {tp: ends[tp] - (committed.get(tp) or 0) for tp in partitions}
 
 
@@ -137,12 +146,11 @@ def monitor_cmd(scene: PausedScene, *args: str) -> list[str]:
     return [sys.executable, "-m", "streams", "monitor", str(scene.path), *args]
 
 
-def kafka_tools_lag(groups: list[str]) -> dict[tuple[str, str, int], int]:
+def kafka_tools_lag(groups: list[str], bootstrap: str) -> dict[tuple[str, str, int], int]:
     """LAG per (group, topic, partition) as `kafka-consumer-groups --describe` prints it."""
     java = shutil.which("java")
     assert java, "java is needed (the local broker runs on it)"
     libs = load_settings().jar_cache / "libs"
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _local_bootstrap()
     cmd = [
         java, "-cp", f"{libs}/*", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
         "--bootstrap-server", bootstrap, "--describe",
@@ -157,14 +165,6 @@ def kafka_tools_lag(groups: list[str]) -> dict[tuple[str, str, int], int]:
         if numbers and cols[0] in groups:
             lags[(cols[0], cols[1], int(cols[2]))] = int(cols[5])
     return lags
-
-
-def _local_bootstrap() -> str:
-    from streams.kafka.local_broker import LocalBroker
-
-    state = LocalBroker(load_settings()).status()
-    assert state is not None
-    return state.bootstrap
 
 
 def stage_of(snapshot: dict[str, Any], name: str) -> dict[str, Any]:
@@ -207,7 +207,7 @@ def test_once_json_shows_the_paused_backlog_and_agrees_with_kafka_tools(
 
     # Kafka's own tool, against what the monitor printed: equal within what is in flight.
     groups = [f"{wf}.plan", f"{wf}.act"]
-    tools = kafka_tools_lag(groups)
+    tools = kafka_tools_lag(groups, client_config.bootstrap_servers)
     compared = 0
     for stage in (plan, act):
         slack = stage["in_flight"]
