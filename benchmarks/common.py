@@ -23,7 +23,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from streams.errors import BrokerUnavailable
+from streams.errors import StreamsError
 from streams.events import TaskEventCodec, new_task_event
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
@@ -151,12 +151,15 @@ def make_workflow(
         TopicWanted(t, spec.partitions, None, spec.compacted)
         for t, spec in topology.all_topics().items()
     )
-    _wait_for_leaders(client, topology)
+    wait_for_leaders(client, topology)
     return data, topology
 
 
-def _wait_for_leaders(client: ClientConfig, topology: Topology, timeout_s: float = 90.0) -> None:
-    # New topics answer NOT_LEADER_OR_FOLLOWER for a moment; start only once they serve.
+def wait_for_leaders(client: ClientConfig, topology: Topology, timeout_s: float = 90.0) -> None:
+    """Return once every topic of the workflow serves (end offsets answer).
+
+    New topics answer NOT_LEADER_OR_FOLLOWER (or UNKNOWN_TOPIC, mapped to another error
+    class) for a moment; start only once they serve."""
     # A fresh admin client per try: one that saw a topic as unknown kept answering
     # UNKNOWN_TOPIC_OR_PART from its metadata cache for the whole 90 s (seen here).
     tps = [
@@ -169,7 +172,7 @@ def _wait_for_leaders(client: ClientConfig, topology: Topology, timeout_s: float
         try:
             Admin(client).end_offsets(tps)
             return
-        except BrokerUnavailable:
+        except StreamsError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

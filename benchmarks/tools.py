@@ -28,12 +28,10 @@ from typing import Any
 import yaml
 
 from benchmarks import common
-from streams.errors import StreamsError
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.runtime.tools import ToolBox, ToolRegistry
-from streams.topology import Topology, parse_topology
-from streams.types import TopicPartition
+from streams.topology import parse_topology
 
 NAME = "tools"
 _LOG_PATH = os.environ.get("BENCH_TOOL_CALL_LOG")
@@ -122,7 +120,7 @@ def fleet_rate(
         TopicWanted(t, spec.partitions, None, spec.compacted)
         for t, spec in topology.all_topics().items()
     )
-    _wait_until_served(client, topology)
+    common.wait_for_leaders(client, topology)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "flow.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -186,25 +184,6 @@ def fleet_rate(
         "worst_1s_calls": worst_1s,
         "per_process": sorted(per_process.values()),
     }
-
-
-def _wait_until_served(client: ClientConfig, topology: Topology, timeout_s: float = 90.0) -> None:
-    # New topics answer "no leader" for a moment, mapped to either error class; a fresh
-    # admin client per try (one that saw a topic as unknown keeps its cached answer).
-    tps = [
-        TopicPartition(t, p)
-        for t, spec in topology.all_topics().items()
-        for p in range(spec.partitions)
-    ]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            Admin(client).end_offsets(tps)
-            return
-        except StreamsError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _calls(path: Path) -> list[tuple[float, int]]:
