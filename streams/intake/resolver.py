@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from streams.clock import Clock
 from streams.errors import StreamsError
@@ -30,14 +29,6 @@ log = logging.getLogger(__name__)
 
 #: How far before a submission's own clock reading its event can carry a timestamp.
 _CLOCK_SLACK_MS = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    run_id: str
-    admitted: bool
-    lane: Lane | None  # where its event was found
-    delayed: bool
 
 
 class UnknownOutcomes:
@@ -73,7 +64,6 @@ class UnknownOutcomes:
         ]
         self._lock = threading.Lock()
         self._pending: dict[str, LedgerEntry] = {}
-        self.settled: list[Settled] = []  # the latest round's, for tests and logs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="intake-resolver", daemon=True)
 
@@ -90,10 +80,6 @@ class UnknownOutcomes:
         with self._lock:
             self._pending[reservation.run_id] = reservation
 
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._pending)
-
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             try:
@@ -101,7 +87,7 @@ class UnknownOutcomes:
             except Exception:  # the resolver must outlive one bad round
                 log.exception("settling unknown outcomes failed")
 
-    def settle_due(self) -> list[Settled]:
+    def settle_due(self) -> None:
         """One round: search for every due run at once; settle those the search answers."""
         now_ms = int(self._clock.now() * 1000)
         for stale in self._book.stale_reservations(now_ms - self._stale_after_ms):
@@ -114,38 +100,30 @@ class UnknownOutcomes:
                 if r.at_ms + self._settle_after_ms <= now_ms
             }
         if not due:
-            return []
+            return
         since_ms = min(r.at_ms for r in due.values()) - _CLOCK_SLACK_MS
         try:
             found = find_keys(self._client, self._topics, (k.encode() for k in due), since_ms)
         except StreamsError as exc:
             log.info("unknown outcomes wait for the broker (%d runs): %s", len(due), exc)
-            return []
-        settled = [
-            self._settle(r, next(iter(found.get(run_id.encode(), [])), None))
-            for run_id, r in due.items()
-        ]
+            return
+        for run_id in due:
+            self._settle(run_id, next(iter(found.get(run_id.encode(), [])), None))
         with self._lock:
             for run_id in due:
                 self._pending.pop(run_id, None)
-        self.settled = settled
-        return settled
 
-    def _settle(self, reservation: LedgerEntry, topic: str | None) -> Settled:
-        run_id = reservation.run_id
+    def _settle(self, run_id: str, topic: str | None) -> None:
         live = self._book.entry(run_id)
         if live is None or live.phase != "reserved":
-            # Finished (a completion proved it ran), released, or admitted meanwhile.
-            return Settled(run_id, live is not None or self._book.run(run_id) is not None,
-                           None if live is None else live.lane, False)  # fmt: skip
+            return  # finished (a completion proved it ran), released, or admitted meanwhile
         if topic is None:
             log.warning("run %s was never written: its reservation is released", run_id)
             self._writer.release(run_id)
-            return Settled(run_id, False, None, False)
+            return
         delayed = topic == self._delayed_topic
         lane = live.lane if delayed else self._lane_of_topic[topic]
         admitted = live._replace(lane=lane, phase="delayed" if delayed else "queued")
         self._book.admit(admitted)
         self._writer.rewrite(admitted)
         log.warning("run %s was written although unacknowledged: it counts as admitted", run_id)
-        return Settled(run_id, True, lane, delayed)
