@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
 
 import typer
 
@@ -19,6 +20,8 @@ from streams.errors import ConfigError, StreamsError
 
 if TYPE_CHECKING:
     from streams.inspect.dead_letters import DeadLetterEntry
+    from streams.operate.escalation_entries import EscalationEntry
+    from streams.operate.replay_plan import ReplayItem
     from streams.types import Record
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -28,11 +31,28 @@ topology_app = typer.Typer(no_args_is_help=True, help="Workflow topology files."
 app.add_typer(topology_app, name="topology")
 dlq_app = typer.Typer(no_args_is_help=True, help="The workflow's dead letters.")
 app.add_typer(dlq_app, name="dlq")
+escalations_app = typer.Typer(no_args_is_help=True, help="Runs handed to people (W.escalations).")
+app.add_typer(escalations_app, name="escalations")
 runs_app = typer.Typer(no_args_is_help=True, help="The workflow's runs.")
 app.add_typer(runs_app, name="runs")
+# README "Operator controls": streams control TOPOLOGY degrade|pause|resume|tool|clear|show
+from streams.control.cli import control_app  # noqa: E402
+
+app.add_typer(control_app, name="control")
 
 _debug = False
 T = TypeVar("T")
+
+
+class _Entry(Protocol):
+    """A dead letter or escalation read for `list`/`show`: its place in its topic."""
+
+    @property
+    def id(self) -> str: ...
+
+
+_E = TypeVar("_E", bound=_Entry)
+
 #: Every command that talks to Kafka takes the cluster's client settings (README "Secured
 #: clusters"): this file, then STREAMS_KAFKA_* variables over it.
 _ClientConfigOpt = Annotated[
@@ -48,9 +68,22 @@ _ClientConfigOpt = Annotated[
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    schema_registry: Annotated[
+        str | None,
+        typer.Option(
+            "--schema-registry",
+            metavar="URL",
+            help="Confluent-compatible schema registry (sets STREAMS_SCHEMA_REGISTRY_URL); "
+            "default: none, records stay Avro single-object encoded.",
+        ),
+    ] = None,
 ) -> None:
     global _debug
     _debug = debug
+    if schema_registry:  # README "Schema registry": every codec of this command reads it
+        from streams.registry.settings import SCHEMA_REGISTRY_URL_ENV
+
+        os.environ[SCHEMA_REGISTRY_URL_ENV] = schema_registry
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -152,12 +185,13 @@ def worker(
     """Run one stage worker until SIGTERM/SIGINT; drains in-flight work, commits, exits 0."""
     import signal
 
+    from streams.kafka.client_config import ClientConfig
     from streams.kafka.cluster import connect
     from streams.runtime.options import WorkerOptions
     from streams.runtime.worker import StageWorker
     from streams.topology import load_topology
 
-    def build() -> StageWorker:
+    def build() -> tuple[StageWorker, ClientConfig]:
         sys.path.insert(0, str(Path.cwd()))  # handlers are imported like uvicorn apps
         topology = load_topology(topology_file)
         if stage not in topology.stages:
@@ -176,13 +210,22 @@ def worker(
         if topology.stages[stage].review is not None:  # kind: review (README "Human review")
             from streams.review import review_worker
 
-            return review_worker(topology, stage, client, options=options)
-        return StageWorker(topology, stage, client, options=options)
+            return review_worker(topology, stage, client, options=options), client
+        return StageWorker(topology, stage, client, options=options), client
 
-    built = _run(build)
+    built, client = _run(build)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: built.stop())
-    _run(built.run)
+    from streams.runtime.refusal_watchdog import RefusalWatchdog
+
+    # The loop stops itself on refused credentials, unless a client call it is in never
+    # returns (streams/runtime/refusal_watchdog.py): then the watchdog stops the process.
+    watchdog = RefusalWatchdog(client.cluster_key, f"stage {stage} worker")
+    watchdog.start()
+    try:
+        _run(built.run)
+    finally:
+        watchdog.stop()
 
 
 @app.command("intake")
@@ -334,25 +377,72 @@ _StageOpt = Annotated[str | None, typer.Option(help="Only this stage's.")]
 _ReasonOpt = Annotated[str | None, typer.Option(help="Only this reason (expired, timeout, ...).")]
 _SinceOpt = Annotated[str | None, typer.Option(help="Dead since: 10m, 2h, 1d or ISO 8601.")]
 _RunOpt = Annotated[str | None, typer.Option("--run-id", help="Only this run's.")]
+_RateOpt = Annotated[float, typer.Option(help="At most this many submissions a second.")]
+_IntakeUrlOpt = Annotated[
+    str | None, typer.Option(help="Send to this running intake over HTTP (default: a replica).")
+]
+_DeadlineInOpt = Annotated[
+    str | None, typer.Option(help="A new deadline from now (10m, 2h); default: the run's own.")
+]
+_DryRunOpt = Annotated[bool, typer.Option(help="Only say what would be sent.")]
+_ResultsJsonOpt = Annotated[bool, typer.Option("--json", help="Results as JSON, for scripts.")]
+
+
+def _since_ms(since: str | None) -> int | None:
+    """--since (`streams dlq`, `streams escalations`) as epoch ms; a ConfigError naming it."""
+    import time
+
+    from streams.inspect.dead_letters import parse_since
+
+    try:
+        return None if since is None else parse_since(since, time.time())
+    except ValueError as exc:
+        raise ConfigError("--since", "", str(exc)) from None
+
+
+def _echo_list(
+    matching: list[_E], total: int, limit: int,
+    as_dict: Callable[[_E], dict[str, object]] | None, as_line: Callable[[_E], str],
+) -> None:  # fmt: skip
+    """`list` of dead letters or escalations: the newest `limit` as lines (and a count) or,
+    given `as_dict`, as one JSON array."""
+    import json
+
+    shown = matching[-limit:] if limit > 0 else matching
+    if as_dict is not None:
+        typer.echo(json.dumps([as_dict(e) for e in shown], indent=1))
+        return
+    for entry in shown:
+        typer.echo(as_line(entry))
+    typer.echo(f"{len(shown)} shown of {len(matching)} matching, {total} in the topic")
+
+
+def _echo_shown(
+    matching: list[_E], ids: list[str] | None, limit: int, what: str,
+    show_text: Callable[[_E], str],
+) -> None:  # fmt: skip
+    """`show`: the matching entries with these ids (all without), newest `limit`, in full;
+    exit 1 when none is left."""
+    chosen = [e for e in matching if e.id in set(ids)] if ids else matching
+    chosen = chosen[-limit:] if limit > 0 else chosen
+    if not chosen:
+        typer.echo(f"no {what} matches", err=True)
+        raise typer.Exit(code=1)
+    typer.echo("\n\n".join(show_text(e) for e in chosen))
 
 
 def _dead_letter_matches(
     topology_file: Path, stage: str | None, reason: str | None, since: str | None,
     run_id: str | None, client_config: Path | None = None,
 ) -> tuple[list[DeadLetterEntry], int]:  # fmt: skip
-    import time
-
-    from streams.inspect.dead_letters import DeadLetterFilter, parse_since
+    from streams.inspect.dead_letters import DeadLetterFilter
     from streams.inspect.reading import dead_letters
     from streams.kafka.cluster import connect
     from streams.topology import load_topology
 
     def read() -> tuple[list[DeadLetterEntry], int]:
         topology = load_topology(topology_file, validate_handlers=False)
-        try:
-            since_ms = None if since is None else parse_since(since, time.time())
-        except ValueError as exc:
-            raise ConfigError("--since", "", str(exc)) from None
+        since_ms = _since_ms(since)
         wanted = DeadLetterFilter(stage, reason, run_id, since_ms)
         client = connect(load_settings(), client_id="streams-dlq", file=client_config)
         total, matches = 0, []
@@ -379,7 +469,6 @@ def dlq_list(
     client_config: _ClientConfigOpt = None,
 ) -> None:
     """One line per dead letter: id (for `dlq show`), when, stage, reason, origin, run, error."""
-    import json
 
     from streams.inspect.dead_letters import entry_dict, list_line
 
@@ -387,13 +476,7 @@ def dlq_list(
         topology_file, stage, reason, since, run_id, client_config
     )
     entries.sort(key=lambda e: e.letter.dead_at_ms if e.letter is not None else 0)
-    shown = entries[-limit:] if limit > 0 else entries
-    if as_json:
-        typer.echo(json.dumps([entry_dict(e) for e in shown], indent=1))
-        return
-    for entry in shown:
-        typer.echo(list_line(entry))
-    typer.echo(f"{len(shown)} shown of {len(entries)} matching, {total} in the topic")
+    _echo_list(entries, total, limit, entry_dict if as_json else None, list_line)
 
 
 @dlq_app.command("show")
@@ -414,13 +497,7 @@ def dlq_show(
     from streams.inspect.dead_letters import show_text
 
     entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id, client_config)
-    if ids:
-        entries = [e for e in entries if e.id in set(ids)]
-    entries = entries[-limit:] if limit > 0 else entries
-    if not entries:
-        typer.echo("no dead letter matches", err=True)
-        raise typer.Exit(code=1)
-    typer.echo("\n\n".join(show_text(e) for e in entries))
+    _echo_shown(entries, ids, limit, "dead letter", show_text)
 
 
 @dlq_app.command("replay")
@@ -430,23 +507,39 @@ def dlq_replay(
     reason: _ReasonOpt = None,
     since: _SinceOpt = None,
     run_id: _RunOpt = None,
-    rate: Annotated[float, typer.Option(help="At most this many submissions a second.")] = 5.0,
-    intake_url: Annotated[
-        str | None, typer.Option(help="Send to this running intake over HTTP (default: a replica).")
-    ] = None,
-    deadline_in: Annotated[
-        str | None, typer.Option(help="A new deadline from now (10m, 2h); default: the run's own.")
-    ] = None,
+    rate: _RateOpt = 5.0,
+    intake_url: _IntakeUrlOpt = None,
+    deadline_in: _DeadlineInOpt = None,
     from_entry: Annotated[
         bool, typer.Option(help="Restart runs dead after the entry stage from their submission.")
     ] = False,
-    dry_run: Annotated[bool, typer.Option(help="Only say what would be sent.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Results as JSON, for scripts.")] = False,
+    dry_run: _DryRunOpt = False,
+    as_json: _ResultsJsonOpt = False,
     client_config: _ClientConfigOpt = None,
 ) -> None:
     """Send the matching dead letters back through the intake's admission (oldest first,
     at --rate), as new runs keyed by the dead letter; record each on W.replays. Already
     replayed ones are not sent again. Exit 3 when some were not admitted."""
+    from streams.operate.replay_plan import ReplayItem
+
+    entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id, client_config)
+    if not entries:
+        typer.echo("no dead letter matches", err=True)
+        raise typer.Exit(code=1)
+    _replay(
+        topology_file, [ReplayItem.of_dead_letter(e) for e in entries], "dlq",
+        rate=rate, intake_url=intake_url, deadline_in=deadline_in, from_entry=from_entry,
+        dry_run=dry_run, as_json=as_json, client_config=client_config,
+    )  # fmt: skip
+
+
+def _replay(
+    topology_file: Path, items: list[ReplayItem], kind: str, *, rate: float,
+    intake_url: str | None, deadline_in: str | None, from_entry: bool, dry_run: bool,
+    as_json: bool, client_config: Path | None,
+) -> None:  # fmt: skip
+    """`dlq replay` and `escalations replay` after they chose what to send (`items`, read
+    from the dead-letter topic or, `kind` "escalations", the escalations topic)."""
     import json
     import time
 
@@ -467,10 +560,6 @@ def dlq_replay(
 
     if not rate > 0:
         raise typer.BadParameter("--rate must be above 0")
-    entries, _ = _dead_letter_matches(topology_file, stage, reason, since, run_id, client_config)
-    if not entries:
-        typer.echo("no dead letter matches", err=True)
-        raise typer.Exit(code=1)
 
     def show(result: ReplayResult) -> None:
         if not as_json:
@@ -499,16 +588,17 @@ def dlq_replay(
         if from_entry:
             later = {
                 e.event.run_id: e.event.created_at_ms
-                for e in entries
-                if e.event is not None and e.letter is not None and e.letter.stage != entry_stage
+                for e in items
+                if e.event is not None and e.stage not in (None, entry_stage)
             }
             submissions = find_submissions(client, topology, entry_stage, later)
         log = ReplayLog(client, topology.workflow)
+        topic = topology.dead_letter_topic if kind == "dlq" else topology.escalations_topic
         try:
-            target = ReplayTarget(topology.workflow, topology.dead_letter_topic, entry_stage)
+            target = ReplayTarget(topology.workflow, topic, entry_stage)
             options = ReplayOptions(rate, deadline_ms, dry_run, from_entry)
             return replay(
-                entries, target, log, open_door, options, submissions=submissions,
+                items, target, log, open_door, options, submissions=submissions,
                 on_result=show,
             )  # fmt: skip
         finally:
@@ -522,6 +612,117 @@ def dlq_replay(
         typer.echo(summary_line(results))
     if any(r.outcome in NOT_DONE for r in results):
         raise typer.Exit(code=3)
+
+
+_EscalationReasonOpt = Annotated[
+    str | None, typer.Option("--reason", help="Only this reason (escalated, retries_exhausted).")
+]
+_EscalatedSinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Escalated since: 10m, 2h, 1d or ISO 8601.")
+]
+
+
+def _escalation_matches(
+    topology_file: Path, stage: str | None, reason: str | None, since: str | None,
+    run_id: str | None, client_config: Path | None = None,
+) -> tuple[list[EscalationEntry], int]:  # fmt: skip
+    from streams.inspect.reading import entries
+    from streams.kafka.cluster import connect
+    from streams.operate.escalation_entries import EscalationFilter, decode_escalation
+    from streams.topology import load_topology
+
+    def read() -> tuple[list[EscalationEntry], int]:
+        topology = load_topology(topology_file, validate_handlers=False)
+        since_ms = _since_ms(since)
+        wanted = EscalationFilter(stage, reason, run_id, since_ms)
+        client = connect(load_settings(), client_id="streams-escalations", file=client_config)
+        total, matches = 0, []
+        topic = topology.escalations_topic
+        for entry in entries(client, topic, decode_escalation, since_ms=since_ms):
+            e = entry.escalation
+            if e is None or e.workflow == topology.workflow:
+                total += 1
+                if wanted.matches(entry):
+                    matches.append(entry)
+        matches.sort(key=lambda m: m.escalation.escalated_at_ms if m.escalation else 0)
+        return matches, total
+
+    return _run(read)
+
+
+@escalations_app.command("list")
+def escalations_list(
+    topology_file: _TopologyArg,
+    stage: _StageOpt = None,
+    reason: _EscalationReasonOpt = None,
+    since: _EscalatedSinceOpt = None,
+    run_id: _RunOpt = None,
+    limit: Annotated[int, typer.Option(help="Show the newest this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+    client_config: _ClientConfigOpt = None,
+) -> None:
+    """One line per escalation: id (for `escalations show`), when, stage, reason, attempts,
+    run, note or error."""
+
+    from streams.operate.escalation_entries import entry_dict, list_line
+
+    found, total = _escalation_matches(topology_file, stage, reason, since, run_id, client_config)
+    _echo_list(found, total, limit, entry_dict if as_json else None, list_line)
+
+
+@escalations_app.command("show")
+def escalations_show(
+    topology_file: _TopologyArg,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Ids from `escalations list` (partition:offset).")
+    ] = None,
+    stage: _StageOpt = None,
+    reason: _EscalationReasonOpt = None,
+    since: _EscalatedSinceOpt = None,
+    run_id: _RunOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many (newest).")] = 10,
+    client_config: _ClientConfigOpt = None,
+) -> None:
+    """Everything an escalation holds (reason, note, error, where it came from): its task
+    event decoded when it decodes, the bytes printed when not. Exit 1 when nothing matches."""
+    from streams.operate.escalation_entries import show_text
+
+    found, _ = _escalation_matches(topology_file, stage, reason, since, run_id, client_config)
+    _echo_shown(found, ids, limit, "escalation", show_text)
+
+
+@escalations_app.command("replay")
+def escalations_replay(
+    topology_file: _TopologyArg,
+    stage: _StageOpt = None,
+    reason: _EscalationReasonOpt = None,
+    since: _EscalatedSinceOpt = None,
+    run_id: _RunOpt = None,
+    rate: _RateOpt = 5.0,
+    intake_url: _IntakeUrlOpt = None,
+    deadline_in: _DeadlineInOpt = None,
+    from_entry: Annotated[
+        bool,
+        typer.Option(help="Restart runs escalated after the entry stage from the submission."),
+    ] = False,
+    dry_run: _DryRunOpt = False,
+    as_json: _ResultsJsonOpt = False,
+    client_config: _ClientConfigOpt = None,
+) -> None:
+    """Send the matching escalations back through the intake's admission (oldest first, at
+    --rate), as new runs keyed by the escalation; recorded on W.replays, so replayed ones
+    are not sent again. Exit 3 when some were not admitted."""
+    from streams.operate.escalation_entries import replay_item
+
+    found, _ = _escalation_matches(topology_file, stage, reason, since, run_id, client_config)
+    if not found:
+        typer.echo("no escalation matches", err=True)
+        raise typer.Exit(code=1)
+    _replay(
+        topology_file, [replay_item(e) for e in found], "escalations",
+        rate=rate, intake_url=intake_url, deadline_in=deadline_in, from_entry=from_entry,
+        dry_run=dry_run, as_json=as_json, client_config=client_config,
+    )  # fmt: skip
 
 
 @runs_app.command("get")
@@ -654,13 +855,19 @@ def topology_apply(
     dry_run: Annotated[bool, typer.Option(help="Only print the difference.")] = False,
     client_config: _ClientConfigOpt = None,
 ) -> None:
-    """Create or grow the workflow's topics (idempotent); never shrinks partitions."""
+    """Create or grow the workflow's topics (idempotent); never shrinks partitions. With a
+    schema registry, first checks every subject's compatibility, then registers them."""
     from streams.kafka.admin import Admin, TopicWanted
     from streams.kafka.cluster import connect
+    from streams.operate.schema_subjects import apply_subjects, configured_client, plan_subjects
+    from streams.serde import SchemaStore
     from streams.topology import load_topology
 
     def apply() -> int:
         topology = load_topology(file, validate_handlers=False)
+        registry = configured_client()
+        # Refuse an incompatible schema before anything changes (raises SchemaIncompatible).
+        subjects = [] if registry is None else plan_subjects(registry, topology, SchemaStore())
         admin = Admin(connect(load_settings(), client_id="streams-apply", file=client_config))
         wanted = [
             TopicWanted(name, spec.partitions, spec.retention_ms, spec.compacted)
@@ -669,6 +876,11 @@ def topology_apply(
         changes = admin.plan(wanted) if dry_run else admin.apply(wanted)
         for change in changes:
             typer.echo(f"  {change.action:<15} {change.name}: {change.detail}")
+        if registry is not None and not dry_run:
+            subjects = apply_subjects(registry, topology, SchemaStore())
+        for subject in subjects:
+            schema_id = "" if subject.schema_id is None else f" id {subject.schema_id}"
+            typer.echo(f"  {subject.action:<15} {subject.subject}: {subject.schema}{schema_id}")
         return sum(c.action == "refused_shrink" for c in changes)
 
     if _run(apply):
@@ -681,6 +893,7 @@ def demo(
     quick: Annotated[bool, typer.Option(help="The 2-minute version.")] = False,
     live: Annotated[bool | None, typer.Option(help="Live view (default: on a terminal).")] = None,
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    client_config: _ClientConfigOpt = None,
 ) -> None:
     """Run the triage workflow under overload, governed then naive, and report."""
     from rich.console import Console
@@ -691,7 +904,12 @@ def demo(
     show_live = console.is_terminal if live is None else live
     result = _run(
         lambda: run_demo(
-            load_settings(), quick=quick, live=show_live, out_root=out, console=console
+            load_settings(),
+            quick=quick,
+            live=show_live,
+            out_root=out,
+            console=console,
+            client_file=client_config,
         )
     )
     typer.echo(f"report: {result.report}")

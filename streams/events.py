@@ -255,15 +255,23 @@ class TaskEventCodec:
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.serde = Serde(SchemaStore() if store is None else store, TASK_EVENT_SCHEMA)
 
-    def encode(self, event: TaskEvent) -> bytes:
-        return self.serde.encode(event.to_avro())
+    def encode(self, event: TaskEvent, *, topic: str | None = None) -> bytes:
+        """``topic``: where the bytes go; with a schema registry configured, naming it
+        selects the Confluent wire format (see streams.serde)."""
+        return self.serde.encode(event.to_avro(), topic=topic)
 
     def encode_for_stage(
-        self, event: TaskEvent, stage: str, enqueued_at_ms: int, lane: Lane | None = None
+        self,
+        event: TaskEvent,
+        stage: str,
+        enqueued_at_ms: int,
+        lane: Lane | None = None,
+        *,
+        topic: str | None = None,
     ) -> bytes:
         """The bytes of ``event.with_stage(stage, enqueued_at_ms)`` (queued in ``lane`` if
         given), without building that copy (this runs once per emitted record)."""
-        return self.serde.encode(event.staged_avro(stage, enqueued_at_ms, lane))
+        return self.serde.encode(event.staged_avro(stage, enqueued_at_ms, lane), topic=topic)
 
     def decode(self, data: bytes) -> TaskEvent:
         return TaskEvent.from_avro(self.serde.decode(data))
@@ -275,8 +283,8 @@ class DeadLetterCodec:
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.serde = Serde(SchemaStore() if store is None else store, DEAD_LETTER_SCHEMA)
 
-    def encode(self, letter: DeadLetterRecord) -> bytes:
-        return self.serde.encode(letter.to_avro())
+    def encode(self, letter: DeadLetterRecord, *, topic: str | None = None) -> bytes:
+        return self.serde.encode(letter.to_avro(), topic=topic)
 
     def decode(self, data: bytes) -> DeadLetterRecord:
         return DeadLetterRecord.from_avro(self.serde.decode(data))

@@ -1,12 +1,21 @@
-"""Avro single-object encoding of records, with schemas loaded from local .avsc files.
+"""Avro encoding of records, with schemas loaded from local .avsc files.
 
 Owns the wire format and schema evolution; the only module that imports fastavro. Must not
-know what a record means (that is streams.events) nor talk to Kafka or a schema registry.
+know what a record means (that is streams.events) nor talk to Kafka or a schema registry
+itself (a store may carry ``SchemaIds``, which streams.registry implements over HTTP).
 
-Wire format (Avro spec, "Single object encoding")::
+Default wire format (Avro spec, "Single object encoding")::
 
     C3 01 | CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form,
             8 bytes little-endian | Avro binary body
+
+With a schema registry configured (the store carries ``SchemaIds``), a writer that names
+the topic writes the Confluent wire format instead (streams.registry.wire)::
+
+    00 | schema id, 4 bytes big-endian | Avro binary body
+
+Readers accept both, whatever is configured, deciding by the first byte (C3 or 00), so a
+topic can move from one to the other with records of both kinds in it.
 
 Values cross this boundary as Avro primitives: logical types are stripped before fastavro
 sees a schema, so timestamp-millis is an ``int`` of milliseconds both ways, never a datetime.
@@ -23,7 +32,7 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import SchemaParseException, parse_schema, to_parsing_canonical_form
@@ -31,10 +40,12 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.validation import ValidationError, validate
 
 from streams.errors import ConfigError, DecodeError, SerdeError, UnknownSchema
+from streams.registry import wire
 
 __all__ = [
     "SCHEMAS_DIR_ENV",
     "PayloadSchema",
+    "SchemaIds",
     "SchemaStore",
     "Serde",
     "StoredSchema",
@@ -97,6 +108,22 @@ class StoredSchema:
         return f"{self.name}@{self.fingerprint_hex}"
 
 
+class SchemaIds(Protocol):
+    """Schema ids of a schema registry (streams.registry.RegistryIds implements it).
+
+    Both may block on the network the first time for a given key, then answer from a cache;
+    they raise SerdeError (streams.registry.RegistryError) when the registry cannot answer.
+    """
+
+    def id_for_topic(self, topic: str, schema: StoredSchema) -> int:
+        """The id of ``schema`` under ``topic``'s subject, registering it if needed."""
+        ...
+
+    def schema_text(self, schema_id: int) -> str:
+        """The schema (JSON text) the registry holds under ``schema_id``."""
+        ...
+
+
 class SchemaStore:
     """Every .avsc under a directory, parsed once and indexed by fingerprint and name.
 
@@ -104,11 +131,22 @@ class SchemaStore:
     such as history/ are older versions kept so records written with them still decode.
     Each file must be self-contained (no references to types defined in other files).
     Immutable after construction, so one store may be shared across threads.
+
+    ``registry``: schema ids of a schema registry; when given, writers that name the topic
+    use the Confluent wire format. Default: the registry configured by
+    ``STREAMS_SCHEMA_REGISTRY_URL`` (streams.registry.configured_ids), else none.
     """
 
-    def __init__(self, schemas_dir: Path | str | None = None) -> None:
+    def __init__(
+        self, schemas_dir: Path | str | None = None, *, registry: SchemaIds | None = None
+    ) -> None:
         directory = default_schemas_dir() if schemas_dir is None else Path(schemas_dir)
         self.directory = directory
+        if registry is None:
+            from streams.registry.ids import configured_ids
+
+            registry = configured_ids()
+        self.registry = registry
         self._by_fingerprint: dict[bytes, StoredSchema] = {}
         self._current: dict[str, StoredSchema] = {}
         self._parsed: dict[bytes, Any] = {}
@@ -180,8 +218,10 @@ class Serde:
     """Encodes dicts with one current schema; decodes any known version of that record.
 
     ``encode`` raises SerdeError naming the offending field. ``decode`` raises DecodeError
-    for bytes that are not single-object encoded or whose body is corrupt or truncated, and
-    UnknownSchema for a fingerprint the store does not hold. Never blocks; thread-safe.
+    for bytes that are neither single-object encoded nor Confluent-framed, or whose body is
+    corrupt or truncated, and UnknownSchema for a fingerprint the store does not hold.
+    Thread-safe. Without a registry it never blocks; with one, the first encode for a topic
+    and the first decode of an unknown schema id ask the registry (then cached).
     """
 
     def __init__(self, store: SchemaStore, writer_schema_name: str) -> None:
@@ -197,6 +237,9 @@ class Serde:
             for f in self._parsed["fields"]
             if isinstance(f.get("default"), dict | list)
         )
+        self._ids = store.registry
+        # Registry schema id -> (writer schema, reader schema or None), filled on first sight.
+        self._id_readers: dict[int, tuple[Any, Any]] = {}
         # writer fingerprint -> (writer schema, reader schema or None when they are the same)
         self._readers: dict[bytes, tuple[Any, Any]] = {}
         for stored in store.schemas:
@@ -206,7 +249,9 @@ class Serde:
             writer = store._parsed_schema(stored.fingerprint)
             self._readers[stored.fingerprint] = (writer, None if same else self._parsed)
 
-    def encode(self, obj: Mapping[str, Any]) -> bytes:
+    def encode(self, obj: Mapping[str, Any], *, topic: str | None = None) -> bytes:
+        """Single-object encoded bytes; Confluent-framed when the store has a registry and
+        ``topic`` is given (the subject is the topic's, so the writer must name it)."""
         # fastavro silently writes out-of-range, float and bool values into int fields, which
         # other readers then misread; checking the top-level ones is cheap.
         if type(obj) is not dict and not isinstance(obj, Mapping):
@@ -223,7 +268,12 @@ class Serde:
                     f"{_short_repr.repr(value)}, expected an integer in [{low}, {high}]"
                 )
         buffer = io.BytesIO()
-        buffer.write(self._header)
+        framed = self._ids is not None and topic is not None
+        if framed:
+            assert self._ids is not None and topic is not None
+            buffer.write(wire.frame(self._ids.id_for_topic(topic, self.schema), b""))
+        else:
+            buffer.write(self._header)
         try:
             # strict_allow_default rejects unknown keys, so a misspelt field is not dropped.
             fastavro.schemaless_writer(buffer, self._parsed, obj, strict_allow_default=True)
@@ -234,11 +284,15 @@ class Serde:
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
+        if wire.is_confluent_framed(data):
+            schema_id = wire.schema_id_of(data)
+            writer, reader = self._registry_schemas(schema_id)
+            return self._read_body(data, wire.HEADER_LEN, writer, reader, f"id {schema_id}")
         if len(data) < _HEADER_LEN or data[:2] != _MARKER:
             raise DecodeError(
                 "not Avro single-object encoding: expected marker c3 01 and an 8-byte "
-                f"fingerprint, got {len(data)} bytes starting "
-                f"{bytes(data[:_HEADER_LEN]).hex(' ') or '(empty)'}"
+                "fingerprint (or the Confluent wire format: 00 and a 4-byte schema id), got "
+                f"{len(data)} bytes starting {bytes(data[:_HEADER_LEN]).hex(' ') or '(empty)'}"
             )
         fingerprint = bytes(data[2:_HEADER_LEN])
         schemas = self._readers.get(fingerprint)
@@ -246,15 +300,56 @@ class Serde:
             other = self._store.by_fingerprint(fingerprint)  # raises UnknownSchema if unknown
             raise DecodeError(f"record is a {other}, this serde reads {self.schema.name}")
         writer, reader = schemas
+        return self._read_body(data, _HEADER_LEN, writer, reader, fingerprint.hex())
+
+    def _registry_schemas(self, schema_id: int) -> tuple[Any, Any]:
+        """Writer and reader schema for a registry id: asked once, then cached."""
+        found = self._id_readers.get(schema_id)
+        if found is not None:
+            return found
+        if self._ids is None:
+            raise DecodeError(
+                "not Avro single-object encoding: expected marker c3 01 and an 8-byte "
+                f"fingerprint, got the Confluent wire format (schema id {schema_id}), which "
+                "needs a schema registry: set STREAMS_SCHEMA_REGISTRY_URL"
+            )
+        text = self._ids.schema_text(schema_id)
+        try:
+            raw = json.loads(text)
+            fingerprint = bytes.fromhex(
+                _fastavro_fingerprint(to_parsing_canonical_form(raw), "CRC-64-AVRO")
+            )
+            known = self._readers.get(fingerprint)
+            if known is not None:
+                found = known
+            else:
+                writer = parse_schema(_strip_logical_types(raw), {})
+                if not isinstance(writer, dict) or writer.get("name") != self.schema.name:
+                    name = writer.get("name") if isinstance(writer, dict) else writer
+                    raise DecodeError(
+                        f"record is a {name} (registry id {schema_id}), "
+                        f"this serde reads {self.schema.name}"
+                    )
+                found = (writer, self._parsed)
+        except (ValueError, TypeError, KeyError, SchemaParseException) as exc:
+            raise DecodeError(
+                f"the registry's schema {schema_id} is not a usable Avro schema: {exc}"
+            ) from exc
+        self._id_readers.setdefault(schema_id, found)
+        return found
+
+    def _read_body(
+        self, data: bytes, offset: int, writer: Any, reader: Any, writer_name: str
+    ) -> dict[str, Any]:
         buffer = io.BytesIO(data)
-        buffer.seek(_HEADER_LEN)
+        buffer.seek(offset)
         try:
             record = fastavro.schemaless_reader(buffer, writer, reader)
         except Exception as exc:
             # Untrusted bytes: fastavro raises EOFError, IndexError, UnicodeDecodeError, ...
             # The caller must get a DecodeError to dead-letter the record, not crash.
             raise DecodeError(
-                f"corrupt {self.schema.name} body (writer {fingerprint.hex()}, {len(data)} bytes): "
+                f"corrupt {self.schema.name} body (writer {writer_name}, {len(data)} bytes): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         if buffer.tell() != len(data):

@@ -26,7 +26,7 @@ def publish(client: ClientConfig, topic: str, events: Iterable[TaskEvent]) -> in
     acked: list[DeliveryError | None] = []
     for event in events:
         producer.send_when_room(
-            topic, codec.encode(event), key=event.run_id.encode(), on_ack=acked.append
+            topic, codec.encode(event, topic=topic), key=event.run_id.encode(), on_ack=acked.append
         )
     producer.flush(30.0)
     errors = [e for e in acked if e is not None]

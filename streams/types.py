@@ -32,7 +32,15 @@ DeadLetterReason = Literal[
 ]
 Outcome = Literal["emitted", "done", "dead_lettered"]
 PauseReason = Literal[
-    "local_bound", "downstream", "lane", "yield_to_foreground", "tool_unavailable", "tool_saturated"
+    "local_bound",
+    "downstream",
+    "lane",
+    "yield_to_foreground",
+    "tool_unavailable",
+    "tool_saturated",
+    "degraded",
+    "operator",  # a level's pause_stages; streams control W pause (README)
+    "registry_unavailable",  # a record's schema id needs the registry, which is down
 ]
 DeliveryMode = Literal["at_least_once", "exactly_once"]
 

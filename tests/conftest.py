@@ -14,10 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from streams.config import load_settings
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
+
+# Property tests check behaviour, not speed (speed is measured in benchmarks/): hypothesis's
+# 200 ms per-example deadline failed serde properties at load 18 on unchanged code.
+hypothesis_settings.register_profile("streams", deadline=None)
+hypothesis_settings.load_profile("streams")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
-"""The inventory of metrics streams defines: every family the worker (its tools included),
-the intake and the monitor register, and the sample names each exposes. Tests check the
-dashboard, the alert rules and the KEDA queries against it, so a renamed metric breaks a
-test, not a graph.
+"""The inventory of metrics streams defines: every family the worker (its tools, retries,
+escalations and degradation level included; a review stage's worker too), the intake and the monitor
+register, and the sample names each exposes. Tests check the dashboard, the alert rules
+and the KEDA queries against it, so a renamed metric breaks a test, not a graph.
 
 Owns building that list from the real metric classes on a private registry; must not
 hard-code metric names (the classes are the source of truth).
@@ -15,6 +15,10 @@ from streams.intake.metrics import IntakeMetrics
 from streams.metrics import LagMetrics, ToolMetrics, WorkerMetrics
 from streams.monitor.exporter import MonitorCollector
 from streams.monitor.model import IntakeView, MonitorSnapshot
+from streams.policy.degradation import Ladder, LevelSpec
+from streams.review.metrics import ReviewMetrics
+from streams.runtime.degradation_metrics import DegradationMetrics
+from streams.runtime.retry_metrics import RetryMetrics
 
 # The sample names Prometheus stores for one family of each type (prometheus_client also
 # exports *_created for counters and histograms).
@@ -41,6 +45,14 @@ def _monitor_families(registry: CollectorRegistry) -> None:
             workers=(),
             intake=IntakeView({}, {}, "no decisions", None, None),
             dead_letters_per_min={},
+            # Read W.control: the level and operator-control families appear.
+            control={
+                "level": "normal",
+                "levels": ["normal"],
+                "forced": None,
+                "paused_stages": {},
+                "tools_forced_open": {},
+            },
         )
     )
     registry.register(collector)
@@ -53,6 +65,12 @@ def inventory_registry() -> CollectorRegistry:
     LagMetrics(registry, workflow="inventory")
     IntakeMetrics(registry, workflow="inventory")
     ToolMetrics(registry, "inventory", readings=list, buckets=(1.0,))
+    RetryMetrics(registry, workflow="inventory", stage="inventory")
+    ReviewMetrics(
+        registry, workflow="inventory", stage="review", max_pending=1,
+        pending=lambda: 0, oldest_age_s=lambda now: 0.0, clear_rate_per_s=lambda now: 0.0,
+    )  # fmt: skip
+    DegradationMetrics(registry, "inventory", Ladder((LevelSpec("normal"),)))
     _monitor_families(registry)
     return registry
 

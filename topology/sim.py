@@ -251,8 +251,13 @@ class CRM:
     Kafka record must not refund a customer twice.
 
     An incident (`fail_between`): while it lasts, every write still passes the gateway (it
-    waits for its token) and then fails with CRMUnavailable after the usual latency, as a
-    write path whose database is down answers 503. Reads keep working (replicas).
+    waits for its token), takes `slowdown` times its usual latency, and then fails with
+    CRMUnavailable with probability `failure_rate` (1.0: always), as a write path whose
+    database is struggling answers 503 to most writes. Reads keep working (replicas).
+
+    Retry amplification is measured here, where a real CRM's operators would see it: a write
+    whose idempotency key the CRM has not been called with before is a first attempt (the key
+    is the same on every attempt of a run's write), any later call with it a retry.
     """
 
     def __init__(
@@ -270,16 +275,27 @@ class CRM:
         self.remembered_keys = remembered_keys
         self.counters = _Counters()
         self._results: OrderedDict[str, str] = OrderedDict()
+        self._called: OrderedDict[str, None] = OrderedDict()  # keys written at least once
         self._lock = threading.Lock()
         self._failing_from = math.inf  # monotonic seconds: the incident's start and end
         self._failing_until = math.inf
+        self._failure_rate = 1.0
+        self._incident_slowdown = 1.0
 
-    def fail_between(self, start: float, end: float) -> None:
-        """Writes arriving at the CRM in [start, end) (time.monotonic()) fail with
-        CRMUnavailable. Calls made meanwhile are counted as `calls_while_failing`."""
+    def fail_between(
+        self, start: float, end: float, *, failure_rate: float = 1.0, slowdown: float = 1.0
+    ) -> None:
+        """Writes arriving at the CRM in [start, end) (time.monotonic()) take `slowdown`
+        times their latency and fail with CRMUnavailable with probability `failure_rate`.
+        Calls made meanwhile are counted as `calls_while_failing`."""
         if not end > start:
             raise ValueError(f"an incident needs end > start, got {start}, {end}")
+        if not (0.0 < failure_rate <= 1.0 and slowdown >= 1.0):
+            raise ValueError(
+                f"need 0 < failure_rate <= 1 and slowdown >= 1, got {failure_rate}, {slowdown}"
+            )
         self._failing_from, self._failing_until = start, end
+        self._failure_rate, self._incident_slowdown = failure_rate, slowdown
 
     def failing(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -289,6 +305,16 @@ class CRM:
     def calls_while_failing(self) -> int:
         """Writes that reached the CRM while it was failing (each answered 503)."""
         return self.counters.get("calls_while_failing")
+
+    @property
+    def first_calls_while_failing(self) -> int:
+        """Of `calls_while_failing`, the first attempts (a key not called before)."""
+        return self.counters.get("first_calls_while_failing")
+
+    @property
+    def first_calls(self) -> int:
+        """Writes with a key the CRM had not been called with before (first attempts)."""
+        return self.counters.get("first_calls")
 
     @property
     def write_calls(self) -> int:
@@ -317,11 +343,18 @@ class CRM:
         if earlier is not None:
             return earlier
         await self.bucket.acquire()
+        first = self._first_call(idempotency_key)
         self.counters.add("write_calls")
-        failed = self.failing()
-        if failed:
+        self.counters.add("first_calls", int(first))
+        sick = self.failing()
+        latency = self.write_latency.sample()
+        failed = False
+        if sick:
             self.counters.add("calls_while_failing")
-        await asyncio.sleep(scaled(self.write_latency.sample()))
+            self.counters.add("first_calls_while_failing", int(first))
+            latency *= self._incident_slowdown
+            failed = _rng.random() < self._failure_rate
+        await asyncio.sleep(scaled(latency))
         if failed:
             raise CRMUnavailable("CRM returned 503 on write (simulated incident)")
         # The key is checked again where the write applies: a concurrent call with the same
@@ -338,6 +371,15 @@ class CRM:
         self.counters.add("duplicate_writes_avoided")
         return earlier
 
+    def _first_call(self, key: str) -> bool:
+        with self._lock:
+            if key in self._called:
+                return False
+            self._called[key] = None
+            if len(self._called) > self.remembered_keys:
+                self._called.popitem(last=False)
+            return True
+
     def _seen(self, key: str) -> str | None:
         with self._lock:
             earlier = self._results.get(key)
@@ -347,20 +389,39 @@ class CRM:
 
 
 class ReviewerPool:
-    """Human approvers, clearing reviews at `rate_per_s` (a token bucket of reviewer time)."""
+    """The people who review runs: `people` reviewers, each taking a lognormal time per
+    decision (median `median_s` simulated seconds). They decide through streams' review
+    desk (the demo drives them: streams/demo/reviewers.py); this only models how long a
+    person takes and which runs need one.
 
-    def __init__(self, rate_per_s: float = 25.0, burst: int = 5) -> None:
-        self.bucket = TokenBucket(rate_per_s, burst)
+    A run needs a person when act left its change `pending_approval` (refunds to enterprise
+    customers); routine changes are approved by the desk's rule at once.
+    """
+
+    def __init__(self, people: int = 16, median_s: float = 2.5, sigma: float = 0.5) -> None:
+        if people < 1:
+            raise ValueError(f"need at least one reviewer, got {people}")
+        self.people = people
+        self.latency = LatencyModel(median_s, sigma)
         self.counters = _Counters()
 
-    async def review(self, item: str, *, max_wait_s: float | None = None) -> bool:
-        """True once a reviewer has approved `item`; False at once if no reviewer is free
-        within `max_wait_s` real seconds (nothing is queued then)."""
-        if await self.bucket.acquire(max_wait_s):
-            self.counters.add("reviews")
-            return True
-        self.counters.add("missed")
-        return False
+    def decision_s(self) -> float:
+        """Draw the real seconds one person takes to decide one run."""
+        return scaled(self.latency.sample())
+
+    @staticmethod
+    def needs_person(payload: bytes) -> bool:
+        try:
+            ticket = json.loads(payload)
+        except ValueError:
+            return True  # what the rule cannot read, a person looks at
+        return not isinstance(ticket, dict) or ticket.get("status") == "pending_approval"
+
+    @property
+    def clear_rate_per_s(self) -> float:
+        """People's decisions per real second when all are busy (mean, not median)."""
+        mean_s = scaled(self.latency.median_s * math.exp(self.latency.sigma**2 / 2))
+        return self.people / mean_s
 
 
 class WorkLedger:

@@ -1,20 +1,21 @@
 """Handlers for topology/triage.yaml: support-ticket triage, a template to copy.
 
 A run carries one ticket as JSON, {"ticket": ..., "subject": ...}; each stage adds fields
-and emits a changed copy: plan -> retrieve -> act -> approve, then the background stage
-enrich summarises finished runs. The dependencies are simulated (topology/sim.py); swap
-`deps` for real clients and the handlers stay as they are.
+and emits a changed copy: plan -> retrieve -> act -> approve (a person, `kind: review`) ->
+finish, then the background stage enrich summarises finished runs. The dependencies are
+simulated (topology/sim.py); swap `deps` for real clients and the handlers stay as they are.
 
 Every dependency call goes through the tool triage.yaml declares for it (`ctx.tool`:
 rate and concurrency ceilings, timeout, breaker) when the stage lists it; the demo's naive
 run drops the tools, and there the same handlers call the dependency directly, as a plain
-consumer loop would.
+consumer loop would: and, as a plain loop does, try a failed call again at once, up to
+NAIVE_TRIES times in all.
 
 Every handler first records itself in the WorkLedger, which counts work done on runs
 already past their deadline: the waste that backpressure is meant to avoid. A handler that
-raises is dead-lettered by streams (no retry), so the LLM's rare failures cost one run each,
-and so does a CRM write that fails or a call a tool refuses (ToolUnavailable while the
-CRM's breaker is open: the stage pauses then, so that is only the calls already waiting).
+raises is retried by streams under triage.yaml's `retry:` policy (through the retry-tier
+topics, within budgets), escalated when its tries run out, or dead-lettered when the
+failure is not one that retries.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ACTIONS = ("reply", "refund", "escalate")
-NEEDS_APPROVAL = {"refund"}  # actions a person must confirm
+NEEDS_APPROVAL = {("refund", "enterprise")}  # (action, customer tier) a person confirms
 HURRY_BELOW_S = 10.0  # simulated seconds left before the deadline that count as "little"
-REVIEW_MAX_WAIT_S = 2.0  # simulated seconds a run waits for a free reviewer, at most
+#: A plain loop's retry: the call again at once, this many tries in all (Google SRE's
+#: "at most 3 attempts": the worst case is 3x the load on a sick dependency).
+NAIVE_TRIES = 3
 
 # The full prompt's standing instructions. Under pressure plan leaves them out: answers get
 # a little worse, calls take about 45 % less time (the LLM's latency grows with prompt length).
@@ -84,7 +87,8 @@ async def act(event: TaskEvent, ctx: HandlerContext) -> None:
     """Apply the action in the CRM: the workflow's bottleneck (rate-limited writes)."""
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
-    status = "pending_approval" if ticket["action"] in NEEDS_APPROVAL else "done"
+    needs_person = (ticket["action"], ticket["tier"]) in NEEDS_APPROVAL
+    status = "pending_approval" if needs_person else "done"
     # Exactly-once delivery covers Kafka only (emits and offsets); a record redelivered
     # after a crash runs this handler again, so the CRM write carries an idempotency key
     # that is the same on every attempt of this run at this stage.
@@ -99,20 +103,24 @@ async def act(event: TaskEvent, ctx: HandlerContext) -> None:
     ctx.emit(_with(event, ticket, crm_ref=ref, status=status))
 
 
-async def approve(event: TaskEvent, ctx: HandlerContext) -> None:
-    """Bounded human review: wait a little for a reviewer, never indefinitely."""
+async def finish(event: TaskEvent, ctx: HandlerContext) -> None:
+    """After review (the approve stage is a person: `kind: review`): record the decision
+    the review stage put in the record's headers, and finish the run."""
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
+    headers = dict(ctx.record.headers or ())
+    decision = (headers.get("streams.review.decision") or b"").decode()
+    reviewer = (headers.get("streams.review.by") or b"").decode()
     if ticket["status"] == "pending_approval":
-        left = _seconds_left(ctx)
-        wait = scaled(REVIEW_MAX_WAIT_S) if left is None else min(scaled(REVIEW_MAX_WAIT_S), left)
-        # No reviewer in time: the change stays pending in the CRM for a person to pick up
-        # later, and the run finishes now instead of holding a slot of this stage.
-        if await deps.reviewers.review(event.run_id, max_wait_s=max(wait, 0.0)):
-            ticket["status"] = "approved"
+        # Declined (or nobody in time, on_timeout: decline): the change stays pending in
+        # the CRM for a person to pick up later; the run is finished either way.
+        ticket["status"] = "approved" if decision == "approve" else "pending_approval"
     # The run is finished: its deadline no longer applies to background follow-up work
     # (enrich would otherwise drop it as expired). It stays in the payload for reporting.
-    done = _with(event, ticket, deadline_ms=event.deadline_ms, finished_at_ms=_now_ms())
+    done = _with(
+        event, ticket, reviewed_by=reviewer, deadline_ms=event.deadline_ms,
+        finished_at_ms=_now_ms(),
+    )  # fmt: skip
     ctx.emit(dataclasses.replace(done, deadline_ms=None))
 
 
@@ -138,8 +146,19 @@ async def _call(
     """`fn(*args, **kwargs)` through the stage's tool `tool`, or directly when the stage
     lists no tools (the demo's naive run: a plain loop calls its clients as they are)."""
     if ctx.tools is None:
-        return await fn(*args, **kwargs)
+        return await call_plainly(fn, *args, **kwargs)
     return await ctx.tool(tool).call(fn, *args, **kwargs)
+
+
+async def call_plainly(fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R:
+    """What a plain consumer loop does: call, and on any failure call again at once, up to
+    NAIVE_TRIES times in all; the last failure is the handler's. No delay, no budget."""
+    for _ in range(NAIVE_TRIES - 1):
+        try:
+            return await fn(*args, **kwargs)
+        except Exception:  # a plain loop retries whatever failed
+            continue
+    return await fn(*args, **kwargs)
 
 
 def _ticket(event: TaskEvent) -> dict[str, Any]:

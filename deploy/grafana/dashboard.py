@@ -7,8 +7,8 @@ and that the committed JSON is this script's output):
     .venv/bin/python deploy/grafana/dashboard.py
 
 One row per stage (repeated over the `stage` variable) puts lag and oldest queued age side
-by side, each against the stage's bound; then pauses, intake decisions, dead letters and
-the tools (breakers, slots, waits).
+by side, each against the stage's bound; then pauses, intake decisions, dead letters,
+retries and escalations, review queues and the tools (breakers, slots, waits).
 """
 
 from __future__ import annotations
@@ -359,6 +359,121 @@ def build() -> dict[str, Any]:
         ),
     )
 
+    layout.row("Retries and escalations")
+    layout.add(
+        timeseries(
+            "Retries /s by stage and reason",
+            [
+                (
+                    f"sum by (stage, reason) (rate(streams_retries_total{{{STAGE}}}{RATE}))",
+                    "{{stage}}: {{reason}} (workers)",
+                ),
+                (
+                    "sum by (stage, reason) "
+                    f"(rate(streams_monitor_retries_total{{{STAGE}}}{RATE}))",
+                    "{{stage}}: {{reason}} (monitor)",
+                ),
+            ],
+            unit="ops",
+            width=8,
+            description="Failed records written to a retry tier. The monitor reads them from "
+            "the retry-tier topics (their streams.retry.* headers), with or without workers.",
+        ),
+        timeseries(
+            "Retries /s by tier, and budget refusals",
+            [
+                (
+                    f"sum by (tier) (rate(streams_retries_total{{{STAGE}}}{RATE}))",
+                    "tier {{tier}}s (workers)",
+                ),
+                (
+                    f"sum by (tier) (rate(streams_monitor_retries_total{{{STAGE}}}{RATE}))",
+                    "tier {{tier}}s (monitor)",
+                ),
+                (
+                    "sum by (stage, scope) "
+                    f"(rate(streams_retry_budget_exhausted_total{{{STAGE}}}{RATE}))",
+                    "{{stage}}: refused by the {{scope}} budget",
+                ),
+            ],
+            unit="ops",
+            width=8,
+            description="A refused retry is dead-lettered (reason retry_budget_exhausted).",
+        ),
+        timeseries(
+            "Escalations /min by stage and reason",
+            [
+                (
+                    "60 * sum by (stage, reason) "
+                    f"(rate(streams_escalations_total{{{STAGE}}}{RATE}))",
+                    "{{stage}}: {{reason}} (workers)",
+                ),
+                (
+                    "60 * sum by (stage, reason) "
+                    f"(rate(streams_monitor_escalations_total{{{STAGE}}}{RATE}))",
+                    "{{stage}}: {{reason}} (monitor)",
+                ),
+            ],
+            width=8,
+            description="Runs handed to people (W.escalations): `streams escalations list`.",
+        ),
+    )
+
+    layout.row("Review queues")
+    layout.add(
+        timeseries(
+            "Pending reviews and room",
+            [
+                (
+                    f"max by (stage) (streams_monitor_review_pending{{{STAGE}}})",
+                    "{{stage}} pending",
+                ),
+                (
+                    f"sum by (stage) (streams_review_pending{{{STAGE}}})",
+                    "{{stage}} pending (workers)",
+                ),
+                (
+                    f"max by (stage) (streams_monitor_review_room{{{STAGE}}})",
+                    "max {{stage}} room",
+                ),
+            ],
+            width=8,
+            description="A full queue pauses the stage before it. Room: max_pending per "
+            "live review worker (W.reviews, read by the monitor).",
+        ),
+        timeseries(
+            "Oldest pending review",
+            [
+                (
+                    "max by (stage) "
+                    f"(streams_monitor_review_oldest_pending_age_seconds{{{STAGE}}})",
+                    "{{stage}}",
+                ),
+                (
+                    f"max by (stage) (streams_monitor_review_max_wait_seconds{{{STAGE}}})",
+                    "max wait {{stage}}",
+                ),
+            ],
+            unit="s",
+            width=8,
+        ),
+        timeseries(
+            "Reviews decided /min",
+            [
+                (
+                    f"60 * max by (stage) (streams_monitor_review_clear_rate{{{STAGE}}})",
+                    "{{stage}} by people (rate window)",
+                ),
+                (
+                    "60 * sum by (stage, outcome, by) "
+                    f"(rate(streams_review_decisions_total{{{STAGE}}}{RATE}))",
+                    "{{stage}}: {{outcome}} by {{by}}",
+                ),
+            ],
+            width=8,
+        ),
+    )
+
     layout.row("Tools")
     tool = f'{WF}, tool=~"$tool"'
     layout.add(
@@ -368,11 +483,17 @@ def build() -> dict[str, Any]:
                 (
                     f'max by (tool, state) (streams_tool_breaker_state{{{tool}, state!="closed"}})',
                     "{{tool}}: {{state}}",
-                )
+                ),
+                (
+                    "sum by (tool, state) "
+                    f'(streams_monitor_tool_breakers{{{tool}, state!="closed"}})',
+                    "{{tool}}: {{state}} (monitor: workers in it)",
+                ),
             ],
             width=8,
             description="1 while a tool's circuit breaker is open or half-open (per worker, "
-            "max over the workers): calls fail fast, the stage holds dispatch.",
+            "max over the workers): calls fail fast, the stage holds dispatch. The monitor "
+            "counts the live workers in each state from their pressure reports.",
         ),
         timeseries(
             "Tool calls in flight, waiting, and the limit",
@@ -396,6 +517,52 @@ def build() -> dict[str, Any]:
                 )
             ],
             unit="s",
+            width=8,
+        ),
+    )
+
+    layout.row("Degradation and operator controls")
+    layout.add(
+        timeseries(
+            "Degradation level",
+            [
+                (
+                    f"max by (level) (streams_monitor_degradation_level{{{WF}}})",
+                    "{{level}} (monitor)",
+                ),
+                (f"max by (level) (streams_degradation_level{{{WF}}})", "{{level}} (workers)"),
+            ],
+            width=8,
+            description='1 for the level the workflow runs at (README "Degradation"), from '
+            "W.control as the monitor reads it and as each worker acts on it.",
+        ),
+        timeseries(
+            "Operator controls in force",
+            [
+                (f"max (streams_monitor_degradation_forced{{{WF}}})", "level forced"),
+                (
+                    f"max by (stage) (streams_monitor_operator_paused{{{WF}}})",
+                    "{{stage}} paused by an operator",
+                ),
+                (
+                    f"max by (tool) (streams_monitor_tool_forced_open{{{WF}}})",
+                    "{{tool}} forced open",
+                ),
+            ],
+            width=8,
+            description="streams control degrade / pause / tool --open; who and why are on "
+            "the monitor's status page and in `streams control W show`.",
+        ),
+        timeseries(
+            "Handler calls /s by level",
+            [
+                (
+                    "sum by (stage, level) "
+                    f"(rate(streams_degradation_calls_total{{{STAGE}}}{RATE}))",
+                    "{{stage}} at {{level}}",
+                )
+            ],
+            unit="ops",
             width=8,
         ),
     )

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from streams.config import Settings
 from streams.kafka.client_config import ClientConfig
-from streams.kafka.cluster import ensure_bootstrap
+from streams.kafka.cluster import connect
 
 from .live import LiveView
 from .report import summary_table, write_report
@@ -82,6 +82,16 @@ def incident_checks(governed: Summary, naive: Summary) -> list[str]:
     transitions = governed.crm_breaker_transitions
     if not (transitions.get("closed->open") and transitions.get("half_open->closed")):
         failures.append(f"governed's CRM breaker did not open and close again: {transitions}")
+    governed_x = governed.crm_retry_amplification_incident
+    naive_x = naive.crm_retry_amplification_incident
+    if governed_x is not None and governed_x > 1.1:
+        failures.append(
+            f"governed retries amplified the calls to the sick CRM {governed_x:.2f}x, over 1.1x"
+        )
+    if governed_x is not None and naive_x is not None and naive_x <= governed_x:
+        failures.append(
+            f"naive's retry amplification {naive_x:.2f}x is not above governed's {governed_x:.2f}x"
+        )
     if governed.runs_lost_to_crm >= naive.runs_lost_to_crm:
         failures.append(
             f"governed lost {governed.runs_lost_to_crm} runs to the CRM incident, naive "
@@ -91,13 +101,20 @@ def incident_checks(governed: Summary, naive: Summary) -> list[str]:
 
 
 def run_demo(
-    settings: Settings, *, quick: bool, live: bool, out_root: Path, console: Console
+    settings: Settings,
+    *,
+    quick: bool,
+    live: bool,
+    out_root: Path,
+    console: Console,
+    client_file: Path | None = None,
 ) -> DemoResult:
+    """`client_file`: a client.properties file (--client-config, README "Secured
+    clusters"); without one, and without a cluster named, the local broker."""
     sys.path.insert(0, str(Path.cwd()))
     sim: Any = importlib.import_module("topology.sim")
     deps = sim.deps
-    bootstrap = ensure_bootstrap(settings)
-    client = ClientConfig(bootstrap, client_id="streams-demo")
+    client = connect(settings, client_id="streams-demo", file=client_file)
     scenario = (quick_scenario if quick else full_scenario)(NOMINAL_CAPACITY_PER_S)
     time_scale = 0.2 if quick else 1.0
     # The demo's own view tells the story; the workers' logs would drown it. Restored

@@ -5,6 +5,8 @@ against naive. Owns presentation only; the numbers come from streams.demo.summar
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +32,9 @@ def write_report(out: Path, runs: list[RunData], summaries: list[Summary]) -> Pa
     _plot_goodput(out / "goodput.png", runs)
     _plot_memory(out / "memory.png", runs)
     _plot_crm_incident(out / "crm_incident.png", runs)
+    _plot_retries(out / "retries.png", runs, summaries)
+    _plot_review_queue(out / "review_queue.png", runs)
+    _plot_bottleneck(out / "bottleneck.png", runs)
     report = out / "report.md"
     report.write_text(_markdown(summaries))
     return report
@@ -45,6 +50,8 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
 
     row("capacity in warm-up (runs/s)", ".1f", "capacity_per_s")
     row("goodput in overload (runs/s)", ".1f", "goodput_overload_per_s")
+    row("goodput, lowest 10 s window of overload (runs/s)", ".1f",
+        "goodput_overload_min_window_per_s")  # fmt: skip
     row("urgent p99 stage queue age, overload (s)", ".1f", "urgent_age_p99_overload_s")
     row("oldest unfinished urgent run, p99 (s)", ".1f", "urgent_oldest_run_p99_overload_s")
     row("urgent latency p50 (s)", ".1f", "urgent_latency_p50_s")
@@ -62,7 +69,28 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     rows.append(
         ("CRM breaker transitions", *(_transitions(s.crm_breaker_transitions) for s in summaries))
     )
+    row("retry amplification during the CRM incident", ".2f", "crm_retry_amplification_incident")
+    row("retry amplification over the run", ".2f", "crm_retry_amplification_run")
+    row("retries through the tiers", "d", "retries_total")
+    rows.append(
+        (
+            "review queue: peak pending / bound",
+            *(f"{s.review_pending_peak} / {_bound(s.review_max_pending)}" for s in summaries),
+        )
+    )
+    row("review queue: oldest pending age, peak (s)", ".1f", "review_oldest_age_peak_s")
+    row("act paused: review queue full (s)", ".1f", "act_paused_by_review_s")
+    rows.append(("review decisions", *(_counts(s.review_decisions) for s in summaries)))
+    rows.append(("escalations by reason", *(_counts(s.escalations) for s in summaries)))
     return rows
+
+
+def _bound(max_pending: int) -> str:
+    return "none" if max_pending >= 10_000 else str(max_pending)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
 
 
 def _transitions(counts: dict[str, int]) -> str:
@@ -81,6 +109,11 @@ def _markdown(summaries: list[Summary]) -> str:
     letters = "\n".join(
         f"- {s.mode}: "
         + (", ".join(f"{k} {v}" for k, v in sorted(s.dead_letters.items())) or "none")
+        for s in summaries
+    )
+    escalations = "\n".join(
+        f"- {s.mode}: "
+        + (", ".join(f"{k} {v}" for k, v in s.escalations_by_stage.items()) or "none")
         for s in summaries
     )
     breakers = "\n".join(
@@ -106,8 +139,25 @@ def _markdown(summaries: list[Summary]) -> str:
         "(governed; sampled every 0.5 s, so a short half-open may not show):\n\n"
         + breakers
         + "\n\n![CRM calls and breaker](crm_incident.png)"
+        + "\n\n## Retries\n\n"
+        "Retry amplification: writes that reached the CRM ÷ first attempts (a write whose "
+        "idempotency key the CRM had not seen). Governed retries go through the retry tiers "
+        "under budgets (10 % of first attempts); naive, the handler tries again at once, up "
+        "to 3 tries in all (a plain loop).\n\n![retries](retries.png)"
+        + "\n\n## The review queue\n\n"
+        "Pending reviews and the oldest one's age at the approve stage (`kind: review`), "
+        "sampled from W.reviews every 0.5 s; governed it holds at most its bound and act "
+        "pauses while it is full (approve.saturated); naive has no bound."
+        "\n\n![review queue](review_queue.png)"
+        + "\n\n## Escalations by reason\n\n"
+        + escalations
         + "\n\n## Oldest queued age per lane\n\n![queue age](queue_age.png)\n\n"
         "## Goodput (runs finished within their deadline)\n\n![goodput](goodput.png)\n\n"
+        "## The bottleneck\n\n"
+        "act (the CRM writes) over time: calls in flight and its queue (lag), next to the "
+        "partitions plan and retrieve held paused and what the intake answered. A dip in "
+        "goodput with act's queue empty and the stages before it paused is the controls "
+        "starving the bottleneck.\n\n![bottleneck](bottleneck.png)\n\n"
         "## Worker memory\n\n![memory](memory.png)\n"
     )
 
@@ -126,8 +176,18 @@ def _timeline(run: RunData) -> dict[str, object]:
                 "tools": s.tools,
                 "crm_calls": s.crm_calls,
                 "crm_calls_failed": s.crm_calls_failed,
+                "crm_first_calls": s.crm_first_calls,
+                "review_pending": s.review_pending,
+                "review_oldest_age_s": s.review_oldest_age_s,
+                "act_paused_by_review": s.act_paused_by_review,
+                "act_pause_reason": s.act_pause_reason,
+                "stages": {name: asdict(load) for name, load in s.stages.items()},
             }
             for s in run.samples
+        ],
+        "intake_per_second": [
+            {"t": t, "outcome": outcome, "answers": n}
+            for (t, outcome), n in sorted(run.submissions.per_second.items())
         ],
     }
 
@@ -223,6 +283,96 @@ def _plot_crm_incident(path: Path, runs: list[RunData]) -> None:
     breaker.set_yticks(list(_BREAKER_LEVEL.values()), list(_BREAKER_LEVEL))
     breaker.set_ylabel("crm_write\nbreaker")
     breaker.set_xlabel("seconds since start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_retries(path: Path, runs: list[RunData], summaries: list[Summary]) -> None:
+    """CRM writes per second that were retries (calls minus first attempts), both modes,
+    with each run's amplification during the incident in its label."""
+    by_mode = {s.mode: s for s in summaries}
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for run in runs:
+        points = list(pairwise(run.samples))
+        xs = [b.t for _, b in points]
+        ratio = by_mode[run.mode].crm_retry_amplification_incident
+        label = f"{run.mode} (amplification in the incident {ratio:.2f})" if ratio else run.mode
+        retries = [
+            _per_s(a, b, (b.crm_calls - b.crm_first_calls) - (a.crm_calls - a.crm_first_calls))
+            for a, b in points
+        ]
+        ax.plot(xs, retries, label=label, color=COLORS[run.mode])
+    _shade_phases(ax, runs[0])
+    if runs[0].crm_incident is not None:
+        ax.axvspan(*runs[0].crm_incident, color="tab:orange", alpha=0.2, zorder=0)
+    ax.set_ylabel("CRM writes/s that are retries")
+    ax.set_xlabel("seconds since start")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_review_queue(path: Path, runs: list[RunData]) -> None:
+    """The approve stage's pending reviews (with governed's bound) and oldest pending age."""
+    fig, (pending, age) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    for run in runs:
+        ts = [s.t for s in run.samples]
+        pending.plot(ts, [s.review_pending for s in run.samples], label=run.mode,
+                     color=COLORS[run.mode])  # fmt: skip
+        age.plot(ts, [s.review_oldest_age_s for s in run.samples], label=run.mode,
+                 color=COLORS[run.mode])  # fmt: skip
+        if run.review_max_pending < 10_000:
+            pending.axhline(run.review_max_pending, color=COLORS[run.mode], linestyle=":",
+                            label=f"{run.mode}: max_pending")  # fmt: skip
+    for ax in (pending, age):
+        _shade_phases(ax, runs[0])
+    pending.set_ylabel("pending reviews")
+    pending.legend(loc="upper left", fontsize=7)
+    age.set_ylabel("oldest pending (s)")
+    age.set_xlabel("seconds since start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+#: The stages feeding the bottleneck, whose pauses can starve it.
+_FEEDERS = ("plan", "retrieve")
+_BOTTLENECK = "act"
+
+
+def _plot_bottleneck(path: Path, runs: list[RunData]) -> None:
+    """Per mode: act's in-flight calls and queue; plan's and retrieve's paused partitions;
+    the intake's answers per second."""
+    fig, axes = plt.subplots(3, len(runs), figsize=(6 * len(runs), 7), sharex=True,
+                             squeeze=False)  # fmt: skip
+    for col, run in enumerate(runs):
+        ts = [s.t for s in run.samples]
+        busy, paused, intake = axes[0][col], axes[1][col], axes[2][col]
+        act = [s.stages.get(_BOTTLENECK) for s in run.samples]
+        busy.plot(ts, [a.in_flight if a else 0 for a in act], label="act in flight")
+        busy.plot(ts, [a.lag if a else 0 for a in act], label="act queue (lag)")
+        busy.set_title(run.mode, fontsize=9)
+        busy.set_ylabel("records")
+        busy.legend(loc="upper left", fontsize=7)
+        for stage in _FEEDERS:
+            loads = [s.stages.get(stage) for s in run.samples]
+            paused.plot(ts, [sum(a.paused.values()) if a else 0 for a in loads],
+                        label=f"{stage} paused partitions")  # fmt: skip
+        paused.set_ylabel("partitions")
+        paused.legend(loc="upper left", fontsize=7)
+        outcomes = sorted({o for _t, o in run.submissions.per_second})
+        for outcome in outcomes:
+            points = sorted((t, n) for (t, o), n in run.submissions.per_second.items()
+                            if o == outcome)  # fmt: skip
+            intake.step([t for t, _ in points], [n for _, n in points], where="post",
+                        label=outcome)  # fmt: skip
+        intake.set_ylabel("intake answers/s")
+        intake.set_xlabel("seconds since start")
+        intake.legend(loc="upper left", fontsize=7)
+        for ax in (busy, paused, intake):
+            _shade_phases(ax, run)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

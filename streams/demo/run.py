@@ -20,21 +20,36 @@ from typing import Any, Literal
 
 import yaml
 
+from streams.escalations import EscalationCodec
 from streams.events import TaskEventCodec
 from streams.intake.service import Intake
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
+from streams.review import ReviewDesk, review_worker
 from streams.runtime.options import WorkerOptions
 from streams.runtime.tools import ToolRegistry
 from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, read_dead_letters, read_records
 from streams.topology import Topology, parse_topology
 
+from .reviewers import Reviewers
 from .scenario import Phase, Scenario, Submissions, offer_load
 
 Mode = Literal["governed", "naive"]
 TRIAGE = Path(__file__).resolve().parents[2] / "topology" / "triage.yaml"
 _HUGE = 1_000_000_000
+#: The naive review queue's "bound": more runs than either run admits.
+_UNBOUNDED_REVIEWS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class StageLoad:
+    """One stage's worker at a sample: what it is doing and what holds it."""
+
+    in_flight: int  # handler calls running
+    lag: int  # records in its input topics past its committed offsets
+    paused: dict[str, int]  # pause reason -> partitions paused for it
+    pause_reason: str = ""  # the last stage-wide pause verdict ("" when fetching)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +64,13 @@ class Sample:
     tools: dict[str, str] = field(default_factory=dict)  # tool -> breaker state (governed)
     crm_calls: int = 0  # CRM writes that reached it so far, answered or failed
     crm_calls_failed: int = 0  # of them, those made while it was failing
+    crm_first_calls: int = 0  # of crm_calls, first attempts (a run's first write)
+    review_pending: int = 0  # the approve stage's pending reviews (W.reviews)
+    review_oldest_age_s: float = 0.0  # its oldest pending review's age
+    act_paused_by_review: int = 0  # act's partitions paused because approve was full
+    act_pause_reason: str = ""  # why act is paused stage-wide ("" when it is not)
+    # Every foreground stage's worker: the bottleneck's timeline next to the pauses.
+    stages: dict[str, StageLoad] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,14 @@ class RunData:
     breaker_transitions: dict[str, dict[str, int]] = field(default_factory=dict)  # tool ->
     # Dead letters by (stage, reason, error type): which were lost to what.
     letters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    crm_first_calls_while_failing: int = 0  # first attempts among crm_calls_while_failing
+    crm_calls: int = 0  # every write that reached the CRM in the run
+    crm_first_calls: int = 0
+    escalations: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, reason)
+    escalated_run_ids: set[str] = field(default_factory=set)
+    retries: int = 0  # records written to the retry tiers
+    review_max_pending: int = 0
+    review_decisions: Counter[str] = field(default_factory=Counter)  # person, rule, too_late
 
 
 def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
@@ -96,9 +126,12 @@ def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
 def naive_variant(data: dict[str, Any]) -> dict[str, Any]:
     """What a plain consumer loop does: accept everything, never pause, never expire, and
     call its dependencies directly (no tools: no ceilings, no breakers; the handlers see
-    a stage without tools and call the client as it is)."""
+    a stage without tools, call the client as it is and, failed, again at once: up to 3
+    tries, topology/triage_handlers.py). No retry policy (no tiers, no budgets, nothing
+    escalated), and the review queue has no bound: every run waits for a person."""
     data = copy.deepcopy(data)
     data.pop("tools", None)
+    data.pop("retry", None)
     intake = data.setdefault("intake", {}) or {}
     intake.update(
         {"max_queued_runs": _HUGE, "max_queued_per_tenant": _HUGE, "saturation_ratio": 1.0,
@@ -108,6 +141,9 @@ def naive_variant(data: dict[str, Any]) -> dict[str, Any]:
     data["intake"] = intake
     for stage in data["stages"].values():
         stage.pop("tools", None)
+        stage.pop("retry", None)
+        if stage.get("kind") == "review":
+            stage["review"] = {"max_pending": _UNBOUNDED_REVIEWS, "max_wait_s": _HUGE}
         stage["max_queue_age_s"] = _HUGE
         stage["max_lag"] = _HUGE
         stage["partition_buffer"] = max(int(stage.get("partition_buffer", 100)), 5000)
@@ -154,23 +190,40 @@ def run_once(
     # The simulation scales rate limits with time too; the demo keeps the bottleneck at
     # its nominal rate at any time scale, so a quick run overloads the same workflow.
     deps.configure(crm=type(deps.crm)(rate_per_s=deps.crm.bucket.rate_per_s * time_scale))
+    # People too: a reviewer takes the same real seconds per decision at any time scale.
+    people = deps.reviewers
+    deps.configure(
+        reviewers=type(people)(people.people, people.latency.median_s / time_scale,
+                               people.latency.sigma)
+    )  # fmt: skip
     data = RunData(mode, topology.workflow, time.time())
     data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
     # The tools every worker of this workflow shares in this process (README "Tools"):
     # read for the breakers' state over time and their transitions.
     tools = ToolRegistry.for_process(topology)
+    # The desk the simulated reviewers decide through; it reads W.reviews before any
+    # worker starts, so a failure here leaves nothing running.
+    desk = ReviewDesk(topology, client)
     # One worker per stage, each with a stable id (exactly-once stages fence by it).
     workers = [
-        StageWorker(
+        (review_worker if stage.review is not None else StageWorker)(
             topology,
-            s,
+            name,
             client,
-            options=WorkerOptions(shutdown_grace_s=5.0, stall_after_s=60.0, worker_id=f"demo-{s}"),
+            options=WorkerOptions(
+                shutdown_grace_s=5.0, stall_after_s=60.0, worker_id=f"demo-{name}"
+            ),
         )
-        for s in topology.stages
+        for name, stage in topology.stages.items()
     ]
     threads = [WorkerThread(w).start() for w in workers]
     intake = Intake(topology, client).start()
+    review_stage, review_config = next(
+        (n, s.review) for n, s in topology.stages.items() if s.review is not None
+    )
+    data.review_max_pending = review_config.max_pending
+    reviewers = Reviewers(desk, deps.reviewers, stage=review_stage).start()
+    act = next(w for w in workers if w.stage.name == _CRM_STAGE)
     started = time.monotonic()
     current = ["starting"]
     stop_sampling = threading.Event()
@@ -178,6 +231,7 @@ def run_once(
     def sample() -> None:
         while not stop_sampling.wait(0.5):
             report = intake.capacity()
+            [review] = [r for r in desk.stats() if r.stage == review_stage]
             data.samples.append(
                 Sample(
                     t=time.monotonic() - started,
@@ -194,6 +248,14 @@ def run_once(
                     tools={r.name: r.breaker for r in tools.readings() if r.breaker},
                     crm_calls=deps.crm.write_calls,
                     crm_calls_failed=deps.crm.calls_while_failing,
+                    crm_first_calls=deps.crm.first_calls,
+                    review_pending=review.pending,
+                    review_oldest_age_s=review.oldest_pending_age_s,
+                    act_paused_by_review=_paused_by(act, review_stage),
+                    act_pause_reason=act.status().last_pause_reason,
+                    stages={
+                        w.stage.name: _stage_load(w) for w in workers if not w.stage.background
+                    },
                 )
             )
             if on_tick is not None:
@@ -210,7 +272,10 @@ def run_once(
         if phase.crm_incident is not None:
             offset, seconds = phase.crm_incident
             at = time.monotonic() + offset
-            deps.crm.fail_between(at, at + seconds)
+            deps.crm.fail_between(
+                at, at + seconds, failure_rate=phase.crm_failure_rate,
+                slowdown=phase.crm_slowdown,
+            )  # fmt: skip
             data.crm_incident = (now + offset, now + offset + seconds)
 
     sampler = threading.Thread(target=sample, name="demo-sampler", daemon=True)
@@ -241,6 +306,8 @@ def run_once(
     finally:
         stop_sampling.set()
         sampler.join(5)
+        reviewers.close()
+        desk.close()
         intake.close()
         for thread in threads:
             thread.stop()
@@ -251,12 +318,38 @@ def run_once(
     data.waits = deps.ledger.waits()
     data.deadlines = data.submissions.deadlines
     data.crm_calls_while_failing = deps.crm.calls_while_failing
+    data.crm_first_calls_while_failing = deps.crm.first_calls_while_failing
+    data.crm_calls = deps.crm.write_calls
+    data.crm_first_calls = deps.crm.first_calls
+    data.review_decisions = Counter(reviewers.decisions)
     data.breaker_transitions = {
         r.name: {f"{a}->{b}": n for (a, b), n in sorted(r.transitions.items(), key=_breaker_order)}
         for r in tools.readings()
         if r.breaker is not None
     }
     return data
+
+
+#: The stage that writes to the CRM (its first attempts are the amplification's base).
+_CRM_STAGE = "act"
+
+
+def _paused_by(worker: StageWorker, stage: str) -> int:
+    """Partitions of `worker` paused stage-wide because `stage` is saturated (a full review
+    queue: "approve.saturated" among the verdict's reasons)."""
+    status = worker.status()
+    paused = status.paused_by_reason.get("downstream", 0)
+    return paused if f"{stage}.saturated" in status.last_pause_reason else 0
+
+
+def _stage_load(worker: StageWorker) -> StageLoad:
+    status = worker.status()
+    return StageLoad(
+        in_flight=status.in_flight,
+        lag=sum(status.lag_by_lane.values()),
+        paused=dict(status.paused_by_reason),
+        pause_reason=status.last_pause_reason,
+    )
 
 
 #: A breaker's transitions in the order a sick tool takes them.
@@ -291,3 +384,15 @@ def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
         if letter.original_key:
             run_id = letter.original_key.decode(errors="replace")
             data.dead_run_ids.setdefault(run_id, letter.dead_at_ms)
+    if not topology.retry_topics:  # naive: no retry policy, no tiers, no escalations
+        return
+    escalations = EscalationCodec()
+    for record in read_records(
+        client, topology.escalations_topic, parts, expect=10**9, timeout_s=2
+    ):
+        if record.value is not None:
+            escalation = escalations.decode(record.value)
+            data.escalations[(escalation.stage, escalation.reason)] += 1
+            data.escalated_run_ids.add(escalation.run_id)
+    for topic in topology.retry_topics.values():
+        data.retries += len(read_records(client, topic, parts, expect=10**9, timeout_s=1))

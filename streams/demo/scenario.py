@@ -29,8 +29,11 @@ class Phase:
     seconds: float
     load_factor: float  # offered load as a multiple of the workflow's nominal capacity
     slowdown: float  # the sick dependency's latency multiplier
-    # The CRM's write path fails from this many seconds into the phase, for this long.
+    # The CRM's write path fails from this many seconds into the phase, for this long:
+    # flaky (each write fails with this probability) and slow (latency times this).
     crm_incident: tuple[float, float] | None = None
+    crm_failure_rate: float = 0.7
+    crm_slowdown: float = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ def full_scenario(capacity: float) -> Scenario:
             Phase("recovery", 30, 0.6, 1.0),
         ),
         nominal_capacity_per_s=capacity,
-        drain_s=45,
+        drain_s=60,  # ends once no admitted run is queued (people's backlog included)
     )
 
 
@@ -94,7 +97,9 @@ def quick_scenario(capacity: float) -> Scenario:
         ),
         nominal_capacity_per_s=capacity,
         deadline_s=(("urgent", 20), ("standard", 60), ("background", 120)),
-        drain_s=40,
+        # Admitted runs (the intake's bound) plus people's backlog at the review stage:
+        # 40 s was just enough before the review stage; the drain ends once none is queued.
+        drain_s=50,
     )
 
 
@@ -109,10 +114,13 @@ class Submissions:
     )  # run -> lane, t, phase
     deadlines: dict[str, int] = field(default_factory=dict)  # run -> the caller's deadline
     errors: int = 0
+    # (whole second since start, outcome) -> answers: what the intake said over time.
+    per_second: Counter[tuple[int, str]] = field(default_factory=Counter)
 
     def note(self, phase: str, lane: Lane, decision: Decision, at: float, deadline_ms: int) -> None:
         self.decisions[(lane, decision.outcome)] += 1
         self.by_phase.setdefault(phase, Counter())[decision.outcome] += 1
+        self.per_second[(int(at), decision.outcome)] += 1
         if decision.outcome in ("accepted", "delayed", "downgraded") and decision.run_id:
             # The lane the caller asked for: what the report groups by in both runs.
             self.admitted[decision.run_id] = (lane, at, phase)

@@ -1,16 +1,21 @@
 """Numbers the demo is judged by, computed from one run's raw data: goodput against the
 capacity measured in warm-up, urgent queue age and latency, wasted work, runs lost, and
-what the CRM incident cost (calls made to the sick CRM, the breaker's course, runs lost).
+what the CRM incident cost (calls made to the sick CRM, the breaker's course, runs lost,
+retry amplification), the review queue's course and escalations by reason.
 
 Pure: no I/O, so the test and the report read the same figures.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
-from .run import RunData
+from .run import RunData, Sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +23,9 @@ class Summary:
     mode: str
     capacity_per_s: float  # the bottleneck's completion rate in the warm-up capacity probe
     goodput_overload_per_s: float  # runs finished within their deadline, per s of overload
+    # The lowest goodput of any 10 s window of the overload (sliding by 1 s): a dip the
+    # phase's mean hides shows here.
+    goodput_overload_min_window_per_s: float
     urgent_age_p99_overload_s: float  # p99 of urgent runs' waits in stage queues, overload
     urgent_oldest_run_p99_overload_s: float  # p99 over samples: oldest unfinished urgent run
     urgent_max_queue_age_s: float  # the smallest max_queue_age_s of the stages
@@ -37,6 +45,17 @@ class Summary:
     crm_breaker_transitions: dict[str, int]  # "closed->open": n, ... (naive: none)
     crm_breaker_timeline: list[tuple[float, str]]  # (t, state) at each change seen
     runs_lost_to_crm: int  # act's runs dead-lettered by a failed write or the open breaker
+    # Calls to the CRM / first attempts, for writes made while it was sick (None: no call).
+    crm_retry_amplification_incident: float | None
+    crm_retry_amplification_run: float | None  # the same over the whole run
+    retries_total: int  # records sent to the retry tiers (governed; naive retries in-loop)
+    review_max_pending: int  # the approve stage's bound (naive: none to speak of)
+    review_pending_peak: int  # most pending reviews seen at once (samples, every 0.5 s)
+    review_oldest_age_peak_s: float  # the oldest pending review's age at its highest
+    act_paused_by_review_s: float  # seconds act was paused by a full review queue
+    review_decisions: dict[str, int]  # by who: person, rule (routine), too_late
+    escalations: dict[str, int]  # reason -> runs handed to people (W.escalations)
+    escalations_by_stage: dict[str, int]  # "stage: reason" -> runs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +94,70 @@ def breaker_timeline(data: RunData, tool: str = _CRM_TOOL) -> list[tuple[float, 
         if state is not None and (not out or out[-1][1] != state):
             out.append((round(sample.t, 1), state))
     return out
+
+
+def amplification(calls: int, first_calls: int) -> float | None:
+    """Calls to a dependency per first attempt (1.0: no retries); None without first
+    attempts (nothing to amplify)."""
+    return calls / first_calls if first_calls > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewCourse:
+    pending_peak: int
+    oldest_age_peak_s: float
+    act_paused_s: float  # time the stage before was paused because the queue was full
+
+
+def review_course(samples: list[Sample]) -> ReviewCourse:
+    """The review queue over a run's samples: its peaks, and how long it was full and held
+    the stage before it (each sample counts for the time since the previous one). Full is
+    the review worker's verdict (approve.saturated: its places all taken, the ones being
+    handed on included), not W.reviews' pending count, which trails it."""
+    paused = 0.0
+    for before, sample in pairwise(samples):
+        paused += sample.t - before.t if sample.act_paused_by_review else 0.0
+    return ReviewCourse(
+        pending_peak=max((s.review_pending for s in samples), default=0),
+        oldest_age_peak_s=max((s.review_oldest_age_s for s in samples), default=0.0),
+        act_paused_s=paused,
+    )
+
+
+def escalations_by_reason(escalations: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    """(stage, reason) counts -> reason counts, most first."""
+    out: Counter[str] = Counter()
+    for (_stage, reason), n in escalations.items():
+        out[reason] += n
+    return dict(out.most_common())
+
+
+#: The width of the windows goodput is judged over in overload (README "Demo").
+GOODPUT_WINDOW_S = 10.0
+
+
+def goodput_windows(
+    data: RunData, phase: str = "overload", window_s: float = GOODPUT_WINDOW_S, step_s: float = 1.0
+) -> list[tuple[float, float]]:
+    """(window start, runs finished within their deadline per s) for every window of
+    window_s inside the phase, sliding by step_s: a dip anywhere in the phase shows in one
+    of them. A phase shorter than a window gives one window, the phase itself."""
+    start, end = _window(data, phase)
+    if end <= start:
+        return []
+    done = sorted(
+        c.done_ms / 1000 - data.started_wall
+        for c in data.completions
+        if c.deadline_ms is not None and c.done_ms <= c.deadline_ms
+    )
+    width = min(window_s, end - start)
+    windows: list[tuple[float, float]] = []
+    at = start
+    while at + width <= end + 1e-9:
+        lo, hi = bisect_left(done, at), bisect_left(done, at + width)
+        windows.append((at - start, (hi - lo) / width))
+        at += step_s
+    return windows
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -121,7 +204,11 @@ def summarize(data: RunData) -> Summary:
     urgent_latency = [
         (c.done_ms - c.created_ms) / 1000 for c in data.completions if c.lane == "urgent"
     ]
-    finished = {c.run_id for c in data.completions} | set(data.dead_run_ids)
+    # An escalated run has ended too: handed to people, with its event (W.escalations).
+    finished = (
+        {c.run_id for c in data.completions} | set(data.dead_run_ids) | data.escalated_run_ids
+    )
+    review = review_course(data.samples)
     admitted = set(data.submissions.admitted)
     decisions: dict[str, int] = {}
     for (_lane, outcome), n in data.submissions.decisions.items():
@@ -130,6 +217,9 @@ def summarize(data: RunData) -> Summary:
         mode=data.mode,
         capacity_per_s=capacity,
         goodput_overload_per_s=len(good) / (end - start) if end > start else 0.0,
+        goodput_overload_min_window_per_s=min(
+            (rate for _at, rate in goodput_windows(data)), default=0.0
+        ),
         urgent_age_p99_overload_s=_quantile(urgent_ages, 0.99) or 0.0,
         urgent_oldest_run_p99_overload_s=_quantile(urgent_oldest, 0.99) or 0.0,
         urgent_max_queue_age_s=min(data.max_queue_age_s.values(), default=0.0),
@@ -149,6 +239,20 @@ def summarize(data: RunData) -> Summary:
         crm_breaker_transitions=dict(data.breaker_transitions.get(_CRM_TOOL, {})),
         crm_breaker_timeline=breaker_timeline(data),
         runs_lost_to_crm=lost_to_crm(data),
+        crm_retry_amplification_incident=amplification(
+            data.crm_calls_while_failing, data.crm_first_calls_while_failing
+        ),
+        crm_retry_amplification_run=amplification(data.crm_calls, data.crm_first_calls),
+        retries_total=data.retries,
+        review_max_pending=data.review_max_pending,
+        review_pending_peak=review.pending_peak,
+        review_oldest_age_peak_s=review.oldest_age_peak_s,
+        act_paused_by_review_s=review.act_paused_s,
+        review_decisions=dict(data.review_decisions),
+        escalations=escalations_by_reason(data.escalations),
+        escalations_by_stage={
+            f"{stage}: {reason}": n for (stage, reason), n in sorted(data.escalations.items())
+        },
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,35 +50,54 @@ def decode_entry(partition: int, offset: int, value: bytes) -> DeadLetterEntry:
         letter = _LETTERS.decode(value)
     except StreamsError as exc:
         return DeadLetterEntry(entry_id, value, None, None, str(exc), None)
-    if letter.raw_value is None:
-        return DeadLetterEntry(entry_id, value, letter, None, None, "no raw value (a tombstone)")
+    event, event_problem = decode_event(letter.raw_value, "no raw value (a tombstone)")
+    return DeadLetterEntry(entry_id, value, letter, event, None, event_problem)
+
+
+def decode_event(raw: bytes | None, missing: str) -> tuple[TaskEvent | None, str | None]:
+    """The task event a record (dead letter, escalation) carries, or why there is none:
+    `missing` when it carries no bytes, the decode error when they are no task event."""
+    if raw is None:
+        return None, missing
     try:
-        event = _EVENTS.decode(letter.raw_value)
+        return _EVENTS.decode(raw), None
     except StreamsError as exc:
-        return DeadLetterEntry(entry_id, value, letter, None, None, str(exc))
-    return DeadLetterEntry(entry_id, value, letter, event, None, None)
+        return None, str(exc)
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetterFilter:
-    """Every given field must match; a record that is no dead letter matches only the empty
-    filter (and --since, by nothing: it has no time of death)."""
+class RecordFilter:
+    """Every given field must match (`streams dlq list`, `streams escalations list`); a
+    record that does not decode matches only the empty filter (and --since, by nothing:
+    it has no time)."""
 
     stage: str | None = None
     reason: str | None = None
     run_id: str | None = None
     since_ms: int | None = None
 
+    def fields_match(self, stage: str, reason: str, run_id: str | None, at_ms: int) -> bool:
+        return (
+            (self.stage is None or stage == self.stage)
+            and (self.reason is None or reason == self.reason)
+            and (self.run_id is None or run_id == self.run_id)
+            and (self.since_ms is None or at_ms >= self.since_ms)
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self == type(self)()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter(RecordFilter):
+    """A RecordFilter of dead letters: --since by their time of death."""
+
     def matches(self, entry: DeadLetterEntry) -> bool:
         letter = entry.letter
         if letter is None:
-            return self == DeadLetterFilter()
-        return (
-            (self.stage is None or letter.stage == self.stage)
-            and (self.reason is None or letter.reason == self.reason)
-            and (self.run_id is None or entry.run_id == self.run_id)
-            and (self.since_ms is None or letter.dead_at_ms >= self.since_ms)
-        )
+            return self.empty
+        return self.fields_match(letter.stage, letter.reason, entry.run_id, letter.dead_at_ms)
 
 
 def parse_since(text: str, now: float) -> int:
@@ -98,7 +118,7 @@ def parse_since(text: str, now: float) -> int:
     return int(instant.timestamp() * 1000)
 
 
-def _when(ms: int) -> str:
+def when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
@@ -110,7 +130,7 @@ def list_line(entry: DeadLetterEntry) -> str:
     where = f"{letter.original_topic}[{letter.original_partition}]@{letter.original_offset}"
     error = f"{letter.error_type or '-'}: {letter.error_message or ''}".rstrip(": ")
     return (
-        f"{entry.id:<8} {_when(letter.dead_at_ms)}  {letter.stage:<10} {letter.reason:<14} "
+        f"{entry.id:<8} {when(letter.dead_at_ms)}  {letter.stage:<10} {letter.reason:<14} "
         f"{where}  run {entry.run_id or '-'}  {preview(error.encode(), 60)}"
     )
 
@@ -129,44 +149,64 @@ def show_text(entry: DeadLetterEntry) -> str:
         f"  workflow: {letter.workflow}",
         f"  stage: {letter.stage}",
         f"  reason: {letter.reason}",
-        f"  dead at: {_when(letter.dead_at_ms)} ({letter.dead_at_ms})",
+        f"  dead at: {when(letter.dead_at_ms)} ({letter.dead_at_ms})",
         f"  attempts: {letter.attempts}",
         f"  error: {letter.error_type or '-'}: {letter.error_message or ''}",
         f"  from: {letter.original_topic}[{letter.original_partition}]@{letter.original_offset}"
-        f" written {_when(letter.original_timestamp_ms)}",
-        f"  key: {_short(letter.original_key)}",
-        "  headers: " + (", ".join(f"{k}={_short(v)}" for k, v in letter.original_headers) or "-"),
+        f" written {when(letter.original_timestamp_ms)}",
+        f"  key: {short(letter.original_key)}",
+        headers_line(letter.original_headers),
     ]
-    event = entry.event
-    if event is not None:
-        deadline = "-" if event.deadline_ms is None else _when(event.deadline_ms)
-        lines += [
-            "  task event:",
-            f"    run id: {event.run_id}",
-            f"    tenant: {event.tenant}",
-            f"    lane: {event.lane}",
-            f"    priority: {event.priority}",
-            f"    idempotency key: {event.idempotency_key or '-'}",
-            f"    attempt: {event.attempt}",
-            f"    created: {_when(event.created_at_ms)}; enqueued: {_when(event.enqueued_at_ms)}",
-            f"    deadline: {deadline}",
-            "    trace context: "
-            + (", ".join(f"{k}={v}" for k, v in event.trace_context.items()) or "-"),
-        ]
-        text = text_or_none(event.payload)
-        if text is not None:
-            lines.append(f"    payload ({len(event.payload)} bytes): {text}")
-        else:
-            lines.append(f"    payload ({len(event.payload)} bytes):")
-            lines += ["      " + row for row in hex_dump(event.payload).splitlines()]
-    else:
-        raw = letter.raw_value or b""
-        lines.append(f"  raw value ({len(raw)} bytes), not a task event: {entry.event_problem}")
-        lines += ["    " + row for row in hex_dump(raw).splitlines()]
+    lines += event_or_bytes(entry.event, letter.raw_value, "raw value", entry.event_problem)
     return "\n".join(lines)
 
 
-def _short(data: bytes | None) -> str:
+def headers_line(headers: Sequence[tuple[str, bytes | None]]) -> str:
+    """A record's original headers, each value as text when it is short text."""
+    return "  headers: " + (", ".join(f"{k}={short(v)}" for k, v in headers) or "-")
+
+
+def event_or_bytes(
+    event: TaskEvent | None, raw: bytes | None, what: str, problem: str | None
+) -> list[str]:
+    """The task event a record carries in full, or, when its bytes (`what`) are none,
+    why, and the bytes as a hex dump."""
+    if event is not None:
+        return event_lines(event)
+    raw = raw or b""
+    return [
+        f"  {what} ({len(raw)} bytes), not a task event: {problem}",
+        *("    " + row for row in hex_dump(raw).splitlines()),
+    ]
+
+
+def event_lines(event: TaskEvent) -> list[str]:
+    """A task event in full, indented under its record (dead letter, escalation): the
+    payload as text when it is text, else a hex dump."""
+    deadline = "-" if event.deadline_ms is None else when(event.deadline_ms)
+    lines = [
+        "  task event:",
+        f"    run id: {event.run_id}",
+        f"    tenant: {event.tenant}",
+        f"    lane: {event.lane}",
+        f"    priority: {event.priority}",
+        f"    idempotency key: {event.idempotency_key or '-'}",
+        f"    attempt: {event.attempt}",
+        f"    created: {when(event.created_at_ms)}; enqueued: {when(event.enqueued_at_ms)}",
+        f"    deadline: {deadline}",
+        "    trace context: "
+        + (", ".join(f"{k}={v}" for k, v in event.trace_context.items()) or "-"),
+    ]
+    text = text_or_none(event.payload)
+    if text is not None:
+        lines.append(f"    payload ({len(event.payload)} bytes): {text}")
+    else:
+        lines.append(f"    payload ({len(event.payload)} bytes):")
+        lines += ["      " + row for row in hex_dump(event.payload).splitlines()]
+    return lines
+
+
+def short(data: bytes | None) -> str:
     if data is None:
         return "-"
     text = text_or_none(data)

@@ -1,5 +1,5 @@
-"""The Kafka reads behind `streams dlq` and `streams tail` (through streams.kafka only):
-the dead letters a topic holds now, and records as they arrive.
+"""The Kafka reads behind `streams dlq`, `streams escalations` and `streams tail` (through
+streams.kafka only): the records a topic holds now, and records as they arrive.
 
 Owns opening and closing those readers; must not decode or print (dead_letters and
 records do).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from streams.errors import ConfigError
 from streams.inspect.dead_letters import DeadLetterEntry, decode_entry
@@ -17,6 +18,8 @@ from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.tail import TopicTail
 from streams.types import Record
+
+T = TypeVar("T")
 
 
 def _partition_counts(config: ClientConfig, topics: Sequence[str]) -> dict[str, int]:
@@ -39,6 +42,20 @@ def dead_letters(
 ) -> Iterator[DeadLetterEntry]:
     """Every dead letter the topic holds now (from ``since_ms`` when given), in partition
     order. Stops at what was there when it started, or after ``timeout_s``."""
+    yield from entries(config, topic, decode_entry, since_ms=since_ms, timeout_s=timeout_s)
+
+
+def entries(
+    config: ClientConfig,
+    topic: str,
+    decode: Callable[[int, int, bytes], T],
+    *,
+    since_ms: int | None,
+    timeout_s: float = 30.0,
+) -> Iterator[T]:
+    """Every record the topic holds now (from ``since_ms`` when given), as
+    ``decode(partition, offset, value)``, in partition order; tombstones are left out.
+    Stops at what was there when it started, or after ``timeout_s``."""
     partitions = _partition_counts(config, [topic])[topic]
     tail = TopicTail(config, topic, partitions, since_ms=since_ms)
     try:
@@ -47,7 +64,7 @@ def dead_letters(
             records = tail.poll(1000, 0.2)
             for record in records:
                 if record.value is not None:
-                    yield decode_entry(record.partition, record.offset, record.value)
+                    yield decode(record.partition, record.offset, record.value)
             if not records and tail.caught_up():
                 return
     finally:

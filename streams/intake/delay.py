@@ -3,16 +3,28 @@ topic and enter the first stage when due.
 
 Owns forwarding due records in offset order per partition, what happens when a forward is
 refused, and committing only what the broker has acknowledged. Runs on the intake's I/O
-thread (step() never blocks: retries wait in a schedule, not in a sleep); intake replicas
-share the work through one consumer group.
+thread (step() never sleeps: retries wait in a schedule; but with a schema registry, the
+first decode of a schema id and the first encode for a topic ask it, bounded by the
+client's timeouts, streams.registry.client); intake replicas share the work through one
+consumer group.
 
 A refused forward (a record too large for the first stage's topic, a topic that is gone,
-an outage longer than the client's own retries) is tried `forward_attempts` times in all,
-with capped exponential backoff; then the record is dead-lettered "forward_failed" with
-its raw bytes, keyed by run id (so the intake counts the run as finished), and its offset
-completes: one bad record never stops the partition's commits. A dead letter the broker
-refuses is retried until it is acknowledged (capped backoff): a delayed record is never
-dropped, and its offset never completes without a proven outcome.
+an outage longer than the client's own retries, a schema the registry refuses) is tried
+`forward_attempts` times in all, with capped exponential backoff; then the record is
+dead-lettered "forward_failed" with its raw bytes, keyed by run id (so the intake counts
+the run as finished), and its offset completes: one bad record never stops the
+partition's commits. A dead letter the broker refuses is retried until it is acknowledged
+(capped backoff): a delayed record is never dropped, and its offset never completes
+without a proven outcome.
+
+A schema registry outage is not bad input. A delayed record that cannot be decoded or
+encoded for want of the registry (RegistryUnavailable: the Confluent wire format needs a
+schema id this process has not seen yet) is neither tried nor dead-lettered: it waits at
+the head of its partition, holding the records behind it (their offsets do not complete),
+and all such waits try again on one capped backoff (streams.policy.outage_backoff, 1 s
+doubling to 30 s); one line is logged when the outage begins and one when the registry
+answers. A dead letter whose encoding needs the registry waits the same way. Bytes that are
+no task event are still dead-lettered "decode_error" at once, with their raw bytes.
 
 The broker refuses a whole batch when it is over the topic's `max.message.bytes`, so a
 record that fits is refused with an oversized neighbour (librdkafka does not split the
@@ -37,6 +49,8 @@ from streams.kafka.client_config import ClientConfig
 from streams.kafka.consumer import GroupConsumer
 from streams.kafka.producer import ProducerQueueFull, RecordProducer
 from streams.policy.offsets import OffsetTracker, PartitionOffsets
+from streams.policy.outage_waits import OutageWaits
+from streams.registry import RegistryUnavailable
 from streams.topology import Stage, Topology
 from streams.types import DeadLetterReason, Record, TopicPartition
 
@@ -57,16 +71,18 @@ _QUEUE_FULL_WAIT_S = 0.05
 class _Partition:
     """One assigned partition of the delayed topic; `live` turns False when it is revoked
     or lost (acks and retries of its records are then ignored: the next owner redoes them
-    from the last commit)."""
+    from the last commit). `held`: its due head, waiting for the schema registry (the
+    records in `waiting` come after it)."""
 
     tp: TopicPartition
     offsets: PartitionOffsets
     waiting: deque[Record] = field(default_factory=deque)
     paused: bool = False
     live: bool = True
+    held: _Write | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # one write is one key of the registry's waits
 class _Write:
     """One delayed record's outcome in progress: its forward, then (`dead_letter` set) its
     dead letter. `forwards` counts forward tries, `letters` dead-letter tries."""
@@ -121,11 +137,17 @@ class DelayForwarder:
             on_lost=self._lost,
         )
         self._next_commit = 0.0
+        self._registry: OutageWaits[_Write] = OutageWaits()
 
     @property
     def retrying(self) -> int:
         """Writes waiting for another try (forwards and dead letters)."""
         return len(self._retries)
+
+    @property
+    def waiting_for_registry(self) -> int:
+        """Delayed records whose forward or dead letter waits for the schema registry."""
+        return len(self._registry)
 
     def step(self) -> None:
         """One non-blocking round: fetch, forward what is due, try again what is due for
@@ -138,9 +160,7 @@ class DelayForwarder:
             part.waiting.append(record)
         now = self._clock.now()
         for part in self._parts.values():
-            queue = part.waiting
-            while queue and _due_ms(queue[0]) <= now * 1000:
-                self._forward(_Write(part, queue.popleft()), now)
+            self._forward_due(part, now)
             self._hold(part)
         self._retry_due(now)
         self._producer.poll(0)
@@ -151,13 +171,37 @@ class DelayForwarder:
             self._commit()
 
     # ------------------------------------------------------------------ writes
+    def _forward_due(self, part: _Partition, now: float) -> None:
+        """Forward the partition's due records in offset order; one that waits for the
+        registry holds those after it."""
+        write = part.held
+        if write is not None:
+            if not self._registry.may_try(self._clock.monotonic()):
+                return
+            part.held = None
+        queue = part.waiting
+        while write is not None or (queue and _due_ms(queue[0]) <= now * 1000):
+            if write is None:
+                write = _Write(part, queue.popleft())
+            try:
+                self._forward(write, now)
+            except RegistryUnavailable as exc:
+                self._registry_down(write, exc)
+                part.held = write
+                return
+            write = None
+
     def _forward(self, write: _Write, now: float) -> None:
+        """Send the record on (or its dead letter). Raises RegistryUnavailable, having sent
+        nothing and counted no try, when decoding or encoding it needs the registry."""
         record = write.record
         if record.value is None:
             write.part.offsets.complete(record.offset)
             return
         try:
             event = self._codec.decode(record.value)
+        except RegistryUnavailable:
+            raise
         except SerdeError as exc:
             # Written by the intake, so this is damage, not bad input; keep the bytes.
             write.dead_letter, write.error = "decode_error", exc
@@ -173,8 +217,18 @@ class DelayForwarder:
             )
             self._send_dead_letter(write)
             return
+        try:
+            value = self._codec.encode(event, topic=topic)
+        except RegistryUnavailable:
+            raise
+        except SerdeError as exc:  # the registry said no (an incompatible schema): refused
+            self._registry_through(write)
+            write.forwards += 1
+            self._acked(write, DeliveryError(f"cannot encode the run for {topic}: {exc}"))
+            return
+        self._registry_through(write)
         write.forwards += 1
-        self._send(write, topic, self._codec.encode(event), ())
+        self._send(write, topic, value, ())
 
     def _send_dead_letter(self, write: _Write) -> None:
         reason = write.dead_letter
@@ -188,9 +242,40 @@ class DelayForwarder:
             dead_at_ms=int(self._clock.now() * 1000),
             error=write.error,
         )
+        try:
+            value = self._letters.encode(letter, topic=self._dead_letter_topic)
+        except RegistryUnavailable as exc:
+            self._try_again(write, self._registry_down(write, exc))
+            return
+        except SerdeError as exc:  # the registry refused: as if the broker had refused it
+            self._registry_through(write)
+            write.letters += 1
+            self._acked(write, DeliveryError(f"cannot encode the dead letter: {exc}"))
+            return
+        self._registry_through(write)
         write.letters += 1
-        value = self._letters.encode(letter)
         self._send(write, self._dead_letter_topic, value, (("streams.reason", reason.encode()),))
+
+    def _registry_down(self, write: _Write, error: RegistryUnavailable) -> float:
+        """`write` waits for the registry; returns in how many seconds it may try again."""
+        mono = self._clock.monotonic()
+        began = self._registry.failed(write, mono)
+        retry_in = self._registry.wait_s(mono)
+        if began:
+            log.warning(
+                "delayed runs wait for the schema registry (held, not dead-lettered): %s; "
+                "trying again in %.1f s (up to every %g s)",
+                error, retry_in, self._registry.backoff.cap_s,
+            )  # fmt: skip
+        return retry_in
+
+    def _registry_through(self, write: _Write) -> None:
+        lasted = self._registry.went_through(write, self._clock.monotonic())
+        if lasted is not None:
+            log.warning(
+                "the schema registry answered after %.1f s: delayed runs held for it go on",
+                lasted,
+            )
 
     def _send(
         self, write: _Write, topic: str, value: bytes, headers: tuple[tuple[str, bytes], ...]
@@ -257,11 +342,19 @@ class DelayForwarder:
         while retries and retries[0][0] <= mono:
             _, _, write = heapq.heappop(retries)
             if not write.part.live:
+                self._registry.forget(write)
                 continue
-            if write.dead_letter is None:
-                self._forward(write, now)
-            else:
+            if write in self._registry and not self._registry.may_try(mono):
+                # Another write met the registry down this round: wait for the next one.
+                self._try_again(write, self._registry.wait_s(mono))
+                continue
+            if write.dead_letter is not None:
                 self._send_dead_letter(write)
+                continue
+            try:
+                self._forward(write, now)
+            except RegistryUnavailable as exc:
+                self._try_again(write, self._registry_down(write, exc))
 
     # ------------------------------------------------------------------ partitions
     def _hold(self, part: _Partition) -> None:
@@ -294,6 +387,8 @@ class DelayForwarder:
             part = self._parts.pop(tp, None)
             if part is not None:
                 part.live = False
+                if part.held is not None:
+                    self._registry.forget(part.held)
             self._offsets.revoke(tp)
 
     def _flush(self) -> None:

@@ -137,6 +137,12 @@ class LedgerBook:
                 self._own_ahead = {o for o in self._own_ahead if o > offset}
             return False
 
+    def needs_reading(self, offset: int) -> bool:
+        """Whether the record at `offset` must be decoded: not read yet, nor one of our own
+        writes (unlike skip_own, marks nothing read)."""
+        with self._lock:
+            return offset > self._read_to and offset not in self._own_ahead
+
     def apply(self, offset: int, run_id: str, data: dict[str, Any] | None) -> None:
         """Apply the ledger record at `offset` (after skip_own said it is not ours).
         `data` None is a tombstone: the run finished, or its reservation was rejected."""

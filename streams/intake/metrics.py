@@ -1,5 +1,6 @@
 """The intake's Prometheus metrics, on an injected registry: decisions by workflow, lane,
-tenant class and outcome; decision latency; queued runs and oldest queued age per lane.
+tenant class and outcome; decision latency; queued runs and oldest queued age per lane;
+run ledger entries skipped as damaged.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class IntakeMetrics:
             ["workflow"],
             registry=registry,
         )
+        self._damaged = Counter(
+            "streams_intake_ledger_damaged_entries_total",
+            "Run ledger entries skipped because their bytes are no run state (each logged: "
+            "the 1st, 101st, ...). Entries waiting for the schema registry are not counted.",
+            ["workflow"],
+            registry=registry,
+        )
+        self._damaged_child = self._damaged.labels(workflow)  # 0 from the start
+        self._damaged_seen = 0
         # labels() takes a lock and builds a key on every call: keep the children. Label
         # sets are few (lanes x tenant classes x outcome/reason pairs).
         self._decision_children: dict[tuple[str, str, str, str], Any] = {}
@@ -70,3 +80,9 @@ class IntakeMetrics:
             self._queued.labels(self._workflow, lane).set(queued_by_lane.get(lane, 0))
             self._oldest.labels(self._workflow, lane).set(oldest_age_s.get(lane, 0.0))
         self._saturated.labels(self._workflow).set(1 if saturated else 0)
+
+    def set_ledger(self, damaged_entries: int) -> None:
+        """The view's count of damaged ledger entries so far (it only grows)."""
+        if damaged_entries > self._damaged_seen:
+            self._damaged_child.inc(damaged_entries - self._damaged_seen)
+            self._damaged_seen = damaged_entries

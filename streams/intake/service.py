@@ -26,8 +26,9 @@ from streams.clock import Clock, SystemClock
 from streams.errors import BrokerUnavailable, StreamsError
 from streams.events import TaskEventCodec
 from streams.intake.admit_batch import BatchAdmitter, collapsed
-from streams.intake.capacity import CapacityFeed, StageCapacity
+from streams.intake.capacity import CapacityFeed, StageCapacity, review_path
 from streams.intake.config import IntakeConfig, intake_limits, load_intake_config
+from streams.intake.degradation import degraded_verdict
 from streams.intake.delay import DelayForwarder
 from streams.intake.group_commit import GroupCommit
 from streams.intake.handoff import KnownWaiters, LoopHandoff
@@ -56,6 +57,8 @@ from streams.policy.admission import (
     decide,
     saturation_point,
 )
+from streams.runtime.degradation import DegradationFeed, DegradationNow
+from streams.runtime.degradation_metrics import DegradationMetrics
 from streams.runtime.pressure_reports import ReportBoard
 from streams.serde import PayloadSchema, SchemaStore, Serde
 from streams.topology import Topology
@@ -136,6 +139,7 @@ class Intake:
         self.capacity_feed = CapacityFeed(
             LagReader(self._admin, self._clock), board, self._entry, self._clock,
             also_check=self._check_ledger_end,
+            reviews=review_path(topology, client, self._entry.name),
         )  # fmt: skip
         self._forwarder = (
             DelayForwarder(client, topology, self._entry, self._clock) if forward_delayed else None
@@ -158,6 +162,14 @@ class Intake:
             replica_id=self.replica_id, dedupe_window_s=self.config.dedupe_window_s,
             ack_timeout_s=ack_timeout_s, unknown_retry_after_s=ack_timeout_s + 5.0,
         )  # fmt: skip
+        # README "Degradation": the level every worker acts on, and its intake.lanes rules.
+        self.degradation_feed = DegradationFeed(
+            topology, client, self._clock, who=f"intake/{self.replica_id}",
+            on_change=self._degradation_changed,
+        )  # fmt: skip
+        self._degradation_metrics = DegradationMetrics(
+            self.registry, topology.workflow, self.degradation_feed.ladder
+        )
         self._groups: dict[asyncio.AbstractEventLoop, GroupCommit] = {}
         self._groups_lock = threading.Lock()
         self._stop = threading.Event()
@@ -170,6 +182,7 @@ class Intake:
             self.view.catch_up()
             self.capacity_feed.refresh()
             self._check_ledger_end()  # the cluster id to hold the broker to
+            self.degradation_feed.start()
         except BaseException:
             self.close()
             raise
@@ -181,6 +194,7 @@ class Intake:
     def close(self) -> None:
         self._stop.set()
         self.unknowns.close()
+        self.degradation_feed.stop()
         if self._io.is_alive():
             self._io.join(60.0)
         self.capacity_feed.close()
@@ -299,15 +313,29 @@ class Intake:
             p95_handler_s=first.p95_handler_s,
             downstream_paused=first.pressure_paused,
             delayed_total=counts.delayed,
+            review_wait_s=first.review_wait_s,
+            review_wait_unknown=first.review_wait_unknown,
         )
 
     def _verdict(self, request: RunRequest, counts: QueueCounts, now_ms: int) -> AdmissionDecision:
-        return decide(
+        verdict = decide(
             AdmissionRequest(request.tenant, request.lane, request.deadline_ms),
             self._snapshot(counts),
             self.limits,
             now_ms,
         )
+        feed = self.degradation_feed
+        return degraded_verdict(
+            verdict, request.lane, feed.now().view, self.limits,
+            min_dwell_s=feed.ladder.min_dwell_s,
+        )  # fmt: skip
+
+    def degradation(self) -> DegradationNow:
+        """The degradation level this replica decides at (README "Degradation")."""
+        return self.degradation_feed.now()
+
+    def _degradation_changed(self, now: DegradationNow) -> None:
+        self._degradation_metrics.set(now)
 
     async def _admit(self, request: RunRequest, now_ms: int) -> Decision:
         """Decide locally when the answer is no (conservative: the local view counts every
@@ -348,12 +376,15 @@ class Intake:
         named = request.tenant in self.limits.tenant_max_queued
         tenant_class = request.tenant if named else "default"
         self.metrics.decided(request.lane, tenant_class, decision.outcome, decision.reason, seconds)
+        level = self.degradation_feed.now().view.level
+        self._degradation_metrics.decided(level, decision.outcome)
         self._writer.record_decision(
             {"tenant": request.tenant, "requested_lane": request.lane, "lane": decision.lane,
              "outcome": decision.outcome, "reason": decision.reason,
              "run_id": decision.run_id, "retry_after_s": decision.retry_after_s,
              "due_at": decision.due_at_ms, "forecast_wait_s": decision.forecast_wait_s,
-             "decided_at": now_ms, "replica": self.replica_id},
+             "decided_at": now_ms, "replica": self.replica_id,
+             "degradation_level": level},
             request.tenant,
         )  # fmt: skip
 
@@ -378,7 +409,7 @@ class Intake:
                 self._handoff.flush()
                 if now >= next_export:
                     next_export = now + 0.5
-                    self._export_queue()
+                    self._export_metrics()
                 if now >= next_ledger:
                     next_ledger = now + 0.5
                     self._keep_ledger_small()
@@ -414,11 +445,12 @@ class Intake:
         for run_id in self.view.windows_closed(now_ms):
             self._writer.release(run_id)
 
-    def _export_queue(self) -> None:
+    def _export_metrics(self) -> None:
         report = self.capacity()
         self.metrics.set_queue(
             report.queued_by_lane, report.oldest_queued_age_s, report.state != "open"
         )
+        self.metrics.set_ledger(self.view.damaged_entries)
 
     def _ensure_sync_loop(self) -> asyncio.AbstractEventLoop:
         if self._sync_loop is None:

@@ -16,11 +16,23 @@ owns it.
 
 Owns the ledger's reading (the counts derived from it live in streams.intake.ledger_book);
 the I/O thread calls poll(), any thread may read.
+
+The ledger is read in offset order and no entry is passed over for want of the schema
+registry. An entry in the Confluent wire format with a schema id this process has not seen
+needs the registry to be read; while the registry does not answer (RegistryUnavailable) the
+reader stops at that entry (it and those after it wait here, none is marked read, so the
+book stays behind them), tries again on one capped backoff (streams.policy.outage_waits: 1 s
+doubling to 30 s), and logs one line when the outage begins and one when the registry
+answers. Meanwhile problem() says why the book is behind (the intake answers 503 with
+Retry-After and reports not ready) and catch_up() does not return. Bytes that are no run
+state (damage) are skipped, counted in `damaged_entries` and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 
 from streams.clock import Clock, SystemClock
 from streams.errors import BrokerUnavailable, SerdeError
@@ -28,6 +40,8 @@ from streams.intake.finished_runs import RunOutcome
 from streams.intake.ledger_book import LedgerBook, LedgerEntry, Phase, QueueCounts
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.tail import TopicTail
+from streams.policy.outage_waits import OutageWaits
+from streams.registry import RegistryUnavailable
 from streams.serde import SchemaStore, Serde
 from streams.topology import Topology
 from streams.types import Record
@@ -37,6 +51,8 @@ __all__ = ["LedgerEntry", "Phase", "QueueCounts", "RunStateView"]
 RUN_STATE_SCHEMA = "dev.streams.RunState"
 #: The header a dead letter carries its reason in (streams.runtime.outcomes writes it).
 REASON_HEADER = "streams.reason"
+
+log = logging.getLogger(__name__)
 
 
 class RunStateView(LedgerBook):
@@ -74,15 +90,20 @@ class RunStateView(LedgerBook):
             for topic in ended
             if topic in specs
         ]
+        # Ledger records fetched but not applied: the first waits for the schema registry.
+        self._held: deque[Record] = deque()
+        # Keyed by the waiting entry's offset. Its backoff runs on time.monotonic, not the
+        # clock: retrying real I/O must go on when a test's fake clock stands still.
+        self._registry: OutageWaits[int] = OutageWaits()
+        self._behind: str | None = None  # why the book is behind the ledger, while it is
+        #: Ledger entries skipped because their bytes are no run state.
+        self.damaged_entries = 0
 
     # ------------------------------------------------------------ I/O thread
     def poll(self, *, finished: bool = True) -> int:
         """Read whatever arrived; returns how many records were applied. finished=False
         skips the completed and dead-letter topics (see Intake's I/O thread)."""
-        applied = 0
-        for record in self._ledger.poll(5000, 0.0):
-            self._apply(record)
-            applied += 1
+        applied = self._read_ledger()
         if not finished:
             return applied
         now_ms = int(self._clock.now() * 1000)
@@ -118,23 +139,101 @@ class RunStateView(LedgerBook):
                 time.sleep(0.2)
         while time.monotonic() < deadline:
             self.poll()
-            if all(_reached(tail.positions(), ends) for tail, ends in targets):
+            # Positions are past what waits in _held: read, not applied.
+            if not self._held and all(_reached(tail.positions(), ends) for tail, ends in targets):
                 return
             time.sleep(0.01)
-        raise TimeoutError("the intake could not read its run ledger to the end in time")
+        behind = self._behind
+        raise TimeoutError(
+            "the intake could not read its run ledger to the end in time"
+            + ("" if behind is None else f": {behind}")
+        )
+
+    def problem(self) -> str | None:
+        """Why decisions on this book would be untrue now: what LedgerBook.problem says
+        (for good), or, while the reader waits for the schema registry, that the book is
+        behind the ledger (until the registry answers)."""
+        return super().problem() or self._behind
+
+    def _read_ledger(self) -> int:
+        """Apply ledger records in offset order, from those waiting for the registry first;
+        stops at one the registry is needed for and cannot answer (it and the rest wait)."""
+        held = self._held
+        if held:
+            if not self._registry.may_try(time.monotonic()):
+                return 0
+            records = list(held)
+            held.clear()
+        else:
+            records = self._ledger.poll(5000, 0.0)
+        applied = 0
+        for i, record in enumerate(records):
+            try:
+                self._apply(record)
+            except RegistryUnavailable as exc:
+                held.extend(records[i:])
+                self._registry_down(record.offset, exc)
+                return applied
+            if self._behind is not None:
+                self._registry_through(record.offset)
+            applied += 1
+        return applied
+
+    def _registry_down(self, offset: int, error: RegistryUnavailable) -> None:
+        now = time.monotonic()
+        began = self._registry.failed(offset, now)
+        self._behind = (
+            f"the schema registry does not answer ({error}): the run ledger's entry at offset "
+            f"{offset} cannot be read yet, so this intake does not know every queued run and "
+            "decides nothing until it answers; retry later"
+        )
+        if began:
+            log.warning(
+                "run ledger reading waits for the schema registry at offset %d (the entry is "
+                "not skipped; the intake is not ready meanwhile): %s; trying again in %.1f s "
+                "(up to every %g s)",
+                offset, error, self._registry.wait_s(now), self._registry.backoff.cap_s,
+            )  # fmt: skip
+
+    def _registry_through(self, offset: int) -> None:
+        lasted = self._registry.went_through(offset, time.monotonic())
+        if lasted is not None:
+            self._behind = None
+            log.warning(
+                "the schema registry answered after %.1f s: the run ledger is read on from "
+                "offset %d",
+                lasted, offset,
+            )  # fmt: skip
 
     def _apply(self, record: Record) -> None:
-        if self.skip_own(record.offset) or record.key is None:
+        """Apply one ledger record. Raises RegistryUnavailable, having marked nothing read,
+        when decoding it needs the registry and the registry does not answer."""
+        offset = record.offset
+        if record.key is None or not self.needs_reading(offset):
+            self.skip_own(offset)  # marks it read; one's own write is in the book already
             return
         run_id = record.key.decode(errors="replace")
         if record.value is None:
-            self.apply(record.offset, run_id, None)
+            if not self.skip_own(offset):
+                self.apply(offset, run_id, None)
             return
         try:
             data = self.serde.decode(record.value)
-        except SerdeError:
-            return  # one damaged entry must not stop the view
-        self.apply(record.offset, run_id, data)
+        except RegistryUnavailable:
+            raise  # not damage: the entry is read once the registry answers
+        except SerdeError as exc:
+            # Bytes that are no run state: one damaged entry must not stop the view.
+            self.skip_own(offset)
+            self.damaged_entries += 1
+            if self.damaged_entries % 100 == 1:  # the 1st, 101st, ...: not a line each
+                log.error(
+                    "run ledger entry at offset %d (run %r) cannot be decoded, skipped "
+                    "(%d so far): %s",
+                    offset, run_id, self.damaged_entries, exc,
+                )  # fmt: skip
+            return
+        if not self.skip_own(offset):
+            self.apply(offset, run_id, data)
 
     def close(self) -> None:
         for tail in (self._ledger, *self._done):

@@ -168,7 +168,7 @@ class IntakeWriter:
             handoff.post(loop, settle, (index, offset, failure))
 
         try:
-            value = self._events.encode(event)
+            value = self._events.encode(event, topic=topic)
         except StreamsError as exc:
             tally.not_sent(index, exc)
             return

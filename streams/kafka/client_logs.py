@@ -90,6 +90,16 @@ class ClientLogs:
         _emit(lines)
 
 
+def refusal_message(what: str, seconds: float, last_error: str) -> str:
+    """The one line a process stops with when the cluster refuses its credentials."""
+    return (
+        f"{what}: the cluster has refused the credentials for {seconds:.0f} s "
+        f"({last_error}); check sasl.mechanism, sasl.username and sasl.password, or "
+        "ssl.ca.location and the client certificate (--client-config file or "
+        "STREAMS_KAFKA_* variables)"
+    )
+
+
 class ClientHooks:
     """The hooks of one client; `all_brokers_down` says whether, as far as this client
     knows, no broker answers (set by _ALL_BROKERS_DOWN, cleared by a broker seen UP).
@@ -116,12 +126,7 @@ class ClientHooks:
         refused = self._logs.refused_for(self._cluster)
         if refused is None or refused[0] < REFUSED_GRACE_S:
             return
-        failed = AuthorizationFailed(
-            f"{what}: the cluster has refused the credentials for {refused[0]:.0f} s "
-            f"({refused[1]}); check sasl.mechanism, sasl.username and sasl.password, or "
-            "ssl.ca.location and the client certificate (--client-config file or "
-            "STREAMS_KAFKA_* variables)"
-        )
+        failed = AuthorizationFailed(refusal_message(what, *refused))
         failed.code = "_AUTHENTICATION"
         raise failed
 

@@ -6,6 +6,7 @@ from poll()/flush() on the calling thread, never from a librdkafka thread.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -34,7 +35,30 @@ Headers = Sequence[tuple[str, bytes]]
 #: Retriable transaction calls are retried with this pause, within their timeout.
 _TXN_RETRY_PAUSE_S = 0.2
 
-__all__ = ["AckCallback", "PlacedCallback", "ProducerQueueFull", "RecordProducer"]
+__all__ = ["AckCallback", "AckWait", "PlacedCallback", "ProducerQueueFull", "RecordProducer"]
+
+
+class AckWait:
+    """The broker's answer to one record a caller waits on: give ``on_ack`` to send(),
+    flush, then ``problem()`` is None when the record was acknowledged, else the delivery
+    error or "no acknowledgement in time". Safe when another thread's flush serves the ack.
+    """
+
+    __slots__ = ("_acked", "_errors")
+
+    def __init__(self) -> None:
+        self._acked = threading.Event()
+        self._errors: list[DeliveryError] = []
+
+    def on_ack(self, error: DeliveryError | None) -> None:
+        if error is not None:
+            self._errors.append(error)
+        self._acked.set()
+
+    def problem(self) -> DeliveryError | str | None:
+        if self._errors:
+            return self._errors[0]
+        return None if self._acked.is_set() else "no acknowledgement in time"
 
 
 class RecordProducer:

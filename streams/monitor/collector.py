@@ -12,34 +12,31 @@ decisions by their timestamps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from datetime import datetime
 
 from streams.clock import Clock, SystemClock
+from streams.control.follow import ControlFollower
+from streams.control.state import control_view
 from streams.errors import BrokerUnavailable, StreamsError
-from streams.events import DeadLetterCodec
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.lag_reader import GroupLag, LagReader
 from streams.kafka.peek import RecordPeeker
 from streams.kafka.tail import TopicTail
-from streams.monitor.counts import RecentCounts
-from streams.monitor.model import DecisionSeen, MonitorSnapshot
+from streams.monitor.history import WorkflowHistory, split_per_min
+from streams.monitor.model import MonitorSnapshot
 from streams.monitor.stage_view import intake_view, stage_view, tool_views, worker_views
+from streams.policy.degradation import NO_LADDER
 from streams.policy.group_status import OffsetSample, PartitionWindow
 from streams.runtime.pressure_reports import ReportBoard
-from streams.serde import SchemaStore, Serde
 from streams.topology import Topology
-from streams.types import TopicPartition
+from streams.types import Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
-#: The intake's decision records (streams.intake.service.DECISION_SCHEMA; named here so the
-#: monitor does not load the intake service to read its audit trail).
-DECISION_SCHEMA = "dev.streams.AdmissionDecisionRecord"
 #: Records read from one history topic per round at most (the rest waits for the next).
 MAX_RECORDS_PER_ROUND = 20_000
 #: How often a missing pressure, dead-letter or decisions topic is looked for again.
@@ -76,18 +73,16 @@ class WorkflowReader:
         self._windows: dict[tuple[str, TopicPartition], PartitionWindow] = {}
         self._peeked: dict[tuple[TopicPartition, int | None], int] = {}
         self._board: ReportBoard | None = None
-        self._dlq: TopicTail | None = None
-        self._decision_tail: TopicTail | None = None
-        self._dead_letter_codec = DeadLetterCodec()
-        self._decision_serde = Serde(SchemaStore(), DECISION_SCHEMA)
-        self._dead: RecentCounts[tuple[str, str]] = RecentCounts(keep_s)
-        self._dead_seen: dict[tuple[str, str], int] = {}
-        self._decisions: deque[DecisionSeen] = deque(maxlen=100_000)
-        self._decisions_seen: dict[tuple[str, str], int] = {}
+        self._control: ControlFollower | None = None  # once W.control exists
+        self._history = WorkflowHistory(topology, keep_s)
+        self._followed = self._history.topics(topology)
+        self._tails: dict[str, TopicTail] = {}  # by topic, once it exists
         self._next_open = 0.0
 
     def close(self) -> None:
-        for closer in (self._board, self._dlq, self._decision_tail, self._peeker, self._lag):
+        for closer in (
+            self._board, self._control, *self._tails.values(), self._peeker, self._lag
+        ):  # fmt: skip
             if closer is not None:
                 closer.close()
 
@@ -118,7 +113,10 @@ class WorkflowReader:
         first_records = self._first_records(lags, errors)
         now = self._clock.now()
         reports = list(self._board.latest().values()) if self._board is not None else []
-        dead_per_min = self._dead.per_minute(now)
+        history = self._history
+        dead_per_min = history.dead.per_minute(now)
+        retries_per_min = history.retries.per_minute(now)
+        escalations_per_min = history.escalations.per_minute(now)
         views = []
         for stage in topology.stages.values():
             read = lags[stage.name]
@@ -131,6 +129,7 @@ class WorkflowReader:
                 for p in (read.partitions if read is not None else ())
                 if (p.tp, p.committed) in first_records
             }
+            retry_reasons, retry_tiers = split_per_min(retries_per_min, stage.name)
             views.append(
                 stage_view(
                     stage, read, windows,
@@ -141,24 +140,46 @@ class WorkflowReader:
                     },
                     now=now,
                     storm_per_min=self._storm_per_min,
+                    retries_per_min=retry_reasons,
+                    retries_per_min_by_tier=retry_tiers,
+                    escalations_per_min={
+                        reason: n for (s, reason), n in escalations_per_min.items()
+                        if s == stage.name
+                    },
                 )
             )  # fmt: skip
-        by_reason: dict[str, float] = {}
-        for (_, reason), n in dead_per_min.items():
-            by_reason[reason] = by_reason.get(reason, 0.0) + n
         fresh = {s.name: s.pressure.stale_after_s for s in topology.stages.values()}
+        all_retries, all_tiers = split_per_min(retries_per_min, None)
         return MonitorSnapshot(
             workflow=topology.workflow,
             measured_at=now,
             error="; ".join(errors) or None,
             stages=tuple(views),
             workers=worker_views(reports, now=now, fresh_within_s=fresh),
-            intake=intake_view(list(self._decisions), now=now),
-            dead_letters_per_min=by_reason,
-            dead_letters_seen=dict(self._dead_seen),
-            decisions_seen=dict(self._decisions_seen),
+            intake=intake_view(list(history.decisions), now=now),
+            dead_letters_per_min=_by_last(dead_per_min),
+            dead_letters_seen=dict(history.dead_seen),
+            decisions_seen=dict(history.decisions_seen),
             tools=tool_views(reports, now=now, fresh_within_s=fresh),
-        )
+            retries_per_min=all_retries,
+            retries_per_min_by_tier=all_tiers,
+            escalations_per_min=_by_last(escalations_per_min),
+            retries_seen=dict(history.retries_seen),
+            escalations_seen=dict(history.escalations_seen),
+            reviews=history.reviews.views(
+                topology.stages.values(), now=now,
+                workers_alive={v.stage: v.workers_alive for v in views},
+            ),
+            control=self._control_json(now),
+        )  # fmt: skip
+
+    def _control_json(self, now: float) -> dict[str, object] | None:
+        if self._control is None or not self._control.caught_up:
+            return None  # not read to its end: an older record may still be in force
+        topology = self._topology
+        ladder = topology.degradation.ladder if topology.degradation is not None else NO_LADDER
+        view = control_view(topology, self._control.state(), now)
+        return {**view.to_json(), "levels": [level.name for level in ladder.levels]}
 
     # ------------------------------------------------------------------ readings
     def _first_records(
@@ -196,7 +217,11 @@ class WorkflowReader:
 
     def _open_tails(self, errors: list[str]) -> None:
         """Open the readers of topics that exist (a workflow not applied yet has none)."""
-        if self._board is not None and self._dlq is not None and self._decision_tail is not None:
+        if (
+            self._board is not None
+            and self._control is not None
+            and len(self._tails) == len(self._followed)
+        ):
             return
         mono = self._clock.monotonic()
         if mono < self._next_open:
@@ -207,31 +232,26 @@ class WorkflowReader:
         except StreamsError as exc:
             errors.append(f"metadata: {exc}")
             return
-        t = self._topology
+        pressure = self._topology.pressure_topic
         since_ms = int((self._clock.now() - self._keep_s) * 1000)
-        topics = {
-            "pressure": t.pressure_topic,
-            "dead letters": t.dead_letter_topic,
-            "decisions": t.decisions_topic,
-        }
         try:
-            if self._board is None and counts.get(topics["pressure"]):
+            if self._board is None and counts.get(pressure):
                 # Compacted and small: read whole, so every worker's latest report is known.
-                tail = TopicTail(self._config, topics["pressure"], counts[topics["pressure"]])
+                tail = TopicTail(self._config, pressure, counts[pressure])
                 board = self._board = ReportBoard(tail)
                 _catch_up(tail, board.refresh)
-            if self._dlq is None and counts.get(topics["dead letters"]):
-                dlq = self._dlq = TopicTail(
-                    self._config, topics["dead letters"], counts[topics["dead letters"]],
-                    since_ms=since_ms,
+            control = self._topology.control_topic
+            if self._control is None and counts.get(control):
+                follower = self._control = ControlFollower(self._topology, self._config)
+                _catch_up_control(follower)
+            for followed in self._followed:
+                if followed.topic in self._tails or not counts.get(followed.topic):
+                    continue
+                opened = self._tails[followed.topic] = TopicTail(
+                    self._config, followed.topic, counts[followed.topic],
+                    since_ms=since_ms if followed.recent else None,
                 )  # fmt: skip
-                _catch_up(dlq, lambda: _drain(dlq, self._count_dead_letter))
-            if self._decision_tail is None and counts.get(topics["decisions"]):
-                decided = self._decision_tail = TopicTail(
-                    self._config, topics["decisions"], counts[topics["decisions"]],
-                    since_ms=since_ms,
-                )  # fmt: skip
-                _catch_up(decided, lambda: _drain(decided, self._count_decision))
+                _catch_up(opened, functools.partial(_drain, opened, followed.count))
         except StreamsError as exc:
             errors.append(f"opening readers: {exc}")
 
@@ -239,44 +259,22 @@ class WorkflowReader:
         try:
             if self._board is not None:
                 self._board.refresh()
-            if self._dlq is not None:
-                _drain(self._dlq, self._count_dead_letter)
-            if self._decision_tail is not None:
-                _drain(self._decision_tail, self._count_decision)
+            if self._control is not None:
+                self._control.refresh()
+            for followed in self._followed:
+                tail = self._tails.get(followed.topic)
+                if tail is not None:
+                    _drain(tail, followed.count)
         except StreamsError as exc:
             errors.append(f"history: {exc}")
 
-    def _count_dead_letter(self, value: bytes, timestamp_ms: int) -> None:
-        try:
-            letter = self._dead_letter_codec.decode(value)
-        except StreamsError:
-            key, at = ("?", "undecodable"), timestamp_ms / 1000.0
-        else:
-            if letter.workflow != self._topology.workflow:
-                return  # a dead-letter topic shared by several workflows
-            key, at = (letter.stage, letter.reason), letter.dead_at_ms / 1000.0
-        self._dead.add(key, at)
-        self._dead_seen[key] = self._dead_seen.get(key, 0) + 1
 
-    def _count_decision(self, value: bytes, timestamp_ms: int) -> None:
-        try:
-            record = self._decision_serde.decode(value)
-        except StreamsError:
-            return  # a foreign record on the audit topic says nothing about admission
-        if record.get("workflow") != self._topology.workflow:
-            return
-        decided = record.get("decided_at")
-        at = (
-            decided.timestamp()
-            if isinstance(decided, datetime)
-            else (decided if isinstance(decided, int) else timestamp_ms) / 1000.0
-        )
-        seen = DecisionSeen(str(record.get("outcome")), str(record.get("reason")), at)
-        self._decisions.append(seen)
-        key = (seen.outcome, seen.reason)
-        self._decisions_seen[key] = self._decisions_seen.get(key, 0) + 1
-        while self._decisions and self._decisions[0].at < at - self._keep_s:
-            self._decisions.popleft()
+def _by_last(per_min: dict[tuple[str, str], float]) -> dict[str, float]:
+    """(stage, reason) -> n summed over stages: reason -> n."""
+    summed: dict[str, float] = {}
+    for (_, reason), n in per_min.items():
+        summed[reason] = summed.get(reason, 0.0) + n
+    return summed
 
 
 def _catch_up(tail: TopicTail, read: Callable[[], None], timeout_s: float = 3.0) -> None:
@@ -291,7 +289,15 @@ def _catch_up(tail: TopicTail, read: Callable[[], None], timeout_s: float = 3.0)
         time.sleep(0.02)
 
 
-def _drain(tail: TopicTail, count: Callable[[bytes, int], None]) -> None:
+def _catch_up_control(follower: ControlFollower, timeout_s: float = 3.0) -> None:
+    """Like _catch_up, for the control topic: a level or pause shown only once the topic
+    has been read to the end offsets it had (so a later record cannot still override it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not follower.caught_up:
+        follower.refresh(0.1)
+
+
+def _drain(tail: TopicTail, count: Callable[[Record], None]) -> None:
     read = 0
     while read < MAX_RECORDS_PER_ROUND:
         records = tail.poll(1000, 0.0)
@@ -299,5 +305,4 @@ def _drain(tail: TopicTail, count: Callable[[bytes, int], None]) -> None:
             return
         read += len(records)
         for record in records:
-            if record.value is not None:
-                count(record.value, record.timestamp_ms)
+            count(record)

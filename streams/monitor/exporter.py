@@ -17,7 +17,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from streams.errors import MetricsPortUnavailable
-from streams.monitor.model import MonitorSnapshot
+from streams.monitor.model import BREAKER_SEVERITY, MonitorSnapshot
 from streams.monitor.page import render_page
 from streams.policy.group_status import SEVERITY
 
@@ -36,6 +36,24 @@ _STAGE_GAUGES = (
     ("streams_monitor_concurrency_limit", "Handler-call limit summed over live workers."),
     ("streams_monitor_workers_alive", "Workers of a stage whose pressure report is fresh."),
     ("streams_monitor_max_queue_age_seconds", "The stage's max_queue_age_s (topology)."),
+)
+_REVIEW_GAUGES = (
+    ("streams_monitor_review_pending", "Reviews pending at a review stage (W.reviews)."),
+    ("streams_monitor_review_max_pending", "A review stage's max_pending per worker (topology)."),
+    (
+        "streams_monitor_review_room",
+        "Pending reviews a review stage holds at most now: max_pending x live workers "
+        "(one worker's room when none is alive).",
+    ),
+    (
+        "streams_monitor_review_oldest_pending_age_seconds",
+        "Age of a review stage's oldest pending review (W.reviews); 0 with none pending.",
+    ),
+    ("streams_monitor_review_max_wait_seconds", "A review stage's max_wait_s (topology)."),
+    (
+        "streams_monitor_review_clear_rate",
+        "Reviews people decided per second at a review stage over its rate window (W.reviews).",
+    ),
 )
 
 
@@ -118,6 +136,32 @@ class MonitorCollector(Collector):
             "by outcome and reason.",
             labels=["workflow", "outcome", "reason"],
         )
+        retries = CounterMetricFamily(
+            "streams_monitor_retries",
+            "Retries read from the retry-tier topics since this monitor started (it first "
+            "re-reads the last minutes), by stage, tier (seconds) and reason.",
+            labels=["workflow", "stage", "tier", "reason"],
+        )
+        escalations = CounterMetricFamily(
+            "streams_monitor_escalations",
+            "Escalations read from the escalations topic since this monitor started (it first "
+            "re-reads the last minutes), by stage and reason.",
+            labels=["workflow", "stage", "reason"],
+        )
+        review_gauges = [
+            GaugeMetricFamily(name, doc, labels=["workflow", "stage"])
+            for name, doc in _REVIEW_GAUGES
+        ]
+        breakers = GaugeMetricFamily(
+            "streams_monitor_tool_breakers",
+            "Live workers whose circuit breaker of a tool is in each state (closed, open, "
+            "half_open), from the workers' pressure reports.",
+            labels=["workflow", "tool", "state"],
+        )
+        for tool in s.tools:
+            if tool.breakers:  # every state, 0 included, like the workers' breaker gauge
+                for state in BREAKER_SEVERITY:
+                    breakers.add_metric([wf, tool.name, state], tool.breakers.get(state, 0))
         admission = GaugeMetricFamily(
             "streams_monitor_admission",
             "1 for the intake's admission state from its newest decision of the last minute "
@@ -151,6 +195,18 @@ class MonitorCollector(Collector):
             dead.add_metric([wf, stage, reason], n)
         for (outcome, reason), n in sorted(s.decisions_seen.items()):
             decided.add_metric([wf, outcome, reason], n)
+        for (stage, tier, reason), n in sorted(s.retries_seen.items()):
+            retries.add_metric([wf, stage, tier, reason], n)
+        for (stage, reason), n in sorted(s.escalations_seen.items()):
+            escalations.add_metric([wf, stage, reason], n)
+        for r in s.reviews:
+            room = r.max_pending * max(1, r.workers_alive)
+            review_values = (
+                r.pending, r.max_pending, room, r.oldest_pending_age_s, r.max_wait_s,
+                r.clear_rate_per_s,
+            )  # fmt: skip
+            for gauge, value in zip(review_gauges, review_values, strict=True):
+                gauge.add_metric([wf, r.stage], value)
         admission.add_metric([wf, s.intake.admission], 1.0)
         reading_at = GaugeMetricFamily(
             "streams_monitor_reading_timestamp_seconds",
@@ -166,7 +222,45 @@ class MonitorCollector(Collector):
         reading_ok.add_metric([wf], 0.0 if s.error else 1.0)
         yield from (lag, time_lag, oldest, lane_lag, lane_oldest, lane_time_lag)
         yield from (part_status, paused, group, *stage_gauges)
-        yield from (dead, decided, admission, reading_at, reading_ok)
+        yield from (dead, decided, retries, escalations, *review_gauges, breakers)
+        yield from (admission, reading_at, reading_ok)
+        yield from _control_families(wf, s.control)
+
+
+def _control_families(wf: str, control: dict[str, Any] | None) -> Iterator[Metric]:
+    """The degradation level and operators' controls (W.control); nothing before the
+    topic has been read to its end."""
+    if control is None:
+        return
+    level = GaugeMetricFamily(
+        "streams_monitor_degradation_level",
+        "1 for the degradation level the workflow is at (forced or computed), 0 for the "
+        "ladder's other levels; from W.control.",
+        labels=["workflow", "level"],
+    )
+    for name in control["levels"]:
+        level.add_metric([wf, name], 1.0 if name == control["level"] else 0.0)
+    forced = GaugeMetricFamily(
+        "streams_monitor_degradation_forced",
+        "1 while an operator's forced level (streams control degrade) is in force.",
+        labels=["workflow"],
+    )
+    forced.add_metric([wf], 0.0 if control["forced"] is None else 1.0)
+    paused = GaugeMetricFamily(
+        "streams_monitor_operator_paused",
+        "1 for each stage an operator paused (streams control pause).",
+        labels=["workflow", "stage"],
+    )
+    for stage in sorted(control["paused_stages"]):
+        paused.add_metric([wf, stage], 1.0)
+    forced_open = GaugeMetricFamily(
+        "streams_monitor_tool_forced_open",
+        "1 for each tool an operator forced open (streams control tool --open).",
+        labels=["workflow", "tool"],
+    )
+    for tool in sorted(control["tools_forced_open"]):
+        forced_open.add_metric([wf, tool], 1.0)
+    yield from (level, forced, paused, forced_open)
 
 
 class MonitorServer:

@@ -23,8 +23,21 @@ def counts(by_key: Mapping[str, float], *, unit: str = "") -> str:
     if not by_key:
         return "-"
     ordered = sorted(by_key.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{k} {_number(v)}{unit}" for k, v in ordered)
+    return ", ".join(f"{k} {number(v)}{unit}" for k, v in ordered)
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+def rate(per_s: float) -> str:
+    """ "0.005/s", "2.5/s": three significant digits, enough for a clear rate."""
+    return f"{per_s:.3g}/s"
+
+
+def tiers(by_tier: Mapping[str, float]) -> str:
+    """ "tier 1s 4, 30s 2" (shortest tier first), "" for nothing."""
+    if not by_tier:
+        return ""
+    ordered = sorted(by_tier.items(), key=lambda kv: float(kv[0]) if kv[0] != "?" else 1e18)
+    return "tier " + ", ".join(f"{t}s {number(n)}" for t, n in ordered)

@@ -62,6 +62,12 @@ class StageView:
     dead_letters_per_min: dict[str, float]  # reason -> per minute, last 60 s
     lanes: tuple[LaneView, ...]
     partitions: tuple[PartitionView, ...]
+    #: Read from the retry-tier topics (their streams.retry.* headers), last 60 s:
+    #: reason -> per minute, and tier (seconds, as text) -> per minute.
+    retries_per_min: dict[str, float] = field(default_factory=dict)
+    retries_per_min_by_tier: dict[str, float] = field(default_factory=dict)
+    #: Read from W.escalations, last 60 s: reason -> per minute.
+    escalations_per_min: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,24 @@ class ToolView:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewView:
+    """One review stage's queue, from its latest entries in W.reviews (README "Human
+    review"): the runs pending now, and the decisions people made in the rate window."""
+
+    stage: str
+    pending: int
+    max_pending: int  # per worker (the topology's review.max_pending)
+    workers_alive: int
+    #: pending >= max_pending x live workers (one worker's room when none is alive).
+    full: bool
+    oldest_pending_age_s: float  # 0 with nothing pending
+    max_wait_s: float
+    over_max_wait: bool  # the oldest pending review is past max_wait_s (nobody timed it out)
+    clear_rate_per_s: float  # decisions by people per second over rate_window_s
+    rate_window_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionSeen:
     """One intake decision read from the decisions topic."""
 
@@ -139,9 +163,27 @@ class MonitorSnapshot:
     dead_letters_seen: dict[tuple[str, str], int] = field(default_factory=dict)
     decisions_seen: dict[tuple[str, str], int] = field(default_factory=dict)
     tools: tuple[ToolView, ...] = ()  # from live workers' pressure reports
+    #: Whole workflow, last 60 s: retries by reason and by tier, escalations by reason.
+    retries_per_min: dict[str, float] = field(default_factory=dict)
+    retries_per_min_by_tier: dict[str, float] = field(default_factory=dict)
+    escalations_per_min: dict[str, float] = field(default_factory=dict)
+    #: Counted since this monitor started: (stage, tier, reason) and (stage, reason).
+    retries_seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    escalations_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    reviews: tuple[ReviewView, ...] = ()  # one per review stage of the topology
+    #: The degradation level and operators' controls from W.control (None until the topic
+    #: is read): streams.control.state.ControlView.to_json() plus "levels", the ladder's.
+    control: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["retries_seen"] = [
+            {"stage": s, "tier": t, "reason": r, "count": n}
+            for (s, t, r), n in self.retries_seen.items()
+        ]
+        data["escalations_seen"] = [
+            {"stage": s, "reason": r, "count": n} for (s, r), n in self.escalations_seen.items()
+        ]
         data["dead_letters_seen"] = [
             {"stage": s, "reason": r, "count": n} for (s, r), n in self.dead_letters_seen.items()
         ]

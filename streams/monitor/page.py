@@ -11,7 +11,8 @@ import html
 import time
 
 from streams.monitor import fmt
-from streams.monitor.model import BREAKER_SEVERITY, MonitorSnapshot, PausedAt, ToolView
+from streams.monitor.control_text import control_lines
+from streams.monitor.model import BREAKER_SEVERITY, MonitorSnapshot, PausedAt, ReviewView, ToolView
 
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
@@ -45,6 +46,25 @@ def _breakers(tool: ToolView) -> str:
     )
 
 
+def _review_row(r: ReviewView) -> str:
+    room = r.max_pending * max(1, r.workers_alive)
+    state, css = (
+        ("over max wait", "STOP")
+        if r.over_max_wait
+        else ("full", "WARN")
+        if r.full
+        else ("ok", "OK")
+    )
+    return (
+        f'<tr data-review="{_e(r.stage)}"><td>{_e(r.stage)}</td>'
+        f'<td class="n">{r.pending} / {room}{" (full)" if r.full else ""}</td>'
+        f'<td class="n">{_e(fmt.age(r.oldest_pending_age_s))}</td>'
+        f'<td class="n">{_e(fmt.age(r.max_wait_s))}</td>'
+        f'<td class="n">{_e(fmt.rate(r.clear_rate_per_s))}</td>'
+        f'<td class="n">{r.workers_alive}</td><td class="{css}">{state}</td></tr>'
+    )
+
+
 def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
     at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.measured_at))
     rows: list[str] = []
@@ -59,6 +79,9 @@ def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
             f'<td class="n">{_e(fmt.age(s.max_queue_age_s))}</td><td class="n">{_e(run)}</td>'
             f'<td class="paused">{_e(paused)}</td>'
             f"<td>{_e(fmt.counts(s.dead_letters_per_min))}</td>"
+            f'<td class="retries" title="{_e(fmt.tiers(s.retries_per_min_by_tier))}">'
+            f"{_e(fmt.counts(s.retries_per_min))}</td>"
+            f'<td class="escalations">{_e(fmt.counts(s.escalations_per_min))}</td>'
             f'<td class="why">{_e(s.why)}</td></tr>'
         )
         for lane in s.lanes:
@@ -68,7 +91,7 @@ def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
                 f'<td class="{_e(lane.status)}">{_e(lane.status)}</td>'
                 f'<td class="n">{lane.lag}</td><td class="n">{_e(fmt.age(lane.time_lag_s))}</td>'
                 f'<td class="n">{_e(fmt.age(lane.oldest_age_s))}</td><td></td><td></td>'
-                f"<td>{_e(lane_paused)}</td><td></td><td></td></tr>"
+                f"<td>{_e(lane_paused)}</td><td></td><td></td><td></td><td></td></tr>"
             )
     workers = "".join(
         f"<tr><td>{_e(w.stage)}</td><td>{_e(w.worker)}</td>"
@@ -86,22 +109,36 @@ def render_page(snapshot: MonitorSnapshot, *, refresh_s: float = 2.0) -> str:
         f'<td class="n">{t.workers}</td></tr>'
         for t in snapshot.tools
     )
+    reviews = "".join(_review_row(r) for r in snapshot.reviews)
+    retries = fmt.counts(snapshot.retries_per_min)
+    tiers = fmt.tiers(snapshot.retries_per_min_by_tier)
     intake = snapshot.intake
     reason = f" ({intake.admission_reason})" if intake.admission_reason else ""
     error = f'<p class="ERR">reading: {_e(snapshot.error)}</p>' if snapshot.error else ""
+    control = "".join(f"<p>{_e(line)}</p>" for line in control_lines(snapshot.control))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{refresh_s:g}">
 <title>streams monitor: {_e(snapshot.workflow)}</title><style>{_CSS}</style></head>
 <body><h1>{_e(snapshot.workflow)}</h1><p>measured {_e(at)}; refreshes every {refresh_s:g} s</p>
 {error}
+<h2>Degradation</h2><div id="degradation">{control or "<p>W.control not read yet</p>"}</div>
 <table id="stages"><thead><tr><th>stage / lane</th><th>status</th><th>lag</th><th>time lag</th>
 <th>oldest queued</th><th>max age</th><th>in flight / limit</th><th>paused (reason: partitions)</th>
-<th>dead letters / min</th><th>why</th></tr></thead><tbody>
+<th>dead letters / min</th><th>retries / min</th><th>escalations / min</th><th>why</th>
+</tr></thead><tbody>
 {"".join(rows)}
 </tbody></table>
 <h2>Intake</h2><p id="intake">admission: <b>{_e(intake.admission)}</b>{_e(reason)};
 decisions / min: {_e(fmt.counts(intake.decisions_per_min))}</p>
+<h2>Retries and escalations</h2>
+<p id="retries">retries / min: {_e(retries)}{_e(f" ({tiers})" if tiers else "")};
+escalations / min: {_e(fmt.counts(snapshot.escalations_per_min))}</p>
+<h2>Review queues</h2><table id="reviews"><thead><tr><th>stage</th><th>pending / room</th>
+<th>oldest pending</th><th>max wait</th><th>cleared by people</th><th>workers</th>
+<th>state</th></tr></thead><tbody>
+{reviews or '<tr><td colspan="7">no review stage</td></tr>'}
+</tbody></table>
 <h2>Tools</h2><table id="tools"><thead><tr><th>tool</th><th>stages</th>
 <th>breaker (state: workers)</th><th>running</th><th>waiting</th><th>slots</th>
 <th>workers</th></tr></thead><tbody>

@@ -57,10 +57,14 @@ def stage_view(
     dead_letters_per_min: Mapping[str, float],
     now: float,
     storm_per_min: float,
+    retries_per_min: Mapping[str, float] | None = None,
+    retries_per_min_by_tier: Mapping[str, float] | None = None,
+    escalations_per_min: Mapping[str, float] | None = None,
 ) -> StageView:
     """``lag`` None: the group could not be read this round (status UNKNOWN; also when its
     input topics do not exist). ``reports``
-    are the stage's workers' latest, stale ones included (they are left out here)."""
+    are the stage's workers' latest, stale ones included (they are left out here).
+    Retries (by reason, by tier) and escalations (by reason) are shown as given."""
     fresh_s = stage.pressure.stale_after_s
     live = [r for r in reports if r.stage == stage.name and alive(r, now, fresh_s)]
     paused_by: dict[TopicPartition, set[str]] = {}
@@ -109,6 +113,9 @@ def stage_view(
         dead_letters_per_min=dead,
         lanes=tuple(_lane_views(stage, partitions, lag is not None)),
         partitions=partitions,
+        retries_per_min=dict(retries_per_min or {}),
+        retries_per_min_by_tier=dict(retries_per_min_by_tier or {}),
+        escalations_per_min=dict(escalations_per_min or {}),
     )
 
 

@@ -15,7 +15,14 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.monitor import fmt
-from streams.monitor.model import BREAKER_SEVERITY, MonitorSnapshot, StageStatus, ToolView
+from streams.monitor.control_text import control_lines, level_text
+from streams.monitor.model import (
+    BREAKER_SEVERITY,
+    MonitorSnapshot,
+    ReviewView,
+    StageStatus,
+    ToolView,
+)
 
 _STYLE: dict[str, str] = {
     "OK": "green",
@@ -77,6 +84,27 @@ def render_table(snapshot: MonitorSnapshot) -> RenderableType:
     lines.append(Text(f"workers: {workers or 'none alive'}" + (f" ({gone} gone)" if gone else "")))
     if snapshot.tools:
         lines.append(Text("tools: " + "; ".join(_tool_text(t) for t in snapshot.tools)))
+    control = snapshot.control
+    degraded = control is not None and control["level"] != control["levels"][0]
+    for i, line in enumerate(control_lines(control)):
+        lines.append(Text(line, style="bold yellow" if i == 0 and degraded else "yellow"))
+    retrying = [
+        f"{s.stage} {fmt.counts(s.retries_per_min)} ({fmt.tiers(s.retries_per_min_by_tier)})"
+        for s in snapshot.stages
+        if s.retries_per_min
+    ]
+    if retrying:
+        lines.append(Text("retries/min: " + "; ".join(retrying)))
+    escalating = [
+        f"{s.stage} {fmt.counts(s.escalations_per_min)}"
+        for s in snapshot.stages
+        if s.escalations_per_min
+    ]
+    if escalating:
+        lines.append(Text("escalations/min: " + "; ".join(escalating), style="yellow"))
+    for review in snapshot.reviews:
+        style = "bold red" if review.over_max_wait else "yellow" if review.full else ""
+        lines.append(Text(review_text(review), style=style))
     intake = snapshot.intake
     reason = f" ({intake.admission_reason})" if intake.admission_reason else ""
     lines.append(
@@ -102,6 +130,18 @@ def _tool_text(tool: ToolView) -> str:
     )
 
 
+def review_text(review: ReviewView) -> str:
+    """ "review approve: 3/3 pending (full), oldest 50s > max wait 30s, clearing 0.005/s"."""
+    full = " (full)" if review.full else ""
+    room = review.max_pending * max(1, review.workers_alive)
+    over = ">" if review.over_max_wait else "of"
+    return (
+        f"review {review.stage}: {review.pending}/{room} pending{full}, "
+        f"oldest {fmt.age(review.oldest_pending_age_s)} {over} max wait "
+        f"{fmt.age(review.max_wait_s)}, clearing {fmt.rate(review.clear_rate_per_s)}"
+    )
+
+
 def heartbeat_line(snapshot: MonitorSnapshot) -> str:
     """One line per round for logs: each stage's status, lag, oldest age and pauses."""
     parts = [time.strftime("%H:%M:%S", time.localtime(snapshot.measured_at)), snapshot.workflow]
@@ -113,11 +153,23 @@ def heartbeat_line(snapshot: MonitorSnapshot) -> str:
             text += f" paused {fmt.counts(stage.paused)}"
         if stage.dead_letters_per_min:
             text += f" dlq/min {fmt.counts(stage.dead_letters_per_min)}"
+        if stage.retries_per_min:
+            text += f" retries/min {fmt.number(sum(stage.retries_per_min.values()))}"
+        if stage.escalations_per_min:
+            text += f" escalations/min {fmt.number(sum(stage.escalations_per_min.values()))}"
         parts.append(text)
+    for review in snapshot.reviews:
+        room = review.max_pending * max(1, review.workers_alive)
+        parts.append(
+            f"review {review.stage} {review.pending}/{room} "
+            f"oldest {fmt.age(review.oldest_pending_age_s)}"
+        )
     for tool in snapshot.tools:
         worst = tool.worst_breaker
         if worst is not None and worst != "closed":
             parts.append(f"tool {tool.name} {worst}")
+    if snapshot.control is not None:
+        parts.append(level_text(snapshot.control))
     parts.append(f"intake {snapshot.intake.admission}")
     if snapshot.error:
         parts.append(f"error: {snapshot.error}")

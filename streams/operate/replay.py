@@ -1,5 +1,6 @@
-"""`streams dlq replay`: chosen dead letters sent back through the intake's admission, one
-at a time at a ceiling rate, each recorded on `W.replays`.
+"""`streams dlq replay` and `streams escalations replay`: chosen dead letters (escalations)
+sent back through the intake's admission, one at a time at a ceiling rate, each recorded
+on `W.replays` under its topic and place.
 
 Owns the order (oldest dead first), the pace, and what is sent again; must not decide
 admission (the door's intake does) or build requests (streams.operate.replay_plan does).
@@ -30,7 +31,9 @@ from streams.operate.doors import AdmissionDoor, DoorUnavailable
 from streams.operate.replay_log import replay_id
 from streams.operate.replay_plan import (
     ADMITTED,
+    ReplayItem,
     ReplayResult,
+    as_item,
     replay_key,
     result_of,
     run_request,
@@ -65,7 +68,7 @@ class ReplayTarget:
 
 
 def replay(
-    entries: Iterable[DeadLetterEntry],
+    entries: Iterable[DeadLetterEntry | ReplayItem],
     target: ReplayTarget,
     log: ReplayBook,
     open_door: Callable[[], AdmissionDoor],
@@ -77,9 +80,10 @@ def replay(
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[ReplayResult]:
     """Replay `entries` (oldest dead first); the door is opened only when something is to
-    be sent. Each result goes to `on_result` as it is known."""
+    be sent. Each result goes to `on_result` as it is known. `target.dead_letter_topic` is
+    the topic the entries were read from (W.dlq or W.escalations)."""
     submissions = submissions or {}
-    ordered = sorted(entries, key=lambda e: e.letter.dead_at_ms if e.letter else 0)
+    ordered = sorted((as_item(e) for e in entries), key=lambda e: e.at_ms)
     earlier = log.read()
     bucket = TokenBucket(options.rate_per_s, 1.0, monotonic())
     door: AdmissionDoor | None = None
@@ -92,18 +96,17 @@ def replay(
 
     try:
         for entry in ordered:
-            letter = entry.letter
             event = submitted_event(
                 entry, target.entry_stage, from_entry=options.from_entry, submissions=submissions
             )
-            if isinstance(event, str) or letter is None:
+            if isinstance(event, str):
                 done(ReplayResult(entry.id, entry.run_id, "skipped", str(event)))
                 continue
             key = replay_key(event, *_place(entry))
             prior = earlier.get(replay_id(target.dead_letter_topic, entry.id))
             if (
                 prior is not None
-                and prior["dead_at"] == letter.dead_at_ms
+                and prior["dead_at"] == entry.at_ms
                 and prior["outcome"] in ADMITTED
             ):
                 done(
@@ -148,7 +151,7 @@ def replay(
     return results
 
 
-def _place(entry: DeadLetterEntry) -> tuple[int, int]:
+def _place(entry: ReplayItem) -> tuple[int, int]:
     partition, offset = entry.id.split(":")
     return int(partition), int(offset)
 
@@ -161,16 +164,16 @@ def _pace(
 
 
 def _record(
-    target: ReplayTarget, entry: DeadLetterEntry, result: ReplayResult, via: str
+    target: ReplayTarget, entry: ReplayItem, result: ReplayResult, via: str
 ) -> dict[str, Any]:
-    assert entry.letter is not None and entry.run_id is not None
+    assert entry.run_id is not None
     partition, offset = _place(entry)
     return {
         "workflow": target.workflow,
         "dead_letter_topic": target.dead_letter_topic,
         "dead_letter_partition": partition,
         "dead_letter_offset": offset,
-        "dead_at": entry.letter.dead_at_ms,
+        "dead_at": entry.at_ms,
         "original_run_id": entry.run_id,
         "idempotency_key": result.idempotency_key or "",
         "outcome": result.outcome,

@@ -1,4 +1,5 @@
-"""What `streams dlq replay` sends for each dead letter, and what it learned: the replay's
+"""What `streams dlq replay` (and `streams escalations replay`) sends for each dead letter
+(escalation), and what it learned: the replay's
 run request (the dead run's tenant, lane, priority, deadline, trace context and payload),
 its idempotency key, which dead letters are skipped and why, and the printed results.
 
@@ -49,6 +50,36 @@ NOT_DONE: frozenset[str] = frozenset({"rejected", "invalid", "unknown", "unavail
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayItem:
+    """What a replay needs of one record it may send again: a dead letter
+    (``of_dead_letter``) or an escalation (streams.operate.escalation_entries)."""
+
+    id: str  # its place in its topic, "partition:offset"
+    run_id: str | None
+    event: TaskEvent | None  # the run's task event, when its bytes decode
+    stage: str | None  # where it died or was escalated; None: the record did not decode
+    at_ms: int  # when it died or was escalated (the replay log keeps it)
+    problem: str | None  # why stage or event is missing
+    kind: Literal["dlq", "escalations"] = "dlq"  # its command, for the hints
+
+    @classmethod
+    def of_dead_letter(cls, entry: DeadLetterEntry) -> ReplayItem:
+        letter = entry.letter
+        return cls(
+            id=entry.id,
+            run_id=entry.run_id,
+            event=entry.event,
+            stage=None if letter is None else letter.stage,
+            at_ms=0 if letter is None else letter.dead_at_ms,
+            problem=entry.decode_problem if letter is None else entry.event_problem,
+        )
+
+
+def as_item(entry: DeadLetterEntry | ReplayItem) -> ReplayItem:
+    return entry if isinstance(entry, ReplayItem) else ReplayItem.of_dead_letter(entry)
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayResult:
     entry_id: str  # the dead letter's place in its topic, "partition:offset"
     original_run_id: str | None
@@ -83,31 +114,34 @@ def replay_key(event: TaskEvent, partition: int, offset: int) -> str:
 
 
 def submitted_event(
-    entry: DeadLetterEntry,
+    entry: DeadLetterEntry | ReplayItem,
     entry_stage: str,
     *,
     from_entry: bool,
     submissions: Mapping[str, TaskEvent],
 ) -> TaskEvent | str:
-    """The event to submit again for this dead letter, or why there is none.
+    """The event to submit again for this dead letter (or escalation), or why there is none.
 
     The intake admits runs into its entry stage only. A dead letter of the entry stage
     holds the submission itself; a later stage's holds that stage's input (an upstream
     handler's output), which the entry stage's handler must not be given: such a run is
     replayed only with `from_entry`, from its submission as the entry topics still hold
     it (`submissions`, by run id), so it starts over from the entry stage."""
-    if entry.letter is None:
-        return f"not a dead-letter record ({entry.decode_problem})"
-    if entry.event is None:
-        return f"its bytes are no task event ({entry.event_problem}): see `streams dlq show`"
-    if entry.letter.stage == entry_stage:
-        return entry.event
+    item = as_item(entry)
+    noun = "dead-letter" if item.kind == "dlq" else "escalation"
+    if item.stage is None:
+        return f"not a {noun} record ({item.problem})"
+    if item.event is None:
+        return f"its bytes are no task event ({item.problem}): see `streams {item.kind} show`"
+    if item.stage == entry_stage:
+        return item.event
     if not from_entry:
+        verb = "died" if item.kind == "dlq" else "escalated"
         return (
-            f"died in stage {entry.letter.stage}, after the entry stage {entry_stage}: "
+            f"{verb} in stage {item.stage}, after the entry stage {entry_stage}: "
             "--from-entry restarts it from its submission"
         )
-    submission = submissions.get(entry.event.run_id)
+    submission = submissions.get(item.event.run_id)
     if submission is None:
         return (
             f"its submission is no longer on {entry_stage}'s topics (retention): it cannot "
@@ -131,7 +165,7 @@ def run_request(event: TaskEvent, key: str, deadline_ms: int | None) -> RunReque
     )
 
 
-def result_of(entry: DeadLetterEntry, key: str, decision: Decision) -> ReplayResult:
+def result_of(entry: DeadLetterEntry | ReplayItem, key: str, decision: Decision) -> ReplayResult:
     return ReplayResult(
         entry.id, entry.run_id, decision.outcome, decision.reason, decision.run_id, key,
         decision.retry_after_s, decision.lane,

@@ -18,8 +18,11 @@ clock, keep state, or detect duplicates (that needs the run-state log; see ``col
    ``deadline_action``: "reject" -> rejected "deadline_unmeetable" with no retry-after
    (retrying will not help); "downgrade" -> the run moves to the least urgent lane in
    ``limits.lanes`` and rule 5 applies to it in that lane (a deadline must not bypass that
-   lane's saturation rule); a run already there is rejected. With no forecast yet (no
-   drain rate measured) only a deadline already past fails.
+   lane's saturation rule); a run already there is rejected. The forecast includes the
+   review stages on the run's path (``review_wait_s``: pending ÷ the clear rate people
+   achieve, streams.policy.review). A part not known yet (no drain rate measured, a
+   review stage with no measured clear rate) counts as no wait: only known parts refuse
+   a run, never a guess; with nothing known only a deadline already past fails.
 5. Lane rule: when saturated for this tenant, the lane's ``on_saturation``: "accept" ->
    accepted "admitted"; "delay" -> delayed by the lane's ``delay_s``; "downgrade" -> to
    its ``downgrade_to`` lane (no second lane rule there); "reject" -> rejected. Reason
@@ -57,6 +60,7 @@ ReasonCode = Literal[
     "deadline_unmeetable",
     "downstream_pressure",
     "duplicate",
+    "degraded",  # a degradation level's intake.lanes rule (streams.intake.degradation)
 ]
 SaturationAction = Literal["accept", "delay", "downgrade", "reject"]
 DeadlineAction = Literal["reject", "downgrade"]
@@ -169,6 +173,10 @@ class CapacitySnapshot:
     p95_handler_s: float | None
     downstream_paused: bool
     delayed_total: int = 0
+    #: Expected wait at the review stages on the run's path (known part; see
+    #: streams.policy.review.path_review_wait), and whether some of it is unknown.
+    review_wait_s: float = 0.0
+    review_wait_unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +190,20 @@ class AdmissionDecision:
 
 
 def forecast_wait_s(snapshot: CapacitySnapshot) -> float | None:
-    """Forecast queue wait: lag / drain rate + p95 handler time; None with no rate yet."""
+    """Forecast wait: lag / drain rate + p95 handler time + the review stages' expected
+    wait; None while a part is unknown (no drain rate or clear rate measured yet)."""
+    first = _first_stage_wait_s(snapshot)
+    if first is None or snapshot.review_wait_unknown:
+        return None
+    return first + snapshot.review_wait_s
+
+
+def _wait_at_least_s(snapshot: CapacitySnapshot) -> float:
+    """The known parts of the forecast: a run waits at least this long."""
+    return (_first_stage_wait_s(snapshot) or 0.0) + snapshot.review_wait_s
+
+
+def _first_stage_wait_s(snapshot: CapacitySnapshot) -> float | None:
     p95 = snapshot.p95_handler_s or 0.0
     if snapshot.first_stage_lag <= 0:
         return p95
@@ -240,7 +261,7 @@ def decide(
         return reject("fair_share", _queue_retry_after(snapshot, limits, point))
 
     deadline_hit = request.deadline_ms is not None and (
-        now_ms + (forecast or 0.0) * 1000.0 > request.deadline_ms
+        now_ms + _wait_at_least_s(snapshot) * 1000.0 > request.deadline_ms
     )
     if deadline_hit:
         cheapest = max(limits.lanes, key=LANES.index)

@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from streams.policy.drain_rate import expected_wait_s
 from streams.policy.hysteresis import HysteresisGate, Thresholds
+from streams.policy.review import RESUME_BELOW_FILL
 
-Metric = Literal["lag", "age_s", "p95_s"]
+Metric = Literal["lag", "age_s", "p95_s", "review_fill"]
 OnStale = Literal["pause", "hold"]
 
 
@@ -35,9 +37,14 @@ class PressureSignal:
     oldest_age_s: float
     p95_latency_s: float | None
     measured_at: float
-    #: A review stage holding max_pending reviews (README "Human review"): its queue is
-    #: full, so it pauses the stage before it whatever its lag and age say.
-    saturated: bool = False
+    #: A review stage's fill (README "Human review"): pending ÷ max_pending of its fullest
+    #: freshly reporting worker; None for other stages or with no fresh report. Full
+    #: (1.0) pauses the stage before it whatever its lag and age say, until the fill is
+    #: below streams.policy.review.RESUME_BELOW_FILL.
+    review_fill: float | None = None
+    #: Records/s the stage drains while it has work (streams.policy.drain_rate); None:
+    #: not known yet. With it the age gates judge the wait the queue means, see queue_age.
+    drain_per_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,9 @@ class DownstreamLimits:
             result["p95_s"] = Thresholds(self.pause_p95_s, self.resume_p95_s, self.min_dwell_s)
         return result
 
+    def review_fill_thresholds(self) -> Thresholds:
+        return Thresholds(1.0, RESUME_BELOW_FILL, self.min_dwell_s)
+
 
 @dataclass(frozen=True, slots=True)
 class PressureVerdict:
@@ -85,18 +95,20 @@ class DownstreamPressure:
     watched and its gates are dropped (this also keeps memory bounded by the topology).
     """
 
-    __slots__ = ("_gates", "_thresholds", "limits")
+    __slots__ = ("_fill_thresholds", "_gates", "_thresholds", "limits")
 
     def __init__(self, limits: DownstreamLimits) -> None:
         self.limits = limits
         self._thresholds = limits.thresholds()
+        self._fill_thresholds = limits.review_fill_thresholds()
         self._gates: dict[tuple[str, Metric], HysteresisGate] = {}
 
     def gate(self, stage: str, metric: Metric) -> HysteresisGate:
         key = (stage, metric)
         gate = self._gates.get(key)
         if gate is None:
-            gate = self._gates[key] = HysteresisGate(self._thresholds[metric])
+            t = self._fill_thresholds if metric == "review_fill" else self._thresholds[metric]
+            gate = self._gates[key] = HysteresisGate(t)
         return gate
 
     def evaluate(
@@ -111,7 +123,7 @@ class DownstreamPressure:
                 continue
             readings: dict[Metric, float] = {
                 "lag": float(signal.lag),
-                "age_s": signal.oldest_age_s,
+                "age_s": queue_age(signal),
                 "p95_s": signal.p95_latency_s if signal.p95_latency_s is not None else 0.0,
             }
             for metric in self._thresholds:
@@ -119,7 +131,9 @@ class DownstreamPressure:
                 gate = self.gate(stage, metric)
                 if gate.update(value, now_mono):
                     reasons.append(_reason(stage, metric, value, gate))
-            if signal.saturated:
+            # No fresh report of a review worker reads as room (0.0): its lag, read from
+            # the broker, still holds the stage before back.
+            if self.gate(stage, "review_fill").update(signal.review_fill or 0.0, now_mono):
                 reasons.append(f"{stage}.saturated")
         return PressureVerdict(paused=bool(reasons), reasons=tuple(reasons))
 
@@ -132,6 +146,21 @@ class DownstreamPressure:
             # +inf is over any threshold: the gate pauses as soon as its dwell allows.
             paused |= gate.update(math.inf if fail_safe else None, now_mono)
         return [label] if paused else []
+
+
+def queue_age(signal: PressureSignal) -> float:
+    """The age the age gates judge: the oldest queued record's age, or, while the stage
+    drains, the wait its queue means for a record arriving now (lag ÷ drain rate) if that
+    is less.
+
+    Work conserving: after a burst, every queued record is about as old as the oldest, so
+    the oldest's age stays over `resume` until the queue is empty, and the stage before
+    would resume only once this one had run dry, then refill it too late. What an age
+    threshold protects is how long new work waits here, and that is the queue ahead of it
+    at the rate it drains. A stage that does not drain (rate unknown or 0) keeps the
+    oldest's age, so a stuck stage still pauses the one before."""
+    wait = expected_wait_s(signal.lag, signal.drain_per_s)
+    return signal.oldest_age_s if wait is None else min(signal.oldest_age_s, wait)
 
 
 def _reason(stage: str, metric: Metric, value: float, gate: HysteresisGate) -> str:

@@ -4,18 +4,26 @@ Owns the rules of that queue: at most `max_pending` runs pending (a full queue r
 the stage before it must pause: pressure like any other stage), first decision wins, a run
 not decided within `max_wait_s` gets the stated `on_timeout` outcome, the oldest pending
 age, and the clear rate people actually achieve (decisions per second over a sliding
-window; timeouts do not count) with the wait a new run should expect from it. Pure: no
-Kafka, no clock (callers pass `now`, wall seconds), no HTTP. The review stage's runtime
-(W.reviews, the HTTP endpoints) is not built yet; this is its policy.
+window; timeouts do not count) with the wait a new run should expect from it, and the
+wait a run entering the workflow should expect at the review stages on its path (the
+intake's deadline forecast). Pure: no Kafka, no clock (callers pass `now`, wall seconds),
+no HTTP.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 Decision = Literal["approve", "decline"]
+
+#: A full review stage (its fullest worker holds max_pending reviews) pauses the stage
+#: before it; that stage resumes once the queue is below this fill (pending ÷
+#: max_pending) and it stayed paused its min_dwell_s: resuming at every decision would
+#: pause and resume it once per decision (pausing drops librdkafka's prefetch).
+RESUME_BELOW_FILL = 0.8
 TimeoutOutcome = Literal["decline", "escalate", "approve"]
 _OUTCOMES = ("decline", "escalate", "approve")
 
@@ -45,6 +53,7 @@ class ReviewQueue:
         self.config = config
         self._pending: OrderedDict[str, float] = OrderedDict()
         self._decisions: deque[float] = deque()  # when people decided, oldest first
+        self._since: float | None = None  # when the queue first had work (admitted or decided)
 
     @property
     def pending(self) -> int:
@@ -62,6 +71,7 @@ class ReviewQueue:
         if self.full:
             return False
         self._pending[run_id] = now
+        self._since = now if self._since is None else min(self._since, now)
         return True
 
     def decide(self, run_id: str, decision: Decision, *, now: float) -> Decision | None:
@@ -70,6 +80,7 @@ class ReviewQueue:
         if self._pending.pop(run_id, None) is None:
             return None
         self._decisions.append(now)
+        self._since = now if self._since is None else min(self._since, now)
         self._prune(now)
         return decision
 
@@ -96,18 +107,55 @@ class ReviewQueue:
         self._prune(now)
         return len(self._decisions) / self.config.rate_window_s
 
-    def expected_wait_s(self, *, now: float) -> float:
+    def measured_clear_rate_per_s(self, *, now: float) -> float | None:
+        """The clear rate a forecast may use: decisions over the part of the window the
+        queue has had work (a window not yet filled would understate the rate, and an
+        understated rate refuses runs that would make their deadline); None when no person
+        decided within the window (no rate yet)."""
+        self._prune(now)
+        if not self._decisions or self._since is None:
+            return None
+        watched_s = min(self.config.rate_window_s, now - self._since)
+        # At least the span of the decisions seen, and a second: one decision a moment
+        # after the first admission must not read as a thousand per second.
+        watched_s = max(watched_s, now - self._decisions[0], 1.0)
+        return len(self._decisions) / watched_s
+
+    def expected_wait_s(self, *, now: float) -> float | None:
         """How long a run admitted now should expect to wait: everything pending ahead of
         it and itself at the measured clear rate, at most max_wait_s (then it times out);
-        with no measured rate, max_wait_s if anything is pending, else 0."""
-        if not self._pending:
-            return 0.0
-        rate = self.clear_rate_per_s(now=now)
-        if rate <= 0:
-            return self.config.max_wait_s
+        None (unknown) with no measured rate: a forecast must not invent one."""
+        rate = self.measured_clear_rate_per_s(now=now)
+        if rate is None:
+            return None
         return min(self.config.max_wait_s, (len(self._pending) + 1) / rate)
 
     def _prune(self, now: float) -> None:
         horizon = now - self.config.rate_window_s
         while self._decisions and self._decisions[0] <= horizon:
             self._decisions.popleft()
+
+
+def path_review_wait(
+    entry: str, downstream: Mapping[str, Sequence[str]], waits: Mapping[str, float | None]
+) -> tuple[float, bool]:
+    """The wait a run entering at `entry` is sure to meet at review stages: the review
+    stages' expected waits (`waits`, stage -> seconds, None unknown; stages not in it are
+    no review) summed along `downstream` (stage -> the stages it emits to), on the fastest
+    branch where a stage has several (a run may take any one of them, so a slower branch
+    must not refuse it). Returns (the known part of that wait, whether an unknown wait
+    lies on some path): the known part is a lower bound, so refusing on it is never a
+    false refusal."""
+    memo: dict[str, tuple[float, bool]] = {}
+
+    def walk(stage: str, seen: frozenset[str]) -> tuple[float, bool]:
+        if stage in memo:
+            return memo[stage]
+        own = waits.get(stage, 0.0)
+        after = [walk(d, seen | {stage}) for d in downstream.get(stage, ()) if d not in seen]
+        known = (own or 0.0) + min((k for k, _ in after), default=0.0)
+        unknown = own is None or any(u for _, u in after)
+        memo[stage] = (known, unknown)
+        return memo[stage]
+
+    return walk(entry, frozenset())

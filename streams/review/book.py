@@ -9,13 +9,14 @@ review desk (which lists them and records people's decisions).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 
-from streams.errors import DeliveryError, SerdeError, StreamsError
+from streams.errors import SerdeError, StreamsError
 from streams.kafka.client_config import ClientConfig
-from streams.kafka.producer import RecordProducer
+from streams.kafka.producer import AckWait, RecordProducer
 from streams.kafka.tail import TopicTail
 from streams.policy.review import Decision, ReviewConfig, ReviewQueue
 from streams.review.records import ReviewCodec, ReviewEntry
@@ -97,28 +98,40 @@ class ReviewBook:
         with self._lock:
             return self._queues[stage].clear_rate_per_s(now=now)
 
+    def expected_wait_s(self, stage: str, *, now: float) -> float | None:
+        """How long a run reaching `stage` now should expect to wait for its decision (the
+        stage's pending reviews at its measured clear rate); None: no rate measured yet."""
+        with self._lock:
+            return self._queues[stage].expected_wait_s(now=now)
+
     # ----------------------------------------------------------------- writing
     def write(self, entry: ReviewEntry, timeout_s: float = 10.0) -> None:
         """Write `entry` and wait for the broker's ack (a review the book cannot keep must
         not be shown or acted on). Raises StreamsError."""
-        assert self._producer is not None, "start() the book first"
-        acked = threading.Event()
-        errors: list[DeliveryError] = []
-
-        def on_ack(error: DeliveryError | None) -> None:
-            if error is not None:
-                errors.append(error)
-            acked.set()
-
-        with self._lock:  # one producer, several writer threads
-            self._producer.send(
-                self.topic, self._codec.encode(entry), key=entry.run_id.encode(), on_ack=on_ack
-            )
-        self._producer.flush(timeout_s)
-        if not acked.wait(0.0) or errors:
-            cause = errors[0] if errors else None
-            raise StreamsError(f"review of run {entry.run_id} not written to {self.topic}: {cause}")
+        self._send_acked(entry.run_id, self._codec.encode(entry), "written to", timeout_s)
         self._apply(entry)  # our own write is visible at once, before it is read back
+
+    def forget(self, entry: ReviewEntry, timeout_s: float = 10.0) -> None:
+        """Tombstone `entry`'s run in W.reviews (compaction then drops its review) and wait
+        for the ack. Only for a decided entry whose run has moved on (streams.review.sweeper
+        says when). Raises StreamsError."""
+        assert entry.state != "pending", "a pending review is never forgotten"
+        self._send_acked(entry.run_id, None, "tombstoned in", timeout_s)
+        self._drop(entry.run_id)
+
+    def _send_acked(self, run_id: str, value: bytes | None, what: str, timeout_s: float) -> None:
+        assert self._producer is not None, "start() the book first"
+        ack = AckWait()
+        with self._lock:  # one producer, several writer threads
+            self._producer.send(self.topic, value, key=run_id.encode(), on_ack=ack.on_ack)
+        self._producer.flush(timeout_s)
+        if (cause := ack.problem()) is not None:
+            raise StreamsError(f"review of run {run_id} not {what} {self.topic}: {cause}")
+
+    def decided(self, stage: str) -> list[ReviewEntry]:
+        """The stage's decided and timed-out entries the book still holds."""
+        with self._lock:
+            return [e for e in self._entries.values() if e.stage == stage and e.state != "pending"]
 
     # ----------------------------------------------------------------- the thread
     def _follow(self, tail: TopicTail) -> None:
@@ -126,7 +139,9 @@ class ReviewBook:
             while not self._stopping.is_set():
                 records = tail.poll(500, 0.1)
                 for record in records:
-                    if record.value is None:
+                    if record.value is None:  # a tombstone: that run's review is settled
+                        if record.key is not None:
+                            self._drop(record.key.decode(errors="replace"))
                         continue
                     try:
                         entry = self._codec.decode(record.value)
@@ -140,6 +155,14 @@ class ReviewBook:
             log.error("review book stopped reading %s: %s", self.topic, exc)
         finally:
             tail.close()
+
+    def _drop(self, run_id: str) -> None:
+        with self._lock:
+            known = self._entries.get(run_id)
+            # Only a settled review goes: a pending entry after the tombstone (the run sent
+            # to review again) was read after it, and a late tombstone must not hide one.
+            if known is not None and known.state != "pending":
+                del self._entries[run_id]
 
     def _apply(self, entry: ReviewEntry) -> None:
         with self._lock:
@@ -180,6 +203,4 @@ def _caught_up(tail: TopicTail) -> bool:
 def _unbounded(config: ReviewConfig | None) -> ReviewConfig:
     # The book records what is in W.reviews; the bound is the stage worker's to keep.
     assert config is not None
-    return ReviewConfig(
-        max_pending=1_000_000, max_wait_s=config.max_wait_s, on_timeout=config.on_timeout
-    )
+    return dataclasses.replace(config, max_pending=1_000_000)

@@ -20,11 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from streams.events import TaskEvent
+from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.policy.review import ReviewConfig
 from streams.review.book import ReviewBook
 from streams.review.metrics import ReviewMetrics
 from streams.review.records import TIMEOUT_REVIEWER, ReviewEntry, decision_headers
+from streams.review.sweeper import ReviewSweeper
 from streams.runtime.context import HandlerContext
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
@@ -167,7 +169,8 @@ class ReviewLetGo(DeadLetter):
 
 
 class ReviewWorker(StageWorker):
-    """A StageWorker running a review stage; its review book lives as long as it runs."""
+    """A StageWorker running a review stage; its review book lives as long as it runs, and
+    its sweeper tombstones the reviews of runs that moved on (streams.review.sweeper)."""
 
     def __init__(self, topology: Topology, stage: str, client: ClientConfig, **kwargs: Any) -> None:
         options: WorkerOptions = kwargs.pop("options", None) or WorkerOptions()
@@ -196,11 +199,22 @@ class ReviewWorker(StageWorker):
         except BaseException:
             self.book.close()
             raise
+        self._admin = Admin(client, timeout_s=5.0)
+        group = self.stage.consumer_group
+        self.sweeper = ReviewSweeper(
+            self.book,
+            stage,
+            lambda parts: self._admin.committed_offsets(group, parts),
+            keep_decided_s=handler.config.rate_window_s,
+        )
 
     def run(self) -> None:
+        self.sweeper.start()
         try:
             super().run()
         finally:
+            self.sweeper.stop()
+            self._admin.close()
             self.book.close()
 
 

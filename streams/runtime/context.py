@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from streams.errors import EmitRejected, StreamsError
 from streams.events import TaskEvent
+from streams.policy.degradation import NORMAL, LevelView
 from streams.types import Lane, Record
 
 if TYPE_CHECKING:
@@ -59,6 +60,11 @@ class HandlerContext:
     ctx.tool("crm"):` / `ctx.tool("crm").call_blocking(fn, ...)`. Raises ToolUnavailable
     (breaker open) or ToolSaturated (no slot or token within max_wait_s) before the call is
     made; catch them to take a fallback path.
+
+    degradation: the workflow's degradation level when the call was dispatched (README
+    "Degradation"): `ctx.degradation.level` (name), `.index` (0 = the base level),
+    `.degraded`, `.forced` (an operator forced it), `.knobs` / `.knob(name, default)` (the
+    level's free-form values, e.g. `ctx.degradation.knob("retrieval_k", 10)`).
     """
 
     stage: str
@@ -73,6 +79,7 @@ class HandlerContext:
     tools: ToolBox | None = None
     #: Set while a traced call runs (README "Tracing"); None when tracing is off.
     trace: CallTrace | None = None
+    degradation: LevelView = NORMAL
 
     def tool(self, name: str) -> ToolCall:
         if self.tools is None:

@@ -79,7 +79,9 @@ class Emitter:
         emits: list[Emit] = []
         for target in targets:
             try:
-                value = self._codec.encode_for_stage(event, target.stage, now_ms, target.lane)
+                value = self._codec.encode_for_stage(
+                    event, target.stage, now_ms, target.lane, topic=target.topic
+                )
                 key, headers = event.run_id.encode(), _trace_headers(event)
             except Exception as exc:  # an invalid field of any kind: the handler's event
                 raise EmitRejected(

@@ -33,6 +33,10 @@ OnSettled = Callable[[RecordWork], None]
 FINISHED_AT_HEADER = "streams.finished_at_stage"
 
 
+#: On every dead letter a worker writes: the workflow's degradation level at the time.
+DEGRADATION_LEVEL_HEADER = "streams.degradation.level"
+
+
 class OutcomeRouter:
     """send(work) for a decided record; on_settled(work) is called once all its writes are
     acknowledged (at once for an outcome with no writes), or when a write of a record
@@ -55,6 +59,7 @@ class OutcomeRouter:
         stage_of_topic: Callable[[str], str],
         on_settled: OnSettled,
         clock_ms: Callable[[], int],
+        level_of: Callable[[], str] | None = None,
     ) -> None:
         self._producer = producer
         self._workflow = workflow
@@ -65,6 +70,8 @@ class OutcomeRouter:
         self._stage_of_topic = stage_of_topic
         self._on_settled = on_settled
         self._now_ms = clock_ms
+        #: The degradation level now (README "Degradation"): a dead letter's header says it.
+        self._level_of = level_of
         self._letters = DeadLetterCodec()
         # Writes the producer had no room for, in order: (record, writes, acks awaited).
         self._backlog: deque[tuple[RecordWork, deque[Emit], list[int]]] = deque()
@@ -97,7 +104,11 @@ class OutcomeRouter:
         for i, emit in enumerate(writes):
             try:
                 send(
-                    emit.topic, emit.value, key=emit.key or None, headers=emit.headers, on_ack=acked
+                    emit.topic,
+                    emit.value,
+                    key=emit.key or None,
+                    headers=emit.headers,
+                    on_ack=partial(acked, emit.topic),  # one per write: most records have one
                 )
             except ProducerQueueFull:
                 self._backlog.append((work, deque(writes[i:]), remaining))
@@ -130,8 +141,11 @@ class OutcomeRouter:
             dead_at_ms=self._now_ms(),
             error=work.error,
         )
-        headers = (("streams.reason", work.reason.encode()),)
-        return [Emit(self._dlq, self._letters.encode(letter), work.record.key or b"", headers)]
+        headers: tuple[tuple[str, bytes], ...] = (("streams.reason", work.reason.encode()),)
+        if self._level_of is not None:
+            headers = (*headers, (DEGRADATION_LEVEL_HEADER, self._level_of().encode()))
+        value = self._letters.encode(letter, topic=self._dlq)
+        return [Emit(self._dlq, value, work.record.key or b"", headers)]
 
     def _completion(self, work: RecordWork) -> Sequence[Emit]:
         """The run ended here without emits: one record on the completed topic, or nothing
@@ -147,7 +161,6 @@ class OutcomeRouter:
 
     def _hand_over(self, work: RecordWork, queue: deque[Emit], remaining: list[int]) -> bool:
         """Produce queued writes; False (and the rest kept in `queue`) when the queue is full."""
-        acked = partial(self._acked, work, remaining)
         while queue:
             emit = queue[0]
             try:
@@ -156,14 +169,16 @@ class OutcomeRouter:
                     emit.value,
                     key=emit.key or None,
                     headers=emit.headers,
-                    on_ack=acked,
+                    on_ack=partial(self._acked, work, remaining, emit.topic),
                 )
             except ProducerQueueFull:
                 return False
             queue.popleft()
         return True
 
-    def _acked(self, work: RecordWork, remaining: list[int], error: DeliveryError | None) -> None:
+    def _acked(
+        self, work: RecordWork, remaining: list[int], topic: str, error: DeliveryError | None
+    ) -> None:
         self.unacknowledged -= 1
         if error is not None:
             if work.owner is not None and not work.owner.live:
@@ -173,9 +188,16 @@ class OutcomeRouter:
                 return
             if self.failure is None:
                 record = work.record
+                # A topic the topology names but nobody created (a retry tier added later):
+                # librdkafka gives up on it after topic.metadata.propagation.max.ms.
+                hint = (
+                    f"; does {topic} exist? `streams topology apply TOPOLOGY` creates it"
+                    if "UNKNOWN_TOPIC" in str(error)
+                    else ""
+                )
                 self.failure = DeliveryError(
-                    f"the broker refused a write for {record.topic}"
-                    f"[{record.partition}]@{record.offset}: {error}"
+                    f"the broker refused a write to {topic} for {record.topic}"
+                    f"[{record.partition}]@{record.offset}: {error}{hint}"
                 )
             return
         remaining[0] -= 1

@@ -16,7 +16,7 @@ from dataclasses import replace
 from streams.policy.downstream import DownstreamLimits, DownstreamPressure, PressureSignal
 from streams.policy.lanes import lanes_to_pause
 from streams.policy.local_bound import PartitionBound
-from streams.runtime.buffers import PartitionBuffer
+from streams.runtime.partition_view import PartitionView
 from streams.runtime.pause_log import PauseLog
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureSnapshot
@@ -67,7 +67,7 @@ class PauseControl:
 
     def update(
         self,
-        buffers: Mapping[TopicPartition, PartitionBuffer],
+        buffers: Mapping[TopicPartition, PartitionView],
         in_flight: int,
         snapshot: PressureSnapshot,
         sent_by_stage: Mapping[str, int],

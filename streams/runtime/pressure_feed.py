@@ -17,7 +17,9 @@ from streams.clock import Clock
 from streams.errors import StreamsError
 from streams.kafka.lag_reader import GroupLag, LagReader
 from streams.policy.downstream import PressureSignal
+from streams.policy.drain_rate import DrainRate
 from streams.runtime.pressure_reports import ReportBoard
+from streams.types import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class PressureFeed:
         # Not `or {}`: the caller's dict starts empty, and the feed must see it fill.
         self._sent_by_stage: Mapping[str, int] = sent_by_stage if sent_by_stage is not None else {}
         self._snapshot = PressureSnapshot({w.stage: None for w in self._watched})
+        self._drains: dict[str, DrainRate[TopicPartition]] = {}  # per watched stage
         self._failing: dict[str, float] = {}  # what cannot be read, since when (monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pressure-feed", daemon=True)
@@ -116,20 +119,21 @@ class PressureFeed:
                 if self._board is not None
                 else None
             )
-            saturated = (
-                watched.review
-                and self._board is not None
-                and self._board.saturated(
-                    watched.stage, now=now, fresh_within_s=self._report_fresh_s
-                )
+            fill = (
+                self._board.fill(watched.stage, now=now, fresh_within_s=self._report_fresh_s)
+                if watched.review and self._board is not None
+                else None
             )
+            drain = self._drains.setdefault(watched.stage, DrainRate())
+            committed = {p.tp: p.committed for p in lag.partitions if p.committed is not None}
             signals[watched.stage] = PressureSignal(
                 stage=watched.stage,
                 lag=lag.total_lag,
+                drain_per_s=drain.observe(committed, lag.total_lag, lag.measured_at),
                 oldest_age_s=0.0 if watched.review else lag.max_age_s,
                 p95_latency_s=None if watched.review else p95,
                 measured_at=lag.measured_at,
-                saturated=saturated,
+                review_fill=fill,
             )
             marks[watched.stage] = mark
         own = self._snapshot.own

@@ -151,14 +151,15 @@ class ReportBoard:
             if s == stage and now - r.reported_at <= fresh_within_s
         )
 
-    def saturated(self, stage: str, *, now: float, fresh_within_s: float) -> bool:
-        """Whether a recently reporting worker of the stage runs as many calls as its
-        concurrency allows (for a review stage: max_pending reviews pending)."""
-        return any(
-            r.concurrency is not None and r.in_flight >= r.concurrency
+    def fill(self, stage: str, *, now: float, fresh_within_s: float) -> float | None:
+        """In-flight calls ÷ concurrency of the stage's fullest recently reporting worker
+        (for a review stage: pending ÷ max_pending; 1.0 is full); None if none reported."""
+        fills = [
+            min(1.0, r.in_flight / r.concurrency)
             for (s, _), r in self._latest.items()
-            if s == stage and now - r.reported_at <= fresh_within_s
-        )
+            if s == stage and now - r.reported_at <= fresh_within_s and r.concurrency
+        ]
+        return max(fills) if fills else None
 
     def close(self) -> None:
         self._tail.close()

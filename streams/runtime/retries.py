@@ -183,7 +183,8 @@ class Retrier:
             (REASON_HEADER, reason.encode()),
         )
         key = record.key or event.run_id.encode()
-        return Emit(self._tier_topics[plan.tier_s], self._codec.encode(retried), key, headers)
+        tier_topic = self._tier_topics[plan.tier_s]
+        return Emit(tier_topic, self._codec.encode(retried, topic=tier_topic), key, headers)
 
 
 def _run_retries(event: TaskEvent) -> int:

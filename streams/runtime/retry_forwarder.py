@@ -30,6 +30,7 @@ from streams.kafka.client_config import ClientConfig, GroupProtocol
 from streams.kafka.consumer import GroupConsumer
 from streams.kafka.producer import ProducerQueueFull, RecordProducer
 from streams.policy.offsets import OffsetTracker
+from streams.registry import RegistryUnavailable
 from streams.runtime.retries import (
     REASON_HEADER,
     RETRY_DUE_HEADER,
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 _MAX_BATCH = 100
 _REVOKE_FLUSH_S = 5.0
 _EXPORT_INTERVAL_S = 0.5
+#: A due retry whose schema id needs the registry while it is down waits this long, then
+#: is read again (README "Schema registry"): an outage is not bad input.
+_REGISTRY_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -138,10 +142,18 @@ class RetryForwarder:
                 self._hold(record, due_at, False, skip)
             elif room <= 0:
                 self._hold(record, due_at, True, skip)
-            elif self._forward(record, headers, now):
-                room -= 1
             else:
-                self._hold(record, due_at, True, skip)  # the producer queue is full
+                try:
+                    forwarded = self._forward(record, headers, now)
+                except RegistryUnavailable as exc:
+                    log.warning("retry tier %s@%d waits %g s: %s",
+                                tp, record.offset, _REGISTRY_WAIT_S, exc)  # fmt: skip
+                    self._hold(record, now + _REGISTRY_WAIT_S, False, skip)
+                    continue
+                if forwarded:
+                    room -= 1
+                else:
+                    self._hold(record, due_at, True, skip)  # the producer queue is full
         self._held = {tp: h for tp, h in self._held.items() if tp in self._offsets.assigned()}
         if room <= 0:  # nothing is fetched: the whole tier waits for the stage
             self.holding = "stage_bound"
@@ -171,6 +183,8 @@ class RetryForwarder:
     def _forward(self, record: Record, headers: dict[str, bytes], now: float) -> bool:
         try:
             event = self._codec.decode(record.value or b"")
+        except RegistryUnavailable:
+            raise  # held by the caller, read again later
         except SerdeError as exc:
             # Not a retry this stage wrote: nothing to forward, nothing to lose.
             log.warning("retry tier %s@%d: undecodable, skipped: %s", record.tp, record.offset, exc)
@@ -181,7 +195,7 @@ class RetryForwarder:
             by_lane = self._stage.input_topics_by_lane
             target = by_lane.get(event.lane) or next(iter(by_lane.values()))
         # Its queue age counts from re-entering the stage, as for a first attempt.
-        value = self._codec.encode(replace(event, enqueued_at_ms=int(now * 1000)))
+        value = self._codec.encode(replace(event, enqueued_at_ms=int(now * 1000)), topic=target)
         kept = tuple(
             h
             for h in record.headers

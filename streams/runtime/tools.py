@@ -138,6 +138,9 @@ class Tool:
         self._wait = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._wait_sum = 0.0
         self._transitions: dict[tuple[BreakerState, BreakerState], int] = {}
+        #: An operator forced the breaker open (README "Operator controls"): every call is
+        #: refused ToolUnavailable and the stages using it pause, as with an open breaker.
+        self.forced_open = False
 
     # ----------------------------------------------------------------- shares
     def set_share(self, stage: str, worker: str, share: float) -> None:
@@ -224,6 +227,8 @@ class Tool:
         return self._admit(now)
 
     def _admit_check_open(self, now: float) -> tuple[_Wait, float]:
+        if self.forced_open:
+            return "open", 0.0
         breaker = self._breaker
         if breaker is not None and breaker.state(now) == "open":
             until = breaker.open_until()
@@ -247,6 +252,8 @@ class Tool:
 
     def _admit(self, now: float) -> tuple[_Wait, float]:
         """Under the lock: admit one call now, or say what it waits for and how long."""
+        if self.forced_open:
+            return "open", 0.0
         breaker = self._breaker
         state = breaker.state(now) if breaker is not None else "closed"
         if state == "open":
@@ -279,6 +286,7 @@ class Tool:
         if kind == "open":
             self._calls["rejected_open"] += 1
             until = self._breaker.open_until() if self._breaker is not None else None
+            until = None if self.forced_open else until
             raise ToolUnavailable(self.name, None if until is None else max(0.0, until - now))
         if now >= deadline:
             if kind == "probe":
@@ -357,6 +365,8 @@ class Tool:
     def probe_room(self) -> int | None:
         """How many calls may start now as far as the breaker goes: 0 open, the free
         probes half-open, None closed (or no breaker). Cheap: read on every dispatch."""
+        if self.forced_open:
+            return 0
         breaker = self._breaker
         if breaker is None:
             return None
@@ -372,6 +382,7 @@ class Tool:
             now = self.clock.monotonic()
             breaker = self._breaker
             state = breaker.state(now) if breaker is not None else None
+            state = "open" if self.forced_open else state
             return ToolReading(
                 name=self.name,
                 breaker=state,

@@ -39,8 +39,13 @@ from streams.policy.offsets import OffsetTracker
 from streams.policy.outcome import dead_letter_reason
 from streams.policy.stall import StallDetector
 from streams.policy.tool_share import stage_share
+from streams.registry import RegistryUnavailable
 from streams.runtime.buffers import PartitionBuffer, RecordWork, take_ready
 from streams.runtime.context import Emit, HandlerContext
+from streams.runtime.decode_holds import DecodeHolds
+from streams.runtime.degradation import DegradationFeed, DegradationNow, ladder_of
+from streams.runtime.degradation_act import StageDegradation, force_tools_open
+from streams.runtime.degradation_metrics import DegradationMetrics
 from streams.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from streams.runtime.emitter import Emitter, completion_topic
 from streams.runtime.error_log import HandlerErrorLog
@@ -114,7 +119,7 @@ class StageWorker:
         self.registry = registry or CollectorRegistry()
         # Traced (README "Tracing"): each call a span; off, the handler is left as it is.
         self._handler: Handler = traced_handler(
-            handler or self.stage.resolve_handler(),
+            handler if handler is not None else self.stage.resolve_handler(),
             configured_tracing(),
             workflow=topology.workflow,
             timeout_s=self.stage.handler_timeout_s,
@@ -162,6 +167,18 @@ class StageWorker:
             concurrency=self.stage.concurrency,
         )
         self._pause_control = PauseControl(topology, self.stage, self.pauses)
+        # README "Schema registry": a record the registry is needed for, while it is down,
+        # holds its partition (paused, rewound to it) instead of being dead-lettered.
+        self._decode_holds = DecodeHolds(
+            stage, self.pauses, lambda tp, offset: self._consumer.seek(tp, offset),
+            self._pause_control.log,
+        )  # fmt: skip
+        # README "Degradation" / "Operator controls": the level, manual pauses, tools forced open.
+        self._degradation = StageDegradation(topology, self.stage)
+        self._degradation_metrics = DegradationMetrics(
+            self.registry, topology.workflow, ladder_of(topology)
+        )
+        self._degradation_feed: DegradationFeed | None = None
         # Tools are shared by every worker of the workflow in this process (README "Tools").
         self._tools: ToolBox | None = None
         self._tool_pauses: ToolPauses | None = None
@@ -218,6 +235,12 @@ class StageWorker:
         to call from another thread."""
         return queue_ages(self._buffers, self._snapshot(), self._lane_of_topic, self._clock.now())
 
+    def degradation(self) -> DegradationNow:
+        """The level this worker acts on, and the operators' pauses and forced tools;
+        safe to call from another thread."""
+        feed = self._degradation_feed
+        return feed.now() if feed is not None else DegradationNow(ladder_of(self.topology).view(0))
+
     def _snapshot(self) -> PressureSnapshot | None:
         feed = getattr(self, "_feed", None)  # None until the worker has opened
         return feed.snapshot() if feed is not None else None
@@ -250,6 +273,7 @@ class StageWorker:
             completed_topic=completion_topic(self.topology, stage),
             on_settled=self._settled,
             clock_ms=self._now_ms,
+            level_of=lambda: self.degradation().view.level,
         )
         self._delivery: Delivery = (
             ExactlyOnce(self._producer, on_commit=self.metrics.count_commit)
@@ -291,6 +315,14 @@ class StageWorker:
         )
         self._feed.start()
         self._closers.append(self._feed.stop)
+        # Before the consumer: a restarted worker knows the operators' pauses before it fetches.
+        self._degradation_feed = DegradationFeed(
+            self.topology, self._client, self._clock, who=f"worker {stage.name}/{self.worker_id}",
+            report_fresh_s=stage.pressure.stale_after_s, on_change=self._degradation_changed,
+        )  # fmt: skip
+        self._closers.append(self._degradation_feed.stop)
+        self._degradation_feed.start()
+        self._degradation_changed(self._degradation_feed.now())
         if self._tools is not None:
             self._closers.append(lambda: self._tools.set_share(0.0) if self._tools else None)
         if options.metrics_port is not None:
@@ -387,10 +419,16 @@ class StageWorker:
         buffer = self._buffers.get(record.tp)
         if buffer is None:
             return  # revoked between fetch and now: the new owner reads it again
+        holds = self._decode_holds
+        if holds.partitions and not holds.admits(record):
+            return  # its partition is held on the registry: read again from the held record
         try:
             if record.value is None:
                 raise SerdeError("record has no value (a tombstone is not a task event)")
             work = buffer.accept(record, self._codec.decode(record.value))
+        except RegistryUnavailable as exc:
+            holds.hold(record, exc, self._clock.monotonic())
+            return
         except SerdeError as exc:
             self.metrics.count_decode_error()
             work = buffer.accept(record, None, exc)
@@ -441,6 +479,7 @@ class StageWorker:
         max_age_s = stage.max_queue_age_s
         emitter = self._emitter
         valve = self._valve
+        level = self.degradation()
         jobs: list[Job[RecordWork]] = []
         for work in chosen:
             work.seq = valve.start()  # the valve judges outcomes in start order
@@ -459,11 +498,22 @@ class StageWorker:
             )
             owner = work.owner
             assert owner is not None  # set by PartitionBuffer.accept
+            review_topic = self._degradation.review_topic(work.record, owner.lane, level)
+            if review_topic is not None:
+                # The level requires review here: the record goes to the review stage first
+                # and comes back with its decision (README "Degradation").
+                self._release_key(work.record)
+                record = work.record
+                self._decide(work, emits=[Emit(review_topic, record.value or b"",
+                                               record.key or b"", record.headers)])  # fmt: skip
+                continue
             ctx = HandlerContext(
                 stage.name, owner.lane, work.record, event.deadline_ms, now_ms, emitter,
-                tools=self._tools,
+                tools=self._tools, degradation=level.view,
             )  # fmt: skip
             jobs.append(Job(work, event, ctx, timeout_s))
+        if jobs:
+            self._degradation_metrics.call_started(stage.name, level.view.level, len(jobs))
         self._in_flight += len(jobs)
         self.metrics.set_in_flight(self._in_flight)
         runner.submit(jobs)
@@ -670,7 +720,14 @@ class StageWorker:
                 self._buffers.keys(),
                 waiting_records=sum(len(b.waiting) for b in self._buffers.values()),
             )
+        self._degradation.mark(self.pauses, self._buffers.keys(), self.degradation())
+        self._decode_holds.update(self._buffers.keys(), now_mono)
         self.pauses.reconcile(self._consumer, self._buffers.keys())
+
+    def _degradation_changed(self, now: DegradationNow) -> None:
+        # On the feed's thread: plain attribute writes and thread-safe metrics only.
+        force_tools_open(self._tools, now)
+        self._degradation_metrics.set(now)
 
     @property
     def retry_forwarder_holding(self) -> str | None:
@@ -679,10 +736,15 @@ class StageWorker:
 
     def _retry_room(self) -> int:
         """How many due retries may re-enter the stage's input now (invariant 7): none
-        while any input partition here is paused or the stage is held by pressure, else
-        what is left below max_lag of the last own-lag reading (unknown or stale: none),
-        counting forwards of the last second as not yet in that reading."""
-        if self._pause_control.stage_paused or any(map(self.pauses.is_paused, self._buffers)):
+        while any input partition here is paused, the stage is held by pressure, or its
+        level or an operator pauses it (also when this worker holds none of its input),
+        else what is left below max_lag of the last own-lag reading (unknown or stale:
+        none), counting forwards of the last second as not yet in that reading."""
+        if (
+            self._pause_control.stage_paused
+            or any(self._degradation.pausing(self.degradation()))
+            or any(map(self.pauses.is_paused, self._buffers))
+        ):
             return 0
         snapshot = self._snapshot()
         own = snapshot.own if snapshot is not None else None
@@ -743,8 +805,13 @@ class StageWorker:
             self._pause_control.assign(tp)
             if self._tool_pauses is not None:
                 self._tool_pauses.assign(self.pauses, tp)
+        self._degradation.mark(self.pauses, partitions, self.degradation())
         self.pauses.reapply(self._consumer, self._buffers.keys(), fresh=partitions)
         self._update_tool_share()
+        # Report on the next round: the new partitions' age and lag series (and the pressure
+        # report the monitor reads) must not wait a whole interval; a fast worker may have
+        # drained them before then.
+        self._next_report = 0.0
         log.info("assigned %s", ", ".join(map(str, partitions)))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -793,6 +860,7 @@ class StageWorker:
         self._delivery.forget(partitions)
         self._router.discard_backlog()
         self.pauses.forget(partitions)
+        self._decode_holds.forget(partitions)
 
     # ----------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:

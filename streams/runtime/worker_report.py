@@ -22,6 +22,7 @@ from streams.policy.expiry import queue_age_s
 from streams.policy.latency import LatencyWindow
 from streams.policy.stall import StallDetector
 from streams.runtime.buffers import PartitionBuffer
+from streams.runtime.partition_view import PartitionView
 from streams.runtime.pauses import PauseSet
 from streams.runtime.pressure_feed import PressureSnapshot
 from streams.runtime.pressure_reports import (
@@ -91,7 +92,7 @@ def lag_by_lane(
 
 
 def queue_ages(
-    buffers: Mapping[TopicPartition, PartitionBuffer],
+    buffers: Mapping[TopicPartition, PartitionView],
     snapshot: PressureSnapshot | None,
     lane_of_topic: Mapping[str, Lane],
     now: float,
@@ -147,7 +148,7 @@ class Reporter:
     def report(
         self,
         producer: RecordProducer,
-        buffers: Mapping[TopicPartition, PartitionBuffer],
+        buffers: Mapping[TopicPartition, PartitionView],
         snapshot: PressureSnapshot,
         *,
         in_flight: int,

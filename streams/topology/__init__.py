@@ -14,10 +14,12 @@ Modules (private; everything public is re-exported here):
   _tools    ToolSpec and the tools section's checks (tools the stages name, error classes)
   _retry    a stage's RetryPolicy from the workflow's `retry:` defaults and its own overrides
   _keys     every accepted key, for the manual's table
+  _degradation  the `degradation:` section: its keys, checks and DegradationSpec
 """
 
 from streams.policy.dlq_valve import DeadLetterLimit
 from streams.policy.downstream import OnStale
+from streams.topology._degradation import DegradationSpec
 from streams.topology._intake import IntakeConfig, intake_limits, load_intake_config
 from streams.topology._keys import topology_keys
 from streams.topology._load import load_topology, parse_topology
@@ -41,6 +43,7 @@ __all__ = [
     "PRESSURE_TOPIC_PARTITIONS",
     "CountThresholds",
     "DeadLetterLimit",
+    "DegradationSpec",
     "ErrorClasses",
     "IntakeConfig",
     "OnStale",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from streams.policy.dlq_valve import DeadLetterLimit
 from streams.policy.review import ReviewConfig
+from streams.topology._degradation import resolve_degradation
 from streams.topology._errors import KeyPath, Problem, suggest
 from streams.topology._handlers import import_handler
 from streams.topology._intake import IntakeConfig, resolve_intake
@@ -138,6 +139,9 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
         tools=types.MappingProxyType(tools),
     )
     _check_topics(topology, raw)
+    # Before the intake: its default entry stage leaves out a level's review detours.
+    degradation = resolve_degradation(model.degradation, topology, model.intake.entry_stage)
+    topology = dataclasses.replace(topology, degradation=degradation)
     topology = dataclasses.replace(topology, intake=_intake(model, topology))
     if validate_handlers:
         for name, stage in stages.items():
@@ -195,7 +199,10 @@ def _review(s: StageIn) -> ReviewConfig | None:
         return None
     given = s.review or ReviewIn()
     return ReviewConfig(
-        max_pending=given.max_pending, max_wait_s=given.max_wait_s, on_timeout=given.on_timeout
+        max_pending=given.max_pending,
+        max_wait_s=given.max_wait_s,
+        on_timeout=given.on_timeout,
+        rate_window_s=given.rate_window_s,
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from streams.policy.admission import DeadlineAction, SaturationAction
 from streams.policy.downstream import OnStale
+from streams.topology._degradation import DegradationIn
 from streams.topology._errors import must_be, not_null, null_is_empty, text
 from streams.types import LANES, DeliveryMode
 
@@ -98,6 +99,7 @@ class ReviewIn(In):
     max_pending: int = Field(default=50, gt=0)
     max_wait_s: float = Field(default=3600.0, gt=0)
     on_timeout: Literal["decline", "escalate", "approve"] = "escalate"
+    rate_window_s: float = Field(default=600.0, gt=0)
 
 
 class StageIn(In):
@@ -235,3 +237,4 @@ class TopologyIn(In):
     retry: Annotated[RetryIn | None, null_is_empty()] = None
     stages: dict[str, StageIn]
     intake: Annotated[IntakeIn, null_is_empty()] = IntakeIn()
+    degradation: DegradationIn | None = None  # README "Degradation"; the keys: _degradation

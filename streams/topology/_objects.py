@@ -17,6 +17,7 @@ from streams.policy.dlq_valve import DeadLetterLimit
 from streams.policy.downstream import OnStale
 from streams.policy.retry import RetryPolicy
 from streams.policy.review import ReviewConfig
+from streams.topology._degradation import DegradationSpec
 from streams.topology._errors import Problem
 from streams.topology._handlers import import_handler
 from streams.topology._intake import IntakeConfig
@@ -165,6 +166,8 @@ class Topology:
     tools: Mapping[str, ToolSpec] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
+    #: The ladder (README "Degradation"); None: the workflow always runs at normal.
+    degradation: DegradationSpec | None = None
 
     def tools_used_by(self, tool: str) -> tuple[str, ...]:
         """Names of the stages that list `tool`, in file order."""
@@ -173,6 +176,12 @@ class Topology:
     @property
     def pressure_topic(self) -> str:
         return f"{self.workflow}.pressure"
+
+    @property
+    def control_topic(self) -> str:
+        """Operator overrides and the published level (README "Operator controls"):
+        compacted, one partition, kept forever."""
+        return f"{self.workflow}.control"
 
     @property
     def completed_topic(self) -> str:
@@ -215,6 +224,8 @@ class Topology:
     def entry_stages(self) -> tuple[Stage, ...]:
         """Foreground stages no other stage emits to: where the intake puts new runs."""
         fed = {name for stage in self.stages.values() for name in stage.downstream}
+        if self.degradation is not None:  # fed by a level's require_review detour
+            fed.update(self.degradation.review_detours.values())
         return tuple(s for s in self.stages.values() if not s.background and s.name not in fed)
 
     def all_topics(self) -> dict[str, TopicSpec]:
@@ -229,6 +240,7 @@ class Topology:
             self.completed_topic: defaults,
             self.dead_letter_topic: defaults,
             self.runs_topic: TopicSpec(1, KEEP_FOREVER_MS, True),
+            self.control_topic: TopicSpec(1, KEEP_FOREVER_MS, True),
             self.decisions_topic: defaults,
             self.delayed_topic: defaults,
         }

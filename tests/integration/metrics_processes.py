@@ -46,6 +46,8 @@ def workflow_file(admin: Admin, directory: Path) -> tuple[Topology, Path]:
                 "downstream": ["act"],
                 "max_queue_age_s": 60,
                 "tools": ["crm"],
+                # Its retry families are exported too (the handler never fails).
+                "retry": {"tiers": [5]},
             },
             "act": {"handler": PROC_HANDLER},
         },

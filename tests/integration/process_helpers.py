@@ -1,6 +1,6 @@
-"""Worker subprocesses for integration tests: a topology file the `streams worker` CLI can
-load, the process itself, and reads of topics and group offsets that say exactly what
-reached the broker. Nothing here fakes Kafka.
+"""Workers for integration tests: a topology file the `streams worker` CLI can load, the
+process itself (or a worker in a thread, stopped after the test), and reads of topics and
+group offsets that say exactly what reached the broker. Nothing here fakes Kafka.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import yaml
 
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.tail import TopicTail
+from streams.testing import WorkerThread
 from streams.topology import Topology, load_topology
 from streams.types import Record, TopicPartition
 
@@ -40,15 +42,19 @@ def write_workflow(
     *,
     lanes: list[str] | None = None,
     partitions: int = 3,
+    handler: str = PROC_HANDLER,
+    **top: Any,
 ) -> tuple[Topology, Path]:
     """Like workflows.make_workflow, but also writes the topology as YAML for a worker
-    subprocess. Every stage's handler defaults to proc_handlers.sleep_then_emit."""
+    subprocess or the CLI. Every stage's handler defaults to `handler`
+    (proc_handlers.sleep_then_emit); `top`: more top-level keys (intake, tools, ...)."""
     name = f"p{uuid.uuid4().hex[:10]}"
     data: dict[str, Any] = {
         "workflow": name,
         "lanes": lanes or ["standard"],
         "topic_defaults": {"partitions": partitions, "retention_ms": 3_600_000},
-        "stages": {stage: {"handler": PROC_HANDLER, **spec} for stage, spec in stages.items()},
+        "stages": {stage: {"handler": handler, **spec} for stage, spec in stages.items()},
+        **top,
     }
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
@@ -140,6 +146,24 @@ def worker_processes(bootstrap: str, directory: Path) -> Iterator[WorkerProcesse
         yield processes
     finally:
         processes.close()
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerThread]]:
+    """In-process workers a test starts with `start`; stopped, last first, after it. A
+    test module imports it by name (and lists it in ``__all__``)."""
+    started: list[WorkerThread] = []
+    yield started
+    for thread in reversed(started):
+        thread.stop()
+
+
+def start(threads: list[WorkerThread], worker: StageWorker) -> StageWorker:
+    threads.append(WorkerThread(worker).start())
+    return worker
 
 
 # --------------------------------------------------------------------------- handler log

@@ -2,7 +2,9 @@
 what the demo is for (governed holds urgent queue age and goodput, wastes nothing, loses
 nothing; naive lets queue age grow through the overload; in the CRM incident governed's
 breaker opens, it stops calling the sick CRM and resumes after, while naive hammers it and
-loses the runs it pulls)."""
+loses the runs it pulls; governed retries under budgets barely add calls to the sick CRM
+while naive's retry-at-once loop multiplies them; the approve stage is a bounded review
+queue governed and an unbounded one naive; escalations are counted by reason)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ def test_quick_demo_shows_governed_against_naive(
     [run_dir] = list(tmp_path.iterdir())
     for name in (
         "report.md", "summary.json", "timeline.json", "queue_age.png", "goodput.png",
-        "crm_incident.png",
+        "crm_incident.png", "retries.png", "review_queue.png", "bottleneck.png",
     ):  # fmt: skip
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -34,6 +36,12 @@ def test_quick_demo_shows_governed_against_naive(
     assert governed["capacity_per_s"] > 0
     assert governed["urgent_age_p99_overload_s"] < governed["urgent_max_queue_age_s"]
     assert governed["goodput_overload_per_s"] >= 0.9 * governed["capacity_per_s"]
+    # The phase's lowest 10 s window is no more than its mean: the figure a dip shows in.
+    lowest = governed["goodput_overload_min_window_per_s"]
+    assert 0 < lowest <= governed["goodput_overload_per_s"] + 1e-9
+    timeline = json.loads((run_dir / "timeline.json").read_text())["governed"]
+    assert {"act", "plan", "retrieve"} <= set(timeline["samples"][-1]["stages"])
+    assert timeline["intake_per_second"], "what the intake answered, second by second"
     assert governed["wasted_executions"] == 0
     assert governed["accepted_never_finished"] == 0
     assert governed["decisions"].get("rejected", 0) > 0  # it said no to work it could not do
@@ -52,14 +60,36 @@ def test_quick_demo_shows_governed_against_naive(
     states = [state for _t, state in governed["crm_breaker_timeline"]]
     assert "open" in states and states[-1] == "closed", states
     assert naive["crm_breaker_transitions"] == {}  # a plain loop has no breaker
-    # Runs lost to it: naive loses every run it pulls during the incident, governed few.
-    assert naive["runs_lost_to_crm"] >= 100
-    # Governed loses the writes that opened the breaker and the calls then waiting for a
-    # token (at most act's 16): ~30 at worst against naive's ~160.
+    # Runs lost to it: naive loses each run whose 3 tries all failed (0.7^3 of what it pulls:
+    # ~25 of ~75), governed retries its failures later through the tiers and loses ~none.
+    assert naive["runs_lost_to_crm"] >= 10
     assert governed["runs_lost_to_crm"] * 3 <= naive["runs_lost_to_crm"]
+    # Retry amplification (calls to the CRM / first attempts) while it was sick: governed's
+    # budgeted retries add at most 10 %; naive's loop retries at once, up to 3 tries a run.
+    amplification = "crm_retry_amplification_incident"
+    assert governed[amplification] is not None and naive[amplification] is not None
+    assert 1.0 <= governed[amplification] <= 1.1, governed[amplification]
+    assert naive[amplification] > governed[amplification]
+    assert naive[amplification] >= 1.5  # 1 + 0.7 + 0.49 = 2.2 expected
+    assert governed["retries_total"] > 0  # it did retry (after the incident, under budget)
+    # The review queue: bounded governed (act pauses while it is full), unbounded naive.
+    assert governed["review_max_pending"] == 96
+    assert 0 < governed["review_pending_peak"] <= governed["review_max_pending"]
+    assert governed["review_oldest_age_peak_s"] > 0
+    assert governed["review_decisions"].get("person", 0) > 0
+    assert governed["act_paused_by_review_s"] >= 0  # reported (quick: rarely full)
+    assert naive["review_max_pending"] > 10_000  # no bound to speak of
+    assert naive["review_decisions"].get("person", 0) > 0
+    # Escalations by reason: a dict of counts (review timeouts, retries exhausted...).
+    assert all(n > 0 for n in governed["escalations"].values()), governed["escalations"]
+    assert naive["escalations"] == {}  # a plain loop escalates nothing: it drops
     timeline = json.loads((run_dir / "timeline.json").read_text())
     assert any(s["tools"].get("crm_write") == "open" for s in timeline["governed"]["samples"])
+    assert any(s["review_pending"] > 0 for s in timeline["governed"]["samples"])
     report = (run_dir / "report.md").read_text()
     assert "| goodput in overload (runs/s) |" in report
     assert "| calls to the sick CRM during the incident |" in report
     assert "| runs lost to the CRM incident |" in report
+    assert "| retry amplification during the CRM incident |" in report
+    assert "| review queue: peak pending / bound |" in report
+    assert "## Escalations by reason" in report

@@ -11,12 +11,14 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
 from streams.events import TaskEvent
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.monitor.collector import WorkflowReader
+from streams.monitor.exporter import MonitorCollector
 from streams.monitor.page import render_page
 from streams.monitor.view import render_table
 from streams.runtime.options import WorkerOptions
@@ -24,6 +26,7 @@ from streams.runtime.tools import ToolRegistry
 from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, publish
 
+from .monitor_helpers import sorted_labels
 from .tool_handlers import CrmDown
 from .workflows import events, make_workflow
 
@@ -84,3 +87,13 @@ def test_the_monitor_shows_an_open_breaker(admin: Admin, client_config: ClientCo
     )
     assert "tools: crm breaker open 1" in " ".join(out.getvalue().split())
     assert '<td class="STOP">open 1</td>' in render_page(snapshot)
+    # The exporter counts the live workers in each breaker state, from the broker.
+    collector = MonitorCollector()
+    collector.update(snapshot)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    metrics = sorted_labels(generate_latest(registry).decode())
+    wf = topology.workflow
+    assert f'streams_monitor_tool_breakers{{state="open",tool="crm",workflow="{wf}"}} 1.0' in (
+        metrics
+    ), metrics

@@ -9,7 +9,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,30 +16,28 @@ import pytest
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.review import ReviewDesk, ReviewServer, review_worker
+from streams.review.records import ReviewCodec
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
 from streams.testing import WorkerThread, publish, read_dead_letters, read_records
 from streams.topology import Topology
 from streams.types import Record
 
+from .monitor_helpers import wait_for
+from .process_helpers import start, workers
 from .workflows import events, make_workflow
+
+__all__ = ["workers"]  # the fixture, used by name
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 FAST = WorkerOptions(pressure_refresh_s=0.2, report_interval_s=0.3, shutdown_grace_s=1.0)
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def review_flow(admin: Admin, **review: Any) -> Topology:
-    """draft -> approve (a review stage) -> send; nothing runs `send`: tests read its topic."""
+def review_flow(admin: Admin, intake: dict[str, Any] | None = None, **review: Any) -> Topology:
+    """draft -> approve (a review stage) -> send; nothing runs `send`: tests read its topic.
+    `intake`: the topology's intake section (None: none)."""
+    top: dict[str, Any] = {} if intake is None else {"intake": intake}
     return make_workflow(
         admin,
         {
@@ -53,6 +50,7 @@ def review_flow(admin: Admin, **review: Any) -> Topology:
             },
             "send": {},
         },
+        **top,
     )
 
 
@@ -66,19 +64,6 @@ def header(record: Record, name: str) -> str | None:
         if key == name:
             return None if value is None else value.decode()
     return None
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerThread]]:
-    started: list[WorkerThread] = []
-    yield started
-    for thread in reversed(started):
-        thread.stop()
-
-
-def start(threads: list[WorkerThread], worker: StageWorker) -> StageWorker:
-    threads.append(WorkerThread(worker).start())
-    return worker
 
 
 def test_at_most_max_pending_wait_and_the_stage_before_pauses_while_full(
@@ -122,7 +107,9 @@ def test_at_most_max_pending_wait_and_the_stage_before_pauses_while_full(
 def test_a_review_nobody_decides_in_max_wait_continues_declined(
     admin: Admin, client_config: ClientConfig, workers: list[WorkerThread]
 ) -> None:
-    topology = review_flow(admin, max_pending=5, max_wait_s=2, on_timeout="decline")
+    topology = review_flow(
+        admin, max_pending=5, max_wait_s=2, on_timeout="decline", rate_window_s=1
+    )
     start(workers, review_worker(topology, "approve", client_config, options=FAST))
     [event] = events(topology, "approve", 1)
     publish(client_config, topology.stages["approve"].input_topics_by_lane["standard"], [event])
@@ -130,13 +117,12 @@ def test_a_review_nobody_decides_in_max_wait_continues_declined(
     assert record.key == event.run_id.encode()
     assert header(record, "streams.review.decision") == "decline"
     assert header(record, "streams.review.by") == "timeout"
-    desk = ReviewDesk(topology, client_config)
-    try:
-        wait_for(lambda: desk.get(event.run_id) is not None, 10, "the review entry")
-        entry = desk.get(event.run_id)
-        assert entry is not None and entry.state == "timed_out"
-    finally:
-        desk.close()
+    # W.reviews: parked, timed out, then (the run moved on, rate_window_s passed) a tombstone.
+    history = read_records(client_config, topology.reviews_topic, 1, expect=3, timeout_s=15)
+    codec = ReviewCodec()
+    states = [None if r.value is None else codec.decode(r.value).state for r in history]
+    assert states == ["pending", "timed_out", None]
+    assert {r.key for r in history} == {event.run_id.encode()}
 
 
 def test_approve_over_http_continues_the_run_with_the_decision(

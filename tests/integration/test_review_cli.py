@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,42 +99,67 @@ def test_review_server_and_worker_processes_approve_a_run(
                 server.wait(10)
 
 
-def test_pending_reviews_survive_kill_9_of_the_worker_process(
+@pytest.mark.timeout(120)
+def test_pending_reviews_survive_kill_9_of_the_worker_process_and_decided_ones_go(
     admin: Admin, client_config: ClientConfig, bootstrap: str, tmp_path: Path
 ) -> None:
+    """A run decided before the kill moved on: its entry is tombstoned in W.reviews (once
+    committed past and older than rate_window_s), so the restarted worker neither
+    resurrects it nor sends it again; the pending ones survive."""
     topology, path = write_workflow(
         admin,
         tmp_path,
         {
             "approve": {"kind": "review", "handler": None, "downstream": ["send"],
-                        "review": {"max_pending": 4, "max_wait_s": 45, "on_timeout": "decline"}},
+                        "review": {"max_pending": 4, "max_wait_s": 45, "on_timeout": "decline",
+                                   "rate_window_s": 2}},
             "send": {},
         },
     )  # fmt: skip
-    runs = events(topology, "approve", 2)
+    done, *runs = events(topology, "approve", 3)
+    lane_topic = topology.stages["approve"].input_topics_by_lane["standard"]
+    sent_topic = topology.stages["send"].input_topics_by_lane["standard"]
     desk = ReviewDesk(topology, client_config)
     try:
         with worker_processes(bootstrap, tmp_path) as workers:
             first = workers.start(path, "approve")
-            publish(
-                client_config, topology.stages["approve"].input_topics_by_lane["standard"], runs
-            )
-            deadline = time.monotonic() + 30
-            while len(desk.pending()) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert len(desk.pending()) == 2, workers.logs()
+            publish(client_config, lane_topic, [done])  # first in its partition
+            _until(lambda: len(desk.pending()) == 1, 30, "the first review", workers.logs)
+            desk.decide(done.run_id, "approve", reviewer="ana")
+            read_records(client_config, sent_topic, 3, expect=1, timeout_s=20)
+            # Committed past, the decided entry goes: a tombstone, read back by the desk.
+            _until(lambda: desk.get(done.run_id) is None, 20, "its tombstone", workers.logs)
+            publish(client_config, lane_topic, runs)
+            _until(lambda: len(desk.pending()) == 2, 30, "2 pending reviews", workers.logs)
             deadlines = {r.run_id: r.deadline_ms for r in desk.pending()}
             first.signal(signal.SIGKILL)
             assert first.wait(10) is not None
             workers.start(path, "approve")
+            fresh = ReviewDesk(topology, client_config)  # reads W.reviews from its start
+            try:
+                assert fresh.get(done.run_id) is None  # not resurrected
+                assert {r.run_id for r in fresh.pending()} == set(deadlines)
+            finally:
+                fresh.close()
             # Nothing is lost: the redelivered records (uncommitted) find their reviews.
             for run in runs:
                 desk.decide(run.run_id, "approve", reviewer="ana")
-            topic = topology.stages["send"].input_topics_by_lane["standard"]
-            records = read_records(client_config, topic, 3, expect=2, timeout_s=40)
-            assert sorted(r.key or b"" for r in records) == sorted(r.run_id.encode() for r in runs)
+            records = read_records(client_config, sent_topic, 3, expect=3, timeout_s=40)
+            keys = sorted(r.key or b"" for r in records)
+            assert keys == sorted(r.run_id.encode() for r in [done, *runs])  # done once
             assert all(dict(r.headers)["streams.review.decision"] == b"approve" for r in records)
             kept = {r.run_id: r.deadline_ms for r in map(desk.get, deadlines) if r is not None}
-            assert kept == deadlines  # decided entries keep the original deadline
+            assert kept.items() <= deadlines.items()  # decided entries keep the deadline
+            _until(
+                lambda: all(desk.get(r) is None for r in deadlines), 20, "tombstones", workers.logs
+            )
+        assert len(read_records(client_config, sent_topic, 3, expect=4, timeout_s=2)) == 3
     finally:
         desk.close()
+
+
+def _until(condition: Callable[[], bool], timeout_s: float, what: str, logs: Any) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s: {logs()}"
+        time.sleep(0.1)

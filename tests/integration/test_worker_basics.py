@@ -52,6 +52,38 @@ def test_records_flow_to_the_next_stage(admin: Admin, client_config: ClientConfi
     assert "streams_lag_records" in text
 
 
+def test_partition_series_appear_as_soon_as_partitions_are_assigned(
+    admin: Admin, client_config: ClientConfig
+) -> None:
+    """A worker that drains its backlog before its first report round still shows the
+    queue age and lag of every partition it owns: the series must not wait a round."""
+    topology = make_workflow(admin, {"plan": {}})
+    options = WorkerOptions(metrics_port=0, report_interval_s=3600.0)
+    running = WorkerThread(StageWorker(topology, "plan", client_config, options=options)).start()
+    try:
+        url = f"http://127.0.0.1:{running.worker.metrics_port}/metrics"
+        deadline = time.monotonic() + 20
+        while not (owned := running.worker.partitions()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a second of loop rounds, far short of the report interval
+        text = urllib.request.urlopen(url).read().decode()
+    finally:
+        running.stop()
+    assert running.error is None
+    assert owned, "no partitions assigned in 20 s"
+    for tp, view in owned.items():
+        labels = {"topic": tp.topic, "partition": str(tp.partition), "stage": "plan"}
+        assert _has_series(text, "streams_oldest_queued_age_seconds", lane=view.lane, **labels)
+        assert _has_series(text, "streams_lag_records", **labels), text
+
+
+def _has_series(text: str, name: str, **labels: str) -> bool:
+    return any(
+        line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())
+        for line in text.splitlines()
+    )
+
+
 def test_undecodable_record_is_dead_lettered_with_raw_bytes_and_the_rest_flow(
     admin: Admin, client_config: ClientConfig
 ) -> None:

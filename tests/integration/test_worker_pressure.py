@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from streams.errors import BrokerUnavailable
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.consumer import GroupConsumer
@@ -37,12 +38,22 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> floa
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def stage_lag(admin: Admin, topology: Topology, stage: str) -> int:
+def stage_lag(admin: Admin, topology: Topology, stage: str, *, settle_s: float = 10.0) -> int:
+    """The stage's input lag. A topic just created may answer NOT_LEADER_FOR_PARTITION
+    (BrokerUnavailable) until its leaders are known: asked again for up to settle_s."""
     spec = topology.stages[stage]
-    partitions = admin.partitions_of(spec.input_topics)
-    ends = admin.end_offsets(partitions)
-    committed = admin.committed_offsets(spec.consumer_group, partitions)
-    return sum(ends[tp] - (committed.get(tp) or 0) for tp in partitions)
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            partitions = admin.partitions_of(spec.input_topics)
+            ends = admin.end_offsets(partitions)
+            committed = admin.committed_offsets(spec.consumer_group, partitions)
+        except BrokerUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+            continue
+        return sum(ends[tp] - (committed.get(tp) or 0) for tp in partitions)
 
 
 def drain_group(client: ClientConfig, topology: Topology, stage: str, admin: Admin) -> None:

@@ -80,6 +80,11 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "StreamsLagOverMax",
         "StreamsDeadLetterValveTripped",
         "StreamsMonitorReadingFailing",
+        "StreamsRetryRateHigh",  # retries over a tenth of the records a stage finishes
+        "StreamsRetryBudgetExhausted",  # retries refused by a budget
+        "StreamsEscalationRateHigh",
+        "StreamsReviewQueueFull",
+        "StreamsReviewOlderThanMaxWait",
     } <= names
 
 

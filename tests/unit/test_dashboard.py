@@ -96,6 +96,14 @@ def test_lag_and_age_side_by_side_in_a_row_repeated_per_stage() -> None:
         "streams_pause_events_total",
         "streams_intake_decisions_total",  # decisions
         "streams_dead_letters_total",  # dead letters
+        "streams_retries_total",  # retries by reason
+        "streams_monitor_retries_total",
+        "streams_escalations_total",  # escalations
+        "streams_monitor_escalations_total",
+        "streams_monitor_review_pending",  # review queue
+        "streams_monitor_review_oldest_pending_age_seconds",
+        "streams_tool_breaker_state",  # breakers
+        "streams_monitor_tool_breakers",
     ],
 )
 def test_a_panel_shows(series: str) -> None:

@@ -27,7 +27,9 @@ class _Producer:
         self.acks.append(kw["on_ack"])
 
 
-def _router(completed: str | None) -> tuple[OutcomeRouter, _Producer, list[RecordWork]]:
+def _router(
+    completed: str | None, level_of: Callable[[], str] | None = None
+) -> tuple[OutcomeRouter, _Producer, list[RecordWork]]:
     producer, settled = _Producer(), list[RecordWork]()
     router = OutcomeRouter(
         cast(RecordProducer, producer),
@@ -38,6 +40,7 @@ def _router(completed: str | None) -> tuple[OutcomeRouter, _Producer, list[Recor
         stage_of_topic=lambda topic: topic.split(".")[1],
         on_settled=settled.append,
         clock_ms=lambda: 5_000,
+        level_of=level_of,
     )
     return router, producer, settled
 
@@ -71,6 +74,18 @@ def test_a_refused_completion_is_fatal_like_any_refused_write() -> None:
     producer.acks[0](DeliveryError("too large"))
     assert settled == []
     assert router.failure is not None
+
+
+def test_a_write_to_a_missing_topic_says_which_topic_and_what_to_do() -> None:
+    # E.g. a retry tier the topology gained but `streams topology apply` never created.
+    router, producer, settled = _router("wf.completed")
+    router.send(_work([Emit("wf.retry.5s", b"v", b"k", ())]))
+    error = "Broker: Unknown topic or partition (UNKNOWN_TOPIC_OR_PART)"
+    producer.acks[0](DeliveryError(error))
+    assert settled == [] and router.failure is not None
+    message = str(router.failure)
+    assert "to wf.retry.5s" in message and "wf.act.standard[0]@7" in message
+    assert "streams topology apply" in message
 
 
 def test_off_the_main_path_a_record_done_without_emits_writes_nothing() -> None:

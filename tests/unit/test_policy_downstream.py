@@ -180,3 +180,54 @@ def test_limits_reject_invalid(overrides: dict[str, object]) -> None:
     }
     with pytest.raises(ValueError):
         DownstreamLimits(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def _draining(clock: FakeClock, *, lag: int, age: float, drain: float | None) -> PressureSignal:
+    return PressureSignal(
+        stage="retrieve", lag=lag, oldest_age_s=age, p95_latency_s=0.1,
+        measured_at=clock.now(), drain_per_s=drain,
+    )  # fmt: skip
+
+
+def test_a_draining_stage_whose_burst_aged_resumes_before_it_runs_dry() -> None:
+    """After a burst every queued record is as old as the head: with the head's age alone
+    the stage before stays paused until the queue is empty. The wait the queue means at
+    the measured drain rate (50 records at 40/s: 1.25 s) is under resume, so it resumes."""
+    clock = FakeClock()
+    pressure = DownstreamPressure(LIMITS)
+    paused = pressure.evaluate(
+        {"retrieve": _draining(clock, lag=600, age=35.0, drain=40.0)}, clock.now(),
+        clock.monotonic(),
+    )  # fmt: skip
+    assert paused.paused
+    clock.advance(5.0)
+    verdict = pressure.evaluate(
+        {"retrieve": _draining(clock, lag=50, age=14.0, drain=40.0)}, clock.now(),
+        clock.monotonic(),
+    )  # fmt: skip
+    assert verdict.paused is False, verdict.reasons
+
+
+def test_a_stage_that_does_not_drain_keeps_the_head_age() -> None:
+    """A stuck stage (nothing committed: rate 0) or one not measured yet keeps pausing the
+    stage before on its oldest record's age, however short its queue."""
+    for drain in (0.0, None):
+        clock = FakeClock()
+        pressure = DownstreamPressure(LIMITS)
+        verdict = pressure.evaluate(
+            {"retrieve": _draining(clock, lag=5, age=35.0, drain=drain)}, clock.now(),
+            clock.monotonic(),
+        )  # fmt: skip
+        assert verdict.paused, drain
+        assert verdict.reasons == ("retrieve.age_s=35>=30",)
+
+
+def test_a_long_queue_at_its_drain_rate_pauses_on_age_before_its_head_is_old() -> None:
+    """The wait is the smaller of the two: a queue whose head is young pauses on lag, not
+    age (the age gate never reads more than the head's age)."""
+    clock = FakeClock()
+    verdict = DownstreamPressure(LIMITS).evaluate(
+        {"retrieve": _draining(clock, lag=400, age=2.0, drain=10.0)}, clock.now(),
+        clock.monotonic(),
+    )  # fmt: skip
+    assert verdict.paused is False

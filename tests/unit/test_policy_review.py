@@ -74,18 +74,7 @@ def test_clear_rate_counts_decisions_over_the_window() -> None:
     assert queue.clear_rate_per_s(now=10_000) == 0.0
 
 
-def test_expected_wait_uses_the_measured_clear_rate() -> None:
-    queue = _queue(max_pending=100, max_wait_s=600, rate_window_s=100)
-    for i in range(10):
-        queue.admit(f"r{i}", now=0)
-    for i in range(5):
-        queue.decide(f"r{i}", "approve", now=10 * i)
-    # 5 decisions in the last 100 s: 0.05/s; 5 pending ahead plus this one: 120 s.
-    assert queue.expected_wait_s(now=50) == pytest.approx(6 / 0.05)
-    assert _queue().expected_wait_s(now=0) == 0.0  # nothing pending: no wait
-    idle = _queue(max_wait_s=300)
-    idle.admit("a", now=0)
-    assert idle.expected_wait_s(now=1) == 300  # no rate known: at most max_wait_s
+# The expected wait and its forecast use: tests/unit/test_review_forecast.py.
 
 
 def test_config_checks_its_values() -> None:

@@ -40,6 +40,11 @@ def test_a_review_stage_is_bounded_by_max_pending_and_waits_max_wait_s() -> None
     assert topology.reviews_topic == "w.reviews" and spec.compacted and spec.partitions == 1
 
 
+def test_the_clear_rate_window_is_a_key() -> None:
+    stage = _topology({"kind": "review", "review": {"rate_window_s": 120}}).stages["approve"]
+    assert stage.review == ReviewConfig(rate_window_s=120)
+
+
 def test_review_defaults() -> None:
     stage = _topology({"kind": "review"}).stages["approve"]
     assert stage.review == ReviewConfig()
@@ -56,6 +61,7 @@ def test_a_workflow_without_review_stages_has_no_reviews_topic() -> None:
     [
         ({"kind": "review", "handler": "tests.integration.handlers:noop"}, "handler"),
         ({"kind": "review", "review": {"on_timeout": "retry"}}, "on_timeout"),
+        ({"kind": "review", "review": {"rate_window_s": 0}}, "rate_window_s"),
         ({"kind": "review", "review": {"max_pending": 0}}, "max_pending"),
         ({"handler": "tests.integration.handlers:noop", "review": {}}, "review"),
         ({}, "handler"),

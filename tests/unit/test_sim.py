@@ -139,15 +139,62 @@ def test_crm_forgets_the_oldest_keys_beyond_its_bound() -> None:
     assert crm.writes_total == 4  # "a" was forgotten when "c" arrived
 
 
-def test_reviewers_give_up_at_once_when_none_is_free_in_time() -> None:
-    pool = ReviewerPool(rate_per_s=1.0, burst=1)
+def test_reviewers_take_a_persons_time_and_only_flagged_runs_need_one() -> None:
+    pool = ReviewerPool(people=3, median_s=2.0, sigma=0.0)
+    assert pool.decision_s() == pytest.approx(2.0)
+    assert pool.clear_rate_per_s == pytest.approx(1.5)  # 3 people, 2 s each
+    sim.configure(time_scale=0.2)
+    assert pool.decision_s() == pytest.approx(0.4)  # the simulated world's time, scaled
+    assert pool.needs_person(b'{"status": "pending_approval"}')
+    assert not pool.needs_person(b'{"status": "done"}')
+    assert pool.needs_person(b"not json")  # what the rule cannot read, a person looks at
+    with pytest.raises(ValueError, match="at least one reviewer"):
+        ReviewerPool(people=0)
+
+
+def test_a_flaky_slow_incident_fails_some_writes_and_slows_all() -> None:
+    sim.configure(time_scale=0.01)
+    crm = CRM(rate_per_s=1e6, burst=1000, write_median_s=1.0, sigma=0.0)
+    now = time.monotonic()
+    crm.fail_between(now, now + 60, failure_rate=0.5, slowdown=4.0)
 
     async def run() -> list[bool]:
-        return [await pool.review(f"run-{i}", max_wait_s=0.1) for i in range(2)]
+        async def one(i: int) -> bool:
+            try:
+                await crm.write("t", {}, f"k{i}")
+            except sim.CRMUnavailable:
+                return False
+            return True
+
+        return await asyncio.gather(*(one(i) for i in range(400)))
 
     started = time.monotonic()
-    assert asyncio.run(run()) == [True, False]
-    assert time.monotonic() - started < 0.05  # the refusal does not wait
+    ok = asyncio.run(run())
+    assert 0.04 * 0.9 <= time.monotonic() - started < 0.5  # 1 s x 4 x 0.01, concurrently
+    assert 150 <= ok.count(False) <= 250  # about half
+    assert crm.calls_while_failing == 400 and crm.writes_total == ok.count(True)
+    with pytest.raises(ValueError, match="failure_rate"):
+        crm.fail_between(0, 1, failure_rate=0.0)
+
+
+def test_crm_counts_first_attempts_by_idempotency_key() -> None:
+    crm = CRM(rate_per_s=1e6, burst=1000, write_median_s=1e-4, sigma=0.0)
+    now = time.monotonic()
+    crm.fail_between(now, now + 0.2)
+
+    async def run() -> None:
+        for _ in range(3):  # one run's write, tried three times while the CRM fails
+            with pytest.raises(sim.CRMUnavailable):
+                await crm.write("t", {}, "run-1:act")
+        with pytest.raises(sim.CRMUnavailable):
+            await crm.write("t", {}, "run-2:act")
+        await asyncio.sleep(0.25)
+        await crm.write("t", {}, "run-1:act")  # its retry after the incident succeeds
+        await crm.write("t", {}, "run-3:act")
+
+    asyncio.run(run())
+    assert (crm.calls_while_failing, crm.first_calls_while_failing) == (4, 2)
+    assert (crm.write_calls, crm.first_calls) == (6, 3)
 
 
 def test_ledger_counts_waste_only_past_the_deadline() -> None:

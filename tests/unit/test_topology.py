@@ -104,6 +104,7 @@ def test_all_topics_lists_every_topic_with_its_spec() -> None:
         "triage.completed": default,
         "triage.dlq": default,
         "triage.runs": TopicSpec(partitions=1, retention_ms=-1, compacted=True),
+        "triage.control": TopicSpec(partitions=1, retention_ms=-1, compacted=True),
         "triage.decisions": default,
         "triage.delayed": default,
         "triage.plan.urgent": default,
