@@ -227,9 +227,13 @@ def test_a_running_replica_answers_503_while_an_entry_waits_for_the_registry(
             a.submit(RunRequest("t", b"{}"))
         with running_registry(double, port=port):
             wait_for(lambda: a.health()[0], 45, "the replica to read on")
-            assert sum(a.capacity().queued_by_lane.values()) == BOUND
+            # Ready means no entry waits for the registry, not that the book has read the
+            # last one: capacity() is a snapshot (CI saw 2 of 3 here). A decision is exact
+            # (it reads the ledger up to its own reservation), and the book has read through
+            # that reservation once it is made.
             over = a.submit(RunRequest("t", b"{}"))
             assert over.outcome == "rejected", over
+            assert sum(a.capacity().queued_by_lane.values()) == BOUND
 
 
 DAMAGED = "streams_intake_ledger_damaged_entries_total"
