@@ -18,6 +18,7 @@ from streams.errors import StreamsError
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.lag_reader import LagReader
 from streams.policy.rate import RateEstimator
+from streams.policy.reading_grace import ReadingGrace
 from streams.policy.review import path_review_wait
 from streams.review.book import ReviewBook
 from streams.runtime.pressure_reports import ReportBoard
@@ -30,7 +31,7 @@ class StageCapacity:
     drain_rate_per_s: float | None
     p95_handler_s: float | None
     pressure_paused: bool
-    readable: bool  # False when the last reading failed (broker unreachable)
+    readable: bool  # False when no reading succeeded for UNREADABLE_AFTER_S (or none yet)
     #: Expected wait at the review stages on the path (its known part), and whether a
     #: review stage there has no measured clear rate yet (streams.policy.admission).
     review_wait_s: float = 0.0
@@ -79,6 +80,11 @@ def _reachable(entry: str, downstream: dict[str, tuple[str, ...]]) -> list[str]:
     return seen
 
 
+#: A failed lag reading leaves the capacity readable this long after the last one that
+#: succeeded (streams.policy.reading_grace: a coordinator loading is not an outage).
+UNREADABLE_AFTER_S = 2.0
+
+
 class CapacityFeed:
     def __init__(
         self,
@@ -103,6 +109,7 @@ class CapacityFeed:
         self._rate = RateEstimator()
         self._fresh_s = report_fresh_s
         self._latest = StageCapacity(0, None, None, False, readable=False)
+        self._grace = ReadingGrace(UNREADABLE_AFTER_S)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="intake-capacity", daemon=True)
 
@@ -140,10 +147,13 @@ class CapacityFeed:
         try:
             lag = self._reader.read(self._stage.consumer_group, self._stage.input_topics)
         except StreamsError:
+            readable = self._grace.readable(self._clock.monotonic())
             self._latest = StageCapacity(
-                last.lag, last.drain_rate_per_s, p95, paused, False, review_wait_s, review_unknown
-            )
+                last.lag, last.drain_rate_per_s, p95, paused, readable, review_wait_s,
+                review_unknown,
+            )  # fmt: skip
             return
+        self._grace.succeeded(self._clock.monotonic())
         # Records the stage has finished with: the sum of its committed offsets.
         done = sum(p.committed or 0 for p in lag.partitions)
         self._rate.observe(done, self._clock.monotonic())

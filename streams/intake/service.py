@@ -26,7 +26,7 @@ from streams.clock import Clock, SystemClock
 from streams.errors import BrokerUnavailable, StreamsError
 from streams.events import TaskEventCodec
 from streams.intake.admit_batch import BatchAdmitter, collapsed
-from streams.intake.capacity import CapacityFeed, StageCapacity, review_path
+from streams.intake.capacity import UNREADABLE_AFTER_S, CapacityFeed, StageCapacity, review_path
 from streams.intake.config import IntakeConfig, intake_limits, load_intake_config
 from streams.intake.degradation import degraded_verdict
 from streams.intake.delay import DelayForwarder
@@ -254,7 +254,10 @@ class Intake:
     def health(self) -> tuple[bool, str]:
         """Whether this replica can decide truthfully now, and why not."""
         if not self.capacity_feed.latest().readable:
-            return False, "the broker does not answer (capacity cannot be read)"
+            return False, (
+                "the broker does not answer (capacity could not be read for "
+                f"{UNREADABLE_AFTER_S:.0f} s)"
+            )
         problem = self.view.problem()
         if problem is not None:
             return False, problem

@@ -34,7 +34,8 @@ def test_an_intake_whose_ledger_was_wiped_is_unhealthy_and_decides_nothing(
                 for i in range(5):  # queued: no worker runs the stage
                     answer = http.post(url, json={"tenant": "t", "payload": {"i": i}})
                     assert answer.status_code == 202, answer.text
-                assert http.get(f"{base}/healthz").status_code == 200
+                healthy = http.get(f"{base}/healthz")
+                assert healthy.status_code == 200, healthy.text
                 broker.stop()
                 broker.start(port=port, fresh=True)
                 Admin(client).apply(
