@@ -894,6 +894,10 @@ def demo(
     live: Annotated[bool | None, typer.Option(help="Live view (default: on a terminal).")] = None,
     out: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
     client_config: _ClientConfigOpt = None,
+    compare_ladder: Annotated[
+        bool | None,
+        typer.Option(help="Also run governed without its degradation ladder (default: full demo)."),
+    ] = None,
 ) -> None:
     """Run the triage workflow under overload, governed then naive, and report."""
     from rich.console import Console
@@ -910,6 +914,7 @@ def demo(
             out_root=out,
             console=console,
             client_file=client_config,
+            compare_ladder=compare_ladder,
         )
     )
     typer.echo(f"report: {result.report}")

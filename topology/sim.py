@@ -227,16 +227,18 @@ class SimulatedLLM:
 
 
 class VectorSearch:
-    """A knowledge-base index: fast, never fails, returns `k` document ids."""
+    """A knowledge-base index: fast, never fails, returns `k` document ids (default
+    `self.k`). Half the latency is fixed, half grows with k (relative to `self.k`)."""
 
     def __init__(self, median_s: float = 0.05, sigma: float = 0.3, k: int = 3) -> None:
         self.latency = LatencyModel(median_s, sigma)
         self.k = k
 
-    async def search(self, query: str) -> list[str]:
-        await asyncio.sleep(scaled(self.latency.sample()))
+    async def search(self, query: str, k: int | None = None) -> list[str]:
+        k = self.k if k is None else max(1, k)
+        await asyncio.sleep(scaled(self.latency.sample() * (0.5 + 0.5 * k / self.k)))
         first = _hash(query) % 5000
-        return [f"kb-{first + i}" for i in range(self.k)]
+        return [f"kb-{first + i}" for i in range(k)]
 
 
 class CRM:

@@ -35,7 +35,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ACTIONS = ("reply", "refund", "escalate")
-NEEDS_APPROVAL = {("refund", "enterprise")}  # (action, customer tier) a person confirms
+#: Customer tiers whose refunds a person confirms; the ladder's `review_refund_tiers` knob
+#: widens it (triage.yaml `essential`).
+REVIEW_REFUND_TIERS = ("enterprise",)
+#: Documents retrieve asks for; the ladder's `retrieval_k` knob lowers it.
+RETRIEVAL_K = 3
 HURRY_BELOW_S = 10.0  # simulated seconds left before the deadline that count as "little"
 #: A plain loop's retry: the call again at once, this many tries in all (Google SRE's
 #: "at most 3 attempts": the worst case is 3x the load on a sick dependency).
@@ -62,10 +66,15 @@ async def plan(event: TaskEvent, ctx: HandlerContext) -> None:
     """Decide the action with one LLM call."""
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
-    # Degrade on purpose when the run cannot afford the full prompt: background work, or a
-    # deadline close enough that a faster, rougher answer beats a late one.
+    # Degrade on purpose when the run cannot afford the full prompt: background work, a
+    # deadline close enough that a faster, rougher answer beats a late one, or the
+    # workflow's degradation level asking for it (triage.yaml `lean`).
     left = _seconds_left(ctx)
-    hurried = ctx.lane == "background" or (left is not None and left < scaled(HURRY_BELOW_S))
+    hurried = (
+        ctx.lane == "background"
+        or (left is not None and left < scaled(HURRY_BELOW_S))
+        or ctx.degradation.knob("prompt", "full") == "short"
+    )
     question = f"Ticket {ticket['ticket']}: {ticket['subject']}\nAnswer with one of: "
     prompt = ("" if hurried else PLAYBOOK) + question + ", ".join(ACTIONS) + "."
     action = await _call(ctx, "llm", deps.llm.complete, prompt)
@@ -76,8 +85,10 @@ async def retrieve(event: TaskEvent, ctx: HandlerContext) -> None:
     """Gather context: knowledge-base articles and the customer record, concurrently."""
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
+    k = ctx.degradation.knob("retrieval_k", RETRIEVAL_K)
+    k = k if isinstance(k, int) else RETRIEVAL_K
     docs, customer = await asyncio.gather(
-        _call(ctx, "vector_search", deps.vector.search, str(ticket["subject"])),
+        _call(ctx, "vector_search", deps.vector.search, str(ticket["subject"]), k=k),
         _call(ctx, "crm_read", deps.crm.read, str(ticket["ticket"])),
     )
     ctx.emit(_with(event, ticket, docs=docs, tier=customer["tier"]))
@@ -87,7 +98,9 @@ async def act(event: TaskEvent, ctx: HandlerContext) -> None:
     """Apply the action in the CRM: the workflow's bottleneck (rate-limited writes)."""
     deps.ledger.record(ctx.stage, event)
     ticket = _ticket(event)
-    needs_person = (ticket["action"], ticket["tier"]) in NEEDS_APPROVAL
+    tiers = ctx.degradation.knob("review_refund_tiers", REVIEW_REFUND_TIERS)
+    tiers = tiers if isinstance(tiers, list | tuple) else REVIEW_REFUND_TIERS
+    needs_person = ticket["action"] == "refund" and ticket["tier"] in tiers
     status = "pending_approval" if needs_person else "done"
     # Exactly-once delivery covers Kafka only (emits and offsets); a record redelivered
     # after a crash runs this handler again, so the CRM write carries an idempotency key

@@ -1,6 +1,6 @@
-"""`streams demo`: the triage workflow under overload, governed then naive, on the local
-broker; a live view while it runs; a report with plots at the end; and the checks the
-demo exists to show.
+"""`streams demo`: the triage workflow under overload, governed then naive (and governed
+without its degradation ladder, for the comparison), on the local broker; a live view
+while it runs; a report with plots at the end; and the checks the demo exists to show.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from .summary import Summary, summarize
 
 #: The workflow's bottleneck: the CRM's write rate (runs/s), its crm_write tool in triage.yaml.
 NOMINAL_CAPACITY_PER_S = 40.0
+#: triage.yaml's ladder rests at the default base level.
+BASE_LEVEL = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,11 @@ def checks(governed: Summary, naive: Summary, overload_s: float) -> list[str]:
     if governed.accepted_never_finished:
         failures.append(
             f"governed left {governed.accepted_never_finished} admitted runs unfinished"
+        )
+    if not any(s > 0 for level, s in governed.level_seconds.items() if level != BASE_LEVEL):
+        failures.append(
+            f"governed never degraded on purpose: its ladder stayed at {BASE_LEVEL} "
+            f"({governed.level_seconds})"
         )
     if naive.overload_age_growth_s < 0.4 * overload_s:
         failures.append(
@@ -108,9 +115,12 @@ def run_demo(
     out_root: Path,
     console: Console,
     client_file: Path | None = None,
+    compare_ladder: bool | None = None,
 ) -> DemoResult:
     """`client_file`: a client.properties file (--client-config, README "Secured
-    clusters"); without one, and without a cluster named, the local broker."""
+    clusters"); without one, and without a cluster named, the local broker.
+    `compare_ladder` (default: the full demo only) adds a third run, governed without
+    the degradation ladder, for the report's comparison."""
     sys.path.insert(0, str(Path.cwd()))
     sim: Any = importlib.import_module("topology.sim")
     deps = sim.deps
@@ -123,8 +133,11 @@ def run_demo(
     level = streams_log.level
     streams_log.setLevel(logging.ERROR)
     runs: list[RunData] = []
+    modes: list[Mode] = ["governed", "naive"]
+    if compare_ladder if compare_ladder is not None else not quick:
+        modes.append("unladdered")
     try:
-        for mode in ("governed", "naive"):
+        for mode in modes:
             console.print(f"[bold]{mode}[/] run: {scenario.seconds:.0f} s of scripted load + drain")
             runs.append(_run(mode, client, scenario, deps, time_scale, live, console))
     finally:

@@ -19,7 +19,9 @@ from .run import RunData, Sample
 from .summary import Summary, oldest_run_ages
 
 LANES = ("urgent", "standard", "background")
-COLORS = {"governed": "tab:green", "naive": "tab:red"}
+COLORS = {"governed": "tab:green", "naive": "tab:red", "unladdered": "tab:blue"}
+#: The ladder's entry-stage condition reads this stage's oldest queued age (triage.yaml).
+_ENTRY_STAGE = "plan"
 
 
 def write_report(out: Path, runs: list[RunData], summaries: list[Summary]) -> Path:
@@ -35,6 +37,7 @@ def write_report(out: Path, runs: list[RunData], summaries: list[Summary]) -> Pa
     _plot_retries(out / "retries.png", runs, summaries)
     _plot_review_queue(out / "review_queue.png", runs)
     _plot_bottleneck(out / "bottleneck.png", runs)
+    _plot_degradation(out / "degradation.png", runs)
     report = out / "report.md"
     report.write_text(_markdown(summaries))
     return report
@@ -82,7 +85,13 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     row("act paused: review queue full (s)", ".1f", "act_paused_by_review_s")
     rows.append(("review decisions", *(_counts(s.review_decisions) for s in summaries)))
     rows.append(("escalations by reason", *(_counts(s.escalations) for s in summaries)))
+    rows.append(("time at each degradation level (s)", *(_seconds(s) for s in summaries)))
+    row("workers and intake at different levels (s)", ".1f", "levels_apart_s")
     return rows
+
+
+def _seconds(summary: Summary) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in summary.level_seconds.items()) or "-"
 
 
 def _bound(max_pending: int) -> str:
@@ -121,6 +130,12 @@ def _markdown(summaries: list[Summary]) -> str:
         + (" → ".join(f"{state} at {t:.1f} s" for t, state in s.crm_breaker_timeline) or "none")
         for s in summaries
     )
+    levels = "\n".join(
+        f"- {s.mode}: "
+        + (" → ".join(f"{level} at {t:.1f} s" for t, level in s.level_timeline) or "none")
+        for s in summaries
+        if s.mode != "naive"
+    )
     return (
         "# streams demo: governed vs naive\n\n"
         "The same workflow, handlers and offered load, twice: warm-up, a capacity probe, "
@@ -151,6 +166,16 @@ def _markdown(summaries: list[Summary]) -> str:
         "\n\n![review queue](review_queue.png)"
         + "\n\n## Escalations by reason\n\n"
         + escalations
+        + "\n\n## Degradation on purpose\n\n"
+        "The workflow's ladder (triage.yaml `degradation:`): `lean` once plan's oldest "
+        "queued record is 10 s old (a short prompt, fewer documents, enrich paused, "
+        "background runs refused), `essential` while the CRM's breaker is open (one "
+        "document, pro customers' refunds reviewed by a person too, standard runs "
+        "delayed); each level is left only after `min_dwell_s` under its exit thresholds. "
+        "The level over time next to plan's oldest queued age; unladdered (when run) is "
+        "the governed run with the ladder removed, the same otherwise.\n\n"
+        + levels
+        + "\n\n![degradation](degradation.png)"
         + "\n\n## Oldest queued age per lane\n\n![queue age](queue_age.png)\n\n"
         "## Goodput (runs finished within their deadline)\n\n![goodput](goodput.png)\n\n"
         "## The bottleneck\n\n"
@@ -182,6 +207,8 @@ def _timeline(run: RunData) -> dict[str, object]:
                 "act_paused_by_review": s.act_paused_by_review,
                 "act_pause_reason": s.act_pause_reason,
                 "stages": {name: asdict(load) for name, load in s.stages.items()},
+                "level": s.level,
+                "levels": s.levels,
             }
             for s in run.samples
         ],
@@ -373,6 +400,37 @@ def _plot_bottleneck(path: Path, runs: list[RunData]) -> None:
         intake.legend(loc="upper left", fontsize=7)
         for ax in (busy, paused, intake):
             _shade_phases(ax, run)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_degradation(path: Path, runs: list[RunData]) -> None:
+    """The degradation level the intake acted on (the workers with it) over time, and the
+    entry stage's oldest queued age the ladder reads, for every run with controls."""
+    governed = [run for run in runs if run.mode != "naive"]
+    fig, (level, age) = plt.subplots(
+        2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [1, 2]}
+    )
+    for run in governed:
+        ts = [s.t for s in run.samples]
+        if len(run.ladder) > 1:
+            index = {name: i for i, name in enumerate(run.ladder)}
+            level.step(ts, [index.get(s.level, 0) for s in run.samples], where="post",
+                       color=COLORS[run.mode], label=run.mode)  # fmt: skip
+            level.set_yticks(range(len(run.ladder)), run.ladder)
+        ages = [max(s.stage_ages.get(_ENTRY_STAGE, {}).values(), default=0.0) for s in run.samples]
+        age.plot(ts, ages, color=COLORS[run.mode], label=run.mode)
+    for ax in (level, age):
+        if governed:
+            _shade_phases(ax, governed[0])
+            if governed[0].crm_incident is not None:
+                ax.axvspan(*governed[0].crm_incident, color="tab:orange", alpha=0.2, zorder=0)
+    level.set_ylabel("degradation\nlevel")
+    level.legend(loc="upper left", fontsize=7)
+    age.set_ylabel(f"{_ENTRY_STAGE}: oldest\nqueued age (s)")
+    age.set_xlabel("seconds since start")
+    age.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

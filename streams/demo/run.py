@@ -26,6 +26,7 @@ from streams.intake.service import Intake
 from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.review import ReviewDesk, review_worker
+from streams.runtime.degradation import ladder_of
 from streams.runtime.options import WorkerOptions
 from streams.runtime.tools import ToolRegistry
 from streams.runtime.worker import StageWorker
@@ -35,7 +36,9 @@ from streams.topology import Topology, parse_topology
 from .reviewers import Reviewers
 from .scenario import Phase, Scenario, Submissions, offer_load
 
-Mode = Literal["governed", "naive"]
+#: governed: every control; naive: none; unladdered: governed without the degradation
+#: ladder (the comparison that shows what the ladder adds).
+Mode = Literal["governed", "naive", "unladdered"]
 TRIAGE = Path(__file__).resolve().parents[2] / "topology" / "triage.yaml"
 _HUGE = 1_000_000_000
 #: The naive review queue's "bound": more runs than either run admits.
@@ -71,6 +74,8 @@ class Sample:
     act_pause_reason: str = ""  # why act is paused stage-wide ("" when it is not)
     # Every foreground stage's worker: the bottleneck's timeline next to the pauses.
     stages: dict[str, StageLoad] = field(default_factory=dict)
+    level: str = "normal"  # the degradation level the intake acts on
+    levels: dict[str, str] = field(default_factory=dict)  # stage -> level its worker acts on
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +117,22 @@ class RunData:
     retries: int = 0  # records written to the retry tiers
     review_max_pending: int = 0
     review_decisions: Counter[str] = field(default_factory=Counter)  # person, rule, too_late
+    ladder: list[str] = field(default_factory=list)  # the degradation levels, base first
 
 
-def load_triage(mode: Mode, source: Path = TRIAGE) -> Topology:
-    """The triage workflow under a fresh name; naive mode switches every control off."""
+def load_triage(mode: Mode, source: Path = TRIAGE, *, time_scale: float = 1.0) -> Topology:
+    """The triage workflow under a fresh name; naive mode switches every control off,
+    unladdered only the degradation ladder. A quick run (time_scale < 1) dwells at a level
+    for its share of min_dwell_s, as its phases are that share of the full demo's."""
     data = yaml.safe_load(source.read_text())
     data["workflow"] = f"triage-{mode[:3]}-{uuid.uuid4().hex[:6]}"
     if mode == "naive":
         data = naive_variant(data)
+    elif mode == "unladdered":
+        data.pop("degradation", None)
+    ladder = data.get("degradation")
+    if ladder and "min_dwell_s" in ladder:
+        ladder["min_dwell_s"] = float(ladder["min_dwell_s"]) * time_scale
     return parse_topology(data, str(source))
 
 
@@ -132,6 +145,7 @@ def naive_variant(data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     data.pop("tools", None)
     data.pop("retry", None)
+    data.pop("degradation", None)  # a plain loop does not degrade on purpose
     intake = data.setdefault("intake", {}) or {}
     intake.update(
         {"max_queued_runs": _HUGE, "max_queued_per_tenant": _HUGE, "saturation_ratio": 1.0,
@@ -180,7 +194,7 @@ def run_once(
     time_scale: float,
     on_tick: Callable[[RunData, Intake, list[StageWorker]], None] | None = None,
 ) -> RunData:
-    topology = load_triage(mode)
+    topology = load_triage(mode, time_scale=time_scale)
     Admin(client).apply(
         TopicWanted(name, spec.partitions, spec.retention_ms, spec.compacted)
         for name, spec in topology.all_topics().items()
@@ -198,6 +212,7 @@ def run_once(
     )  # fmt: skip
     data = RunData(mode, topology.workflow, time.time())
     data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
+    data.ladder = [level.name for level in ladder_of(topology).levels]
     # The tools every worker of this workflow shares in this process (README "Tools"):
     # read for the breakers' state over time and their transitions.
     tools = ToolRegistry.for_process(topology)
@@ -256,6 +271,8 @@ def run_once(
                     stages={
                         w.stage.name: _stage_load(w) for w in workers if not w.stage.background
                     },
+                    level=intake.degradation_feed.now().view.level,
+                    levels={w.stage.name: w.degradation().view.level for w in workers},
                 )
             )
             if on_tick is not None:
@@ -284,7 +301,7 @@ def run_once(
         asyncio.run(
             offer_load(
                 intake, scenario, on_phase=enter, started_at=started,
-                send_deadlines=mode == "governed", one_queue=mode == "naive",
+                send_deadlines=mode != "naive", one_queue=mode == "naive",
                 out=data.submissions,
             )
         )  # fmt: skip
@@ -294,7 +311,7 @@ def run_once(
         current[0] = "drain"
         deps.llm.set_slowdown(1.0)
         # The naive run's backlog outlives any drain window: a short look is enough there.
-        drain_s = scenario.drain_s if mode == "governed" else min(scenario.drain_s, 10.0)
+        drain_s = scenario.drain_s if mode != "naive" else min(scenario.drain_s, 10.0)
         drain_until = time.monotonic() + drain_s
         while (
             time.monotonic() < drain_until

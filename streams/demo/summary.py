@@ -1,7 +1,8 @@
 """Numbers the demo is judged by, computed from one run's raw data: goodput against the
 capacity measured in warm-up, urgent queue age and latency, wasted work, runs lost, and
 what the CRM incident cost (calls made to the sick CRM, the breaker's course, runs lost,
-retry amplification), the review queue's course and escalations by reason.
+retry amplification), the review queue's course, escalations by reason and the
+degradation level's course.
 
 Pure: no I/O, so the test and the report read the same figures.
 """
@@ -56,6 +57,11 @@ class Summary:
     review_decisions: dict[str, int]  # by who: person, rule (routine), too_late
     escalations: dict[str, int]  # reason -> runs handed to people (W.escalations)
     escalations_by_stage: dict[str, int]  # "stage: reason" -> runs
+    # The degradation ladder (README "Degradation"): seconds the intake acted on each level,
+    # its changes (t, level), and the seconds any worker acted on another level than it.
+    level_seconds: dict[str, float]
+    level_timeline: list[tuple[float, str]]
+    levels_apart_s: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +130,31 @@ def review_course(samples: list[Sample]) -> ReviewCourse:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LevelCourse:
+    seconds: dict[str, float]
+    timeline: list[tuple[float, str]]
+    apart_s: float
+
+
+def level_course(samples: list[Sample]) -> LevelCourse:
+    """The degradation level over a run's samples: time at each level (each sample counts
+    for the time since the previous one), each change, and how long the workers and the
+    intake were not all at one level (a change reaches them within a feed refresh, so
+    this is about a sample per change)."""
+    seconds: dict[str, float] = {}
+    apart = 0.0
+    for before, sample in pairwise(samples):
+        seconds[sample.level] = seconds.get(sample.level, 0.0) + sample.t - before.t
+        if any(level != sample.level for level in sample.levels.values()):
+            apart += sample.t - before.t
+    timeline: list[tuple[float, str]] = []
+    for sample in samples:
+        if not timeline or timeline[-1][1] != sample.level:
+            timeline.append((round(sample.t, 1), sample.level))
+    return LevelCourse({k: round(v, 1) for k, v in seconds.items()}, timeline, round(apart, 1))
+
+
 def escalations_by_reason(escalations: Mapping[tuple[str, str], int]) -> dict[str, int]:
     """(stage, reason) counts -> reason counts, most first."""
     out: Counter[str] = Counter()
@@ -186,7 +217,7 @@ def summarize(data: RunData) -> Summary:
         and wall_start + start <= c.done_ms / 1000 <= wall_start + end
     ]
     # The naive run has one queue (a plain loop), so its urgent runs wait in all of it.
-    lanes = ("urgent",) if data.mode == "governed" else ("urgent", "standard", "background")
+    lanes = ("urgent",) if data.mode != "naive" else ("urgent", "standard", "background")
     # Queue age of urgent runs: how long each waited in a stage's queue before a handler
     # took it (in flight is not queued: a slow LLM call is latency, not queueing).
     wall_start, wall_end = data.started_wall + start, data.started_wall + end
@@ -209,6 +240,7 @@ def summarize(data: RunData) -> Summary:
         {c.run_id for c in data.completions} | set(data.dead_run_ids) | data.escalated_run_ids
     )
     review = review_course(data.samples)
+    levels = level_course(data.samples)
     admitted = set(data.submissions.admitted)
     decisions: dict[str, int] = {}
     for (_lane, outcome), n in data.submissions.decisions.items():
@@ -253,6 +285,9 @@ def summarize(data: RunData) -> Summary:
         escalations_by_stage={
             f"{stage}: {reason}": n for (stage, reason), n in sorted(data.escalations.items())
         },
+        level_seconds=levels.seconds,
+        level_timeline=levels.timeline,
+        levels_apart_s=levels.apart_s,
     )
 
 

@@ -4,7 +4,9 @@ nothing; naive lets queue age grow through the overload; in the CRM incident gov
 breaker opens, it stops calling the sick CRM and resumes after, while naive hammers it and
 loses the runs it pulls; governed retries under budgets barely add calls to the sick CRM
 while naive's retry-at-once loop multiplies them; the approve stage is a bounded review
-queue governed and an unbounded one naive; escalations are counted by reason)."""
+queue governed and an unbounded one naive; escalations are counted by reason; governed
+degrades on purpose: its ladder goes to `essential` while the CRM's breaker is open, with
+every worker and the intake at one level)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ def test_quick_demo_shows_governed_against_naive(
     for name in (
         "report.md", "summary.json", "timeline.json", "queue_age.png", "goodput.png",
         "crm_incident.png", "retries.png", "review_queue.png", "bottleneck.png",
+        "degradation.png",
     ):  # fmt: skip
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -86,6 +89,15 @@ def test_quick_demo_shows_governed_against_naive(
     timeline = json.loads((run_dir / "timeline.json").read_text())
     assert any(s["tools"].get("crm_write") == "open" for s in timeline["governed"]["samples"])
     assert any(s["review_pending"] > 0 for s in timeline["governed"]["samples"])
+    # The ladder: essential while the breaker was open (tool_open: crm_write), so it left
+    # the base level and came back down; the workers and the intake agreed but for about a
+    # sample per change (each process's feed refreshes every 0.25 s).
+    assert governed["level_seconds"].get("essential", 0) > 0, governed["level_seconds"]
+    levels = [level for _t, level in governed["level_timeline"]]
+    assert levels[0] == "normal" and "essential" in levels, levels
+    assert governed["levels_apart_s"] <= 1.0 * len(levels), governed["levels_apart_s"]
+    assert set(naive["level_seconds"]) == {"normal"}  # a plain loop has no ladder
+    assert "unladdered" not in summary  # the quick demo compares the ladder only if asked
     report = (run_dir / "report.md").read_text()
     assert "| goodput in overload (runs/s) |" in report
     assert "| calls to the sick CRM during the incident |" in report
@@ -93,3 +105,5 @@ def test_quick_demo_shows_governed_against_naive(
     assert "| retry amplification during the CRM incident |" in report
     assert "| review queue: peak pending / bound |" in report
     assert "## Escalations by reason" in report
+    assert "## Degradation on purpose" in report
+    assert "| time at each degradation level (s) |" in report
