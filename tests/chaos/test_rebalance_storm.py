@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from streams.kafka.admin import Admin
 from streams.kafka.client_config import ClientConfig, GroupProtocol
@@ -72,6 +73,30 @@ def _owners(threads: dict[str, WorkerThread]) -> dict[str, set[TopicPartition]]:
     return {name: assigned_partitions(t.worker) for name, t in threads.items()}
 
 
+def _describe(threads: dict[str, WorkerThread], client_config: ClientConfig, group: str) -> str:
+    """Who owns what, for a failure message: a settle that never comes names the owners each
+    worker reports, what its client holds, and what the group coordinator assigned."""
+    owners = _owners(threads)
+    mine = "; ".join(
+        f"{name} reports {sorted(tp.partition for tp in owners[name])}, its client holds "
+        f"{sorted(tp.partition for tp in threads[name].worker._consumer.assignment())}"
+        for name in owners
+    )
+    admin = AdminClient(client_config.as_librdkafka())
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(
+            timeout=15
+        )
+        members = ", ".join(
+            f"{m.member_id[:8]}: {sorted(p.partition for p in m.assignment.topic_partitions)}"
+            for m in described.members
+        )
+        coordinator = f"group {described.state} ({described.type}): {members}"
+    except Exception as exc:  # a diagnosis must not hide the failure it describes
+        coordinator = f"group not described: {exc!r}"
+    return f"{mine}; {coordinator}"
+
+
 def _settled(owners: dict[str, set[TopicPartition]], every: set[TopicPartition]) -> bool:
     """Each partition owned by exactly one live worker, and every worker owns one at least
     (six partitions, at most three workers)."""
@@ -108,11 +133,16 @@ def test_rebalance_storm_keeps_paused_partitions_paused(
     def context() -> str:
         return f"CHAOS_SEED={seed}, changes {history}"
 
-    def wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    def wait(
+        condition: Callable[[], bool],
+        timeout_s: float,
+        what: str,
+        state: Callable[[], str] = lambda: "",
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         while not condition():
             assert time.monotonic() < deadline, (
-                f"timed out after {timeout_s} s: {what}; {context()}"
+                f"timed out after {timeout_s} s: {what}; {context()}; {state()}"
             )
             time.sleep(0.2)
 
@@ -156,9 +186,15 @@ def test_rebalance_storm_keeps_paused_partitions_paused(
             assert offsets == baseline[0], f"plan committed while paused: {offsets}; {context()}"
             assert act_end == baseline[1], f"plan emitted to act while paused; {context()}"
 
+        seen: list[tuple[float, str]] = []  # each change of reported owners, for a failure
+
         def settled_and_still() -> bool:
             paused_and_still()
-            return _settled(_owners(threads), every)
+            owners = _owners(threads)
+            shown = " ".join(f"{n}{sorted(tp.partition for tp in p)}" for n, p in owners.items())
+            if not seen or seen[-1][1] != shown:
+                seen.append((time.monotonic(), shown))
+            return _settled(owners, every)
 
         joined = 1
         moved = 0
@@ -174,7 +210,16 @@ def test_rebalance_storm_keeps_paused_partitions_paused(
                 history.append(f"-{name}")
                 threads.pop(name).stop()  # graceful: drains, commits, leaves the group
             began = time.monotonic()
-            wait(settled_and_still, 90, f"change {change + 1} ({history[-1]}) settles")
+            seen.clear()
+            wait(
+                settled_and_still,
+                90,
+                f"change {change + 1} ({history[-1]}) settles",
+                lambda: (
+                    f"owners seen {[(round(t - seen[0][0], 1), o) for t, o in seen[-12:]]}; at the "
+                    f"timeout: {_describe(threads, client_config, plan.consumer_group)}"
+                ),
+            )
             after = _owners(threads)
             moves = sum(
                 1
