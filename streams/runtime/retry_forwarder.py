@@ -30,6 +30,7 @@ from streams.kafka.client_config import ClientConfig, GroupProtocol
 from streams.kafka.consumer import GroupConsumer
 from streams.kafka.producer import ProducerQueueFull, RecordProducer
 from streams.policy.offsets import OffsetTracker
+from streams.policy.outage_waits import OutageWaits
 from streams.registry import RegistryUnavailable
 from streams.runtime.retries import (
     REASON_HEADER,
@@ -47,9 +48,6 @@ log = logging.getLogger(__name__)
 _MAX_BATCH = 100
 _REVOKE_FLUSH_S = 5.0
 _EXPORT_INTERVAL_S = 0.5
-#: A due retry whose schema id needs the registry while it is down waits this long, then
-#: is read again (README "Schema registry"): an outage is not bad input.
-_REGISTRY_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -86,6 +84,10 @@ class RetryForwarder:
         self._offsets = OffsetTracker()
         self._held: dict[TopicPartition, _Held] = {}
         self._paused: set[TopicPartition] = set()
+        # Tier partitions whose due head needs the schema registry while it is down: held
+        # and read again on one shared backoff (README "Schema registry"), since an outage
+        # is not bad input; one log line when it begins, one when it ends.
+        self._registry: OutageWaits[TopicPartition] = OutageWaits()
         self._pending = 0  # forwards not acknowledged yet
         self._next_commit = 0.0
         self._next_export = 0.0
@@ -146,10 +148,9 @@ class RetryForwarder:
                 try:
                     forwarded = self._forward(record, headers, now)
                 except RegistryUnavailable as exc:
-                    log.warning("retry tier %s@%d waits %g s: %s",
-                                tp, record.offset, _REGISTRY_WAIT_S, exc)  # fmt: skip
-                    self._hold(record, now + _REGISTRY_WAIT_S, False, skip)
+                    self._hold(record, now + self._registry_down(tp, exc, now), False, skip)
                     continue
+                self._registry_through(tp, now)
                 if forwarded:
                     room -= 1
                 else:
@@ -166,6 +167,24 @@ class RetryForwarder:
         if mono >= self._next_commit:
             self._next_commit = mono + self._commit_interval_s
             self._commit()
+
+    def _registry_down(self, tp: TopicPartition, error: RegistryUnavailable, now: float) -> float:
+        """`tp`'s due head waits for the registry; returns in how many seconds to read it again."""
+        if self._registry.failed(tp, now):
+            log.warning(
+                "due retries of stage %s wait for the schema registry (held, not skipped): %s; "
+                "trying again in %.1f s (up to every %g s)",
+                self._stage.name, error, self._registry.wait_s(now), self._registry.backoff.cap_s,
+            )  # fmt: skip
+        return self._registry.wait_s(now)
+
+    def _registry_through(self, tp: TopicPartition, now: float) -> None:
+        lasted = self._registry.went_through(tp, now)
+        if lasted is not None:
+            log.warning(
+                "the schema registry answered after %.1f s: due retries of stage %s go on",
+                lasted, self._stage.name,
+            )  # fmt: skip
 
     def _pass_by(self, record: Record) -> None:
         self._offsets.track(record.tp, record.offset)
@@ -284,6 +303,7 @@ class RetryForwarder:
     def _drop(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self._held.pop(tp, None)
+            self._registry.forget(tp)
         self._paused -= partitions
 
 

@@ -222,6 +222,7 @@ class _NotYet:
 _NOT_YET: Any = _NotYet()
 
 
+FORWARDER_LOG = "streams.runtime.retry_forwarder"
 FAST_RETRY: dict[str, Any] = {
     "tiers": [1],
     "base_s": 0.2,
@@ -232,8 +233,13 @@ FAST_RETRY: dict[str, Any] = {
 
 
 def test_a_due_retry_waits_for_the_registry_instead_of_being_skipped(
-    admin: Admin, client_config: ClientConfig, down_registry: tuple[RegistryDouble, int]
+    admin: Admin,
+    client_config: ClientConfig,
+    down_registry: tuple[RegistryDouble, int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """...and says so once when the outage begins and once when it ends, naming its length."""
+    caplog.set_level(logging.WARNING, logger=FORWARDER_LOG)
     double, port = down_registry
     topology = make_workflow(admin, {"plan": {"retry": FAST_RETRY}}, partitions=1)
     standard = f"{topology.workflow}.plan.standard"
@@ -264,6 +270,11 @@ def test_a_due_retry_waits_for_the_registry_instead_of_being_skipped(
     finally:
         running.stop()
     assert running.error is None
+    lines = [r.getMessage() for r in caplog.records if r.name == FORWARDER_LOG]
+    waits = [line for line in lines if "wait for the schema registry" in line]
+    answered = [line for line in lines if "the schema registry answered after" in line]
+    assert len(waits) == 1, lines
+    assert len(answered) == 1, lines
 
 
 # ------------------------------------------------------------- the intake's delay path
