@@ -32,7 +32,7 @@ from tests.integration.process_helpers import (
     committed,
     desired_paused,
 )
-from tests.integration.workflows import events, make_workflow
+from tests.integration.workflows import declared_partitions, events, make_workflow
 
 pytestmark = [pytest.mark.integration]
 
@@ -124,7 +124,7 @@ def test_rebalance_storm_keeps_paused_partitions_paused(
     plan = topology.stages["plan"]
     act_topic = topology.stages["act"].input_topics[0]
     act_partitions = [TopicPartition(act_topic, p) for p in range(PARTITIONS)]
-    every = set(admin.partitions_of(plan.input_topics))
+    every = declared_partitions(topology, plan.input_topics)
     publish(client_config, act_topic, events(topology, "act", 100))
     sent = events(topology, "plan", RUNS)
     publish(client_config, plan.input_topics[0], sent)
@@ -158,7 +158,12 @@ def test_rebalance_storm_keeps_paused_partitions_paused(
     with _running() as threads:
         threads["w0"] = worker("w0").start()
         first = threads["w0"].worker
-        wait(lambda: assigned_partitions(first) == every, 60, "w0 owns every partition")
+        wait(
+            lambda: assigned_partitions(first) == every,
+            60,
+            "w0 owns every partition",
+            lambda: f"w0 reports {sorted(assigned_partitions(first))} of {sorted(every)}",
+        )
         wait(lambda: every <= desired_paused(first), 30, "w0 pauses every partition")
 
         # Quiet: what w0 took before pausing is handled and committed (commits every 0.5 s).

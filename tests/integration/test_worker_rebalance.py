@@ -29,7 +29,7 @@ from .process_helpers import (
     desired_paused,
     reported_paused,
 )
-from .workflows import events, make_workflow
+from .workflows import declared_partitions, events, make_workflow
 
 pytestmark = [pytest.mark.integration]
 
@@ -143,7 +143,7 @@ def _pause_then_join(
         partitions=PARTITIONS,
     )
     plan = topology.stages["plan"]
-    every_partition = set(admin.partitions_of(plan.input_topics))
+    every_partition = declared_partitions(topology, plan.input_topics)
     publish(client_config, f"{topology.workflow}.act.standard", events(topology, "act", 100))
     sent = events(topology, "plan", 200)
     publish(client_config, plan.input_topics[0], sent)

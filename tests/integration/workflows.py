@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from streams.events import TaskEvent, new_task_event
 from streams.kafka.admin import Admin, TopicWanted
 from streams.topology import Topology, parse_topology
-from streams.types import Lane
+from streams.types import Lane, TopicPartition
 
 
 def make_workflow(
@@ -68,3 +69,11 @@ def events(
         )
         for i in range(count)
     ]
+
+
+def declared_partitions(topology: Topology, topics: Iterable[str]) -> set[TopicPartition]:
+    """The partitions `topics` were created with, from the topology: not read back from the
+    broker's metadata, which on a loaded broker can leave out a topic created moments ago
+    (a topic-level error such as leader not available) and make every partition look absent."""
+    specs = topology.all_topics()
+    return {TopicPartition(topic, p) for topic in topics for p in range(specs[topic].partitions)}
