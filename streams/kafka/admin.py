@@ -8,6 +8,7 @@ No KafkaException leaves: every failure is the StreamsError streams.kafka.errors
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     OffsetSpec,
 )
 
+from streams.errors import BrokerUnavailable
 from streams.kafka import client_logs
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.errors import kafka_errors, to_streams_error
@@ -127,7 +129,35 @@ class Admin:
             with kafka_errors("adding partitions"):
                 futures = self._admin.create_partitions(grows, operation_timeout=self._timeout_s)
             _wait_all(futures)
+        changed = {
+            c.name: wanted_by_name[c.name].partitions
+            for c in changes
+            if c.action in ("create", "add_partitions")
+        }
+        if changed:
+            self._wait_listed(changed)
         return changes
+
+    def _wait_listed(self, wanted: Mapping[str, int]) -> None:
+        """Return once the broker's metadata lists every partition of `wanted`. The create
+        and grow futures complete when the controller has committed the change; the broker
+        serving metadata applies it a moment later, and on a loaded machine a topic created
+        moments ago is absent from its answer (seen: 11 of 30 workflows right after apply).
+        Callers that read partitions next (the monitor, lag readers) must not see it missing."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            listed = self.partition_counts()
+            short = {n: listed.get(n, 0) for n, want in wanted.items() if listed.get(n, 0) < want}
+            if not short:
+                return
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    f"topics created but not listed by the broker after {self._timeout_s:g} s: "
+                    + ", ".join(
+                        f"{n} ({have} of {wanted[n]} partitions)" for n, have in short.items()
+                    )
+                )
+            time.sleep(0.05)
 
     def delete_topics(self, names: Iterable[str]) -> None:
         names = list(names)
