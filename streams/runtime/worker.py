@@ -138,6 +138,8 @@ class StageWorker:
         self._codec = TaskEventCodec()
         self._latency = LatencyWindow()
         self._stalls = StallDetector(self.options.stall_after_s)
+        #: Stalled partitions resumed in the client, and when (see _unstick).
+        self._resumed_at: dict[TopicPartition, float] = {}
         self._valve = DeadLetterValve(self.stage.dead_letter_limit)
         self._errors = HandlerErrorLog(self._clock)
         self.metrics = WorkerMetrics(self.registry, stage=stage, workflow=topology.workflow)
@@ -773,7 +775,7 @@ class StageWorker:
 
     def _report(self, now_mono: float) -> None:
         self._errors.flush()
-        self._reporter.report(
+        stalled = self._reporter.report(
             self._producer,
             self._buffers,
             self._feed.snapshot(),
@@ -784,7 +786,32 @@ class StageWorker:
             tools=self._tool_health(),
         )
         self.pauses.reapply(self._consumer, self._buffers.keys())
+        self._unstick(stalled, now_mono)
         self._update_tool_share()
+
+    def _unstick(self, stalled: list[TopicPartition], now_mono: float) -> None:
+        """Resume, in the client, stalled partitions this worker does not pause and holds
+        nothing of: librdkafka can keep a partition paused that the worker resumed
+        (librdkafka #5591; the demo once had a partition never fetched while unpaused
+        here), and nothing else would ever fetch it again. Said once per stall; tried again
+        every stall_after_s while it lasts."""
+        still = set(stalled)
+        self._resumed_at = {tp: t for tp, t in self._resumed_at.items() if tp in still}
+        for tp in stalled:
+            buffer = self._buffers.get(tp)
+            if buffer is None or buffer.waiting or buffer.in_flight or self.pauses.is_paused(tp):
+                continue
+            last = self._resumed_at.get(tp)
+            if last is not None and now_mono - last < self.options.stall_after_s:
+                continue
+            if last is None:
+                log.warning(
+                    "partition %s stalled with nothing buffered or running and no pause of "
+                    "this worker's: resuming it in the client (librdkafka can keep a pause)",
+                    tp,
+                )
+            self._resumed_at[tp] = now_mono
+            self._consumer.resume([tp])
 
     def _tool_health(self) -> tuple[ToolHealth, ...]:
         if self._tools is None:

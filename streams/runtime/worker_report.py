@@ -156,7 +156,8 @@ class Reporter:
         now: float,
         now_mono: float,
         tools: tuple[ToolHealth, ...] = (),
-    ) -> None:
+    ) -> list[TopicPartition]:
+        """One round; returns the partitions stalled now."""
         self._watch_valve()
         report = PressureReport(
             stage=self._stage,
@@ -179,6 +180,7 @@ class Reporter:
         own = snapshot.own
         lag_by_tp = {p.tp: p for p in own.partitions} if own is not None else {}
         metrics = self._metrics
+        stalled: list[TopicPartition] = []
         for tp, buffer in buffers.items():
             oldest = buffer.oldest_enqueued_ms()
             age = queue_age_s(oldest, now) if oldest is not None else 0.0
@@ -195,6 +197,7 @@ class Reporter:
                 now_mono=now_mono,
             ):
                 metrics.set_stalled(tp, True)
+                stalled.append(tp)
                 log.warning(
                     "partition %s stalled: lag %d, no commit progress for %.0f s",
                     tp, lag.lag, self._stalls.stall_after_s,
@@ -204,6 +207,7 @@ class Reporter:
         for name, signal in snapshot.signals.items():
             if signal is not None:
                 metrics.set_downstream(name, signal.lag, signal.oldest_age_s)
+        return stalled
 
     def _watch_valve(self) -> None:
         """Say once when the dead-letter ratio enters or leaves the warning band (below the

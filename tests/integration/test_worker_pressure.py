@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from streams.errors import BrokerUnavailable
 from streams.kafka.admin import Admin
@@ -291,6 +292,46 @@ def test_a_stuck_partition_is_reported_as_stalled(
     finally:
         release.set()
         running.stop()
+
+
+def test_a_partition_the_client_keeps_paused_behind_the_workers_back_is_resumed(
+    admin: Admin, client_config: ClientConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka can hold a partition paused that the worker resumed (#5591: seen after a
+    loss and re-assignment, and once in the demo: a partition never fetched while the worker
+    had it unpaused). Here the client is paused behind the worker's back: once that stalls
+    the partition (lag, nothing buffered or running, no pause of the worker's), the worker
+    resumes it in the client, says so, and every record is handled."""
+    topology = make_workflow(admin, {"plan": {}}, partitions=1)
+    topic = f"{topology.workflow}.plan.standard"
+    handled: list[str] = []
+
+    async def handler(event: Any, ctx: Any) -> None:
+        handled.append(event.run_id)
+
+    options = WorkerOptions(pressure_refresh_s=0.2, report_interval_s=0.2, stall_after_s=1.5)
+    worker = StageWorker(topology, "plan", client_config, handler=handler, options=options)
+    running = WorkerThread(worker).start()
+    try:
+        wait_for(
+            lambda: any(tp.topic == topic for tp in worker.partitions()),
+            30,
+            "the standard lane's partition to be assigned",
+        )
+        # The client's own handle, as a client bug would leave it: paused, the worker unaware.
+        worker._consumer._consumer.pause([KafkaTopicPartition(topic, 0)])
+        time.sleep(0.5)
+        sent = events(topology, "plan", 20)
+        publish(client_config, topic, sent)
+        wait_for(lambda: len(handled) == 20, 30, "every record handled after the resume")
+        assert running.error is None
+    finally:
+        running.stop()
+    assert sorted(handled) == sorted(e.run_id for e in sent)
+    unstuck = [
+        r.getMessage() for r in caplog.records if "resuming it in the client" in r.getMessage()
+    ]
+    assert len(unstuck) == 1, unstuck
 
 
 def test_downstream_p95_latency_pauses_upstream(admin: Admin, client_config: ClientConfig) -> None:
