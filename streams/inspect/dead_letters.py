@@ -8,6 +8,7 @@ still shown: its bytes as they are.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Sequence
@@ -18,8 +19,19 @@ from streams.errors import StreamsError
 from streams.events import DeadLetterCodec, DeadLetterRecord, TaskEvent, TaskEventCodec
 from streams.inspect.bytes_view import hex_dump, preview, text_or_none
 
-_LETTERS = DeadLetterCodec()
-_EVENTS = TaskEventCodec()
+
+# Made at first use, not import: a topology file read after the import may name the schema
+# registry (README "Schema registry"), which framed records need.
+@functools.cache
+def _letters() -> DeadLetterCodec:
+    return DeadLetterCodec()
+
+
+@functools.cache
+def _events() -> TaskEventCodec:
+    return TaskEventCodec()
+
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
@@ -47,7 +59,7 @@ class DeadLetterEntry:
 def decode_entry(partition: int, offset: int, value: bytes) -> DeadLetterEntry:
     entry_id = f"{partition}:{offset}"
     try:
-        letter = _LETTERS.decode(value)
+        letter = _letters().decode(value)
     except StreamsError as exc:
         return DeadLetterEntry(entry_id, value, None, None, str(exc), None)
     event, event_problem = decode_event(letter.raw_value, "no raw value (a tombstone)")
@@ -60,7 +72,7 @@ def decode_event(raw: bytes | None, missing: str) -> tuple[TaskEvent | None, str
     if raw is None:
         return None, missing
     try:
-        return _EVENTS.decode(raw), None
+        return _events().decode(raw), None
     except StreamsError as exc:
         return None, str(exc)
 

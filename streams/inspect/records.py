@@ -6,6 +6,7 @@ Owns that line; must not read Kafka.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from streams.errors import StreamsError
@@ -13,7 +14,11 @@ from streams.events import TaskEventCodec
 from streams.inspect.bytes_view import preview
 from streams.types import Record
 
-_EVENTS = TaskEventCodec()
+
+@functools.cache
+def _events() -> TaskEventCodec:
+    """Made at first use: a topology file read after the import may name the registry."""
+    return TaskEventCodec()
 
 
 def record_line(record: Record) -> str:
@@ -24,7 +29,7 @@ def record_line(record: Record) -> str:
     if value is None:
         return f"{stamp} {where} tombstone key {preview(record.key or b'')}"
     try:
-        event = _EVENTS.decode(value)
+        event = _events().decode(value)
     except StreamsError:
         key = preview(record.key) if record.key else "-"
         return f"{stamp} {where} key {key}: not a task event ({len(value)} bytes)"

@@ -9,6 +9,7 @@ machinery as dead letters: ``replay_item`` says what it needs of an escalation).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from streams.errors import StreamsError
@@ -24,7 +25,11 @@ from streams.inspect.dead_letters import (
 )
 from streams.operate.replay_plan import ReplayItem
 
-_ESCALATIONS = EscalationCodec()
+
+@functools.cache
+def _escalations() -> EscalationCodec:
+    """Made at first use: a topology file read after the import may name the registry."""
+    return EscalationCodec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,7 @@ class EscalationEntry:
 def decode_escalation(partition: int, offset: int, value: bytes) -> EscalationEntry:
     entry_id = f"{partition}:{offset}"
     try:
-        escalation = _ESCALATIONS.decode(value)
+        escalation = _escalations().decode(value)
     except StreamsError as exc:
         return EscalationEntry(entry_id, value, None, None, str(exc), None)
     event, event_problem = decode_event(escalation.event, "no event bytes")

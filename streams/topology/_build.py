@@ -137,6 +137,7 @@ def build(model: TopologyIn, source: str, validate_handlers: bool) -> Topology:
         intake=None,
         stages=types.MappingProxyType(stages),
         tools=types.MappingProxyType(tools),
+        schema_registry_url=None if model.schema_registry is None else model.schema_registry.url,
     )
     _check_topics(topology, raw)
     # Before the intake: its default entry stage leaves out a level's review detours.

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from streams.errors import ConfigError
+from streams.registry.settings import adopt_topology_registry
 from streams.topology._build import build
 from streams.topology._errors import Problem, config_error, from_validation_error, show
 from streams.topology._model import TopologyIn
@@ -65,9 +66,13 @@ def _parse(data: object, source: str, validate_handlers: bool, root: yaml.Node |
             model = TopologyIn.model_validate(data)
         except ValidationError as exc:
             raise from_validation_error(exc, TopologyIn) from None
-        return build(model, source, validate_handlers)
+        topology = build(model, source, validate_handlers)
     except Problem as problem:
         raise config_error(source, problem, root) from None
+    # The registry is one per process (codecs share its ids), so a file that names one
+    # configures the process: every command and worker that reads the file then uses it.
+    adopt_topology_registry(topology.schema_registry_url, source)
+    return topology
 
 
 class _Loader(yaml.SafeLoader):

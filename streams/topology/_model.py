@@ -222,6 +222,24 @@ class IntakeIn(In):
     default_lane: Annotated[str | None, text("a lane name", null=True)] = None
 
 
+# --------------------------------------------------------------------------- the registry
+
+
+def _registry_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise must_be("an http:// or https:// URL, e.g. http://127.0.0.1:8081")
+    return url
+
+
+class SchemaRegistryIn(In):
+    """README "Schema registry": the file's registry, used when neither --schema-registry
+    nor STREAMS_SCHEMA_REGISTRY_URL names one."""
+
+    url: Annotated[str, AfterValidator(_registry_url)]
+
+
 # --------------------------------------------------------------------------- the file
 
 
@@ -238,3 +256,4 @@ class TopologyIn(In):
     stages: dict[str, StageIn]
     intake: Annotated[IntakeIn, null_is_empty()] = IntakeIn()
     degradation: DegradationIn | None = None  # README "Degradation"; the keys: _degradation
+    schema_registry: SchemaRegistryIn | None = None

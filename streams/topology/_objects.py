@@ -168,6 +168,8 @@ class Topology:
     )
     #: The ladder (README "Degradation"); None: the workflow always runs at normal.
     degradation: DegradationSpec | None = None
+    #: `schema_registry.url` (README "Schema registry"); None: the file names none.
+    schema_registry_url: str | None = None
 
     def tools_used_by(self, tool: str) -> tuple[str, ...]:
         """Names of the stages that list `tool`, in file order."""

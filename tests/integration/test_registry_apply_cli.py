@@ -9,6 +9,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,15 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.kafka.admin import Admin
+from streams.kafka.client_config import ClientConfig
+from streams.registry.settings import forget_adopted_registry
+from streams.runtime.options import WorkerOptions
+from streams.runtime.worker import StageWorker
+from streams.testing import WorkerThread, publish, read_records
+from streams.topology import load_topology
 from tests.registry_double import RegistryDouble, running_registry
+
+from .workflows import events
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -31,13 +40,20 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[RegistryDouble]:
         yield double
 
 
-def _write(path: Path, workflow: str) -> Path:
+def _write(path: Path, workflow: str, registry_url: str | None = None) -> Path:
     stages = {
         "plan": {"handler": "topology.example_handlers:plan", "downstream": ["act"]},
         "act": {"handler": "topology.example_handlers:act"},
     }
-    path.write_text(yaml.safe_dump({"workflow": workflow, "stages": stages}))
+    data: dict[str, Any] = {"workflow": workflow, "stages": stages}
+    if registry_url is not None:
+        data["schema_registry"] = {"url": registry_url}
+    path.write_text(yaml.safe_dump(data))
     return path
+
+
+async def forward(event: Any, ctx: Any) -> None:
+    ctx.emit(event)
 
 
 def test_apply_registers_subjects_then_refuses_an_incompatible_change(
@@ -92,3 +108,43 @@ def test_apply_without_registry_registers_nothing(
     assert result.exit_code == 0, result.output
     assert "-value" not in result.output
     assert registry.requests == []
+
+
+def test_a_topology_file_that_names_the_registry_needs_no_flag(
+    tmp_path: Path,
+    bootstrap: str,
+    admin: Admin,
+    client_config: ClientConfig,
+    registry: RegistryDouble,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`schema_registry.url` in the file: `topology apply` registers the subjects and a
+    worker that reads the file frames its emits with the registered id, with neither
+    --schema-registry nor the variable set."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.delenv("STREAMS_SCHEMA_REGISTRY_URL")
+    workflow = f"reg{uuid.uuid4().hex[:8]}"
+    file = _write(tmp_path / "wf.yaml", workflow, registry_url=registry.url)
+    try:
+        applied = CliRunner().invoke(app, ["topology", "apply", str(file)])
+        assert applied.exit_code == 0, applied.output
+        subject = f"{workflow}.act.standard-value"
+        assert f"registered      {subject}: dev.streams.TaskEvent@" in applied.output
+        assert subject in registry.versions
+
+        topology = load_topology(file, validate_handlers=False)
+        sent = events(topology, "plan", 5)
+        publish(client_config, f"{workflow}.plan.standard", sent)
+        worker = StageWorker(
+            topology, "plan", client_config, handler=forward, options=WorkerOptions(metrics_port=0)
+        )
+        running = WorkerThread(worker).start()
+        partitions = topology.stages["act"].topic_spec.partitions
+        out = read_records(client_config, f"{workflow}.act.standard", partitions, expect=len(sent))
+        running.stop()
+        assert running.error is None
+        task_event_id = registry.versions[subject][-1]  # what apply registered
+        assert [r.value[:1] for r in out if r.value is not None] == [b"\x00"] * len(sent)
+        assert {int.from_bytes(r.value[1:5], "big") for r in out if r.value} == {task_event_id}
+    finally:
+        forget_adopted_registry()  # the process adopted the file's registry
