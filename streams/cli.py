@@ -91,6 +91,10 @@ def _main(
     )
 
 
+def _raise(error: StreamsError) -> None:
+    raise error
+
+
 def _run(action: Callable[[], T]) -> T:
     try:
         return action()
@@ -242,20 +246,36 @@ def intake(
     from streams.intake.http import create_app
     from streams.intake.service import Intake
     from streams.kafka.cluster import connect
+    from streams.runtime.refusal_watchdog import RefusalWatchdog
     from streams.topology import load_topology
 
-    def build() -> Intake:
+    server: uvicorn.Server | None = None
+
+    def refused(_: object) -> None:  # from the intake's I/O thread: end the server cleanly
+        if server is not None:
+            server.should_exit = True
+
+    def build() -> tuple[Intake, str]:
         topology = load_topology(topology_file, validate_handlers=False)
         client = connect(load_settings(), client_id="streams-intake", file=client_config)
-        return Intake(topology, client, replica_id=replica_id).start()
+        started = Intake(topology, client, replica_id=replica_id, on_refused=refused).start()
+        return started, client.cluster_key
 
-    service = _run(build)
+    service, cluster = _run(build)
+    app_ = create_app(service, freeze_heap=True)
+    server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning"))
+    # As for a worker: the intake stops itself on refused credentials (one line, exit 1);
+    # the watchdog stops the process if a client call keeps it from getting there.
+    watchdog = RefusalWatchdog(cluster, "intake")
+    watchdog.start()
     try:
-        uvicorn.run(
-            create_app(service, freeze_heap=True), host=host, port=port, log_level="warning"
-        )
+        server.run()
     finally:
-        service.close()
+        service.close()  # its commits can hang on a refusing cluster: watchdog still on
+        watchdog.stop()
+    failure = service.refused
+    if failure is not None:
+        _run(lambda: _raise(failure))
 
 
 @app.command("review")
@@ -271,30 +291,37 @@ def review(
     from streams.review import ReviewServer
     from streams.topology import load_topology
 
-    def build() -> ReviewServer:
+    def build() -> tuple[ReviewServer, str]:
         topology = load_topology(topology_file, validate_handlers=False)
         if not any(s.review is not None for s in topology.stages.values()):
             raise ConfigError(str(topology_file), "stages", "no stage has kind: review")
         client = connect(load_settings(), client_id="streams-review", file=client_config)
-        return ReviewServer(topology, client, host=host, port=port)
+        return ReviewServer(topology, client, host=host, port=port), client.cluster_key
 
     import signal
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt  # SIGTERM ends it like Ctrl-C: the server closes cleanly
 
-    server = _run(build)
+    from streams.runtime.refusal_watchdog import RefusalWatchdog
+
+    server, cluster = _run(build)
     signal.signal(signal.SIGTERM, interrupt)
     typer.echo(
         f"reviews of {server.topology.workflow} at {server.url}/v1/workflows/"
         f"{server.topology.workflow}/reviews"
     )
+    # Its readers ride out outages, so a cluster refusing the credentials for good would
+    # leave it answering errors forever: the watchdog stops it with one line and exit 1.
+    watchdog = RefusalWatchdog(cluster, "review server")
+    watchdog.start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        watchdog.stop()
 
 
 @app.command("monitor")

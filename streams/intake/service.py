@@ -17,13 +17,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future as ThreadFuture
 from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
 from streams.clock import Clock, SystemClock
-from streams.errors import BrokerUnavailable, StreamsError
+from streams.errors import AuthorizationFailed, BrokerUnavailable, StreamsError
 from streams.events import TaskEventCodec
 from streams.intake.admit_batch import BatchAdmitter, collapsed
 from streams.intake.capacity import UNREADABLE_AFTER_S, CapacityFeed, StageCapacity, review_path
@@ -105,6 +106,7 @@ class Intake:
         replica_id: str | None = None,
         ack_timeout_s: float = 5.0,
         forward_delayed: bool = True,
+        on_refused: Callable[[AuthorizationFailed], object] | None = None,
     ) -> None:
         self.topology = topology
         self.config: IntakeConfig = load_intake_config(topology)
@@ -116,6 +118,10 @@ class Intake:
         self._ack_timeout_s = ack_timeout_s
         self._entry = topology.stages[self.config.entry_stage]
         self._client = client
+        #: Set once the cluster refused the credentials for good (README "Secured
+        #: clusters"): the I/O thread has stopped, and every answer says so.
+        self.refused: AuthorizationFailed | None = None
+        self._on_refused = on_refused
         #: How long a run-status query may read stage topics to find a run's stage.
         self.find_stage_timeout_s = 5.0
         store = SchemaStore()
@@ -221,6 +227,8 @@ class Intake:
         started = time.monotonic()
         check_request(request, self.topology.lanes)
         self._check_payload(request.payload)
+        if self.refused is not None:
+            raise BrokerUnavailable(str(self.refused))
         problem = self.view.problem()
         if problem is not None:
             raise BrokerUnavailable(problem)
@@ -253,6 +261,8 @@ class Intake:
 
     def health(self) -> tuple[bool, str]:
         """Whether this replica can decide truthfully now, and why not."""
+        if self.refused is not None:
+            return False, str(self.refused)
         if not self.capacity_feed.latest().readable:
             return False, (
                 "the broker does not answer (capacity could not be read for "
@@ -420,6 +430,15 @@ class Intake:
                     next_forward = now + 0.01
                     self._forwarder.step()
                 idle = not served and not applied and not self._known_waiters.waiting()
+            except AuthorizationFailed as exc:
+                # Not one bad iteration: the cluster refuses the credentials for good, and
+                # retrying logged a traceback per iteration forever. Stop serving and say
+                # so once; the owner (`streams intake`) exits 1 with the same line.
+                self.refused = exc
+                log.error("intake stops: %s", exc)
+                if self._on_refused is not None:
+                    self._on_refused(exc)
+                return
             except Exception:  # the I/O thread must outlive one bad iteration
                 log.exception("intake I/O iteration failed")
                 time.sleep(0.1)

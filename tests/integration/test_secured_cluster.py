@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -289,3 +289,119 @@ def test_the_intake_and_the_monitor_connect_with_credentials_from_the_cli(
     assert '"work"' in monitor.stdout
     written = log_path.read_text() + monitor.stdout + monitor.stderr + applied.stdout
     assert broker.password not in written
+
+
+def _workflow_with_review(directory: Path) -> tuple[str, Path]:
+    name = f"s{os.urandom(5).hex()}"
+    review = {"max_pending": 4, "max_wait_s": 60, "on_timeout": "decline"}
+    data = {
+        "workflow": name,
+        "lanes": ["standard"],
+        "topic_defaults": {"partitions": 1, "retention_ms": 3_600_000},
+        "stages": {
+            "approve": {"kind": "review", "handler": None, "downstream": ["send"],
+                        "review": review},
+            "send": {"handler": "tests.integration.proc_handlers:sleep_then_emit"},
+        },
+    }  # fmt: skip
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return name, path
+
+
+def _stops_with_one_line_after_rotation(
+    tmp_path: Path,
+    workflow: Callable[[Path], tuple[str, Path]],
+    command: Callable[[str, Path, int], list[str]],
+    ready: Callable[[str, int], bool],
+) -> None:
+    """Start `command` (a long-running `streams` server) on a private SASL broker, wait
+    until `ready`, rotate the password away: it must exit 1 with one `error:` line saying
+    what to check, and no password in anything it wrote."""
+    import socket
+
+    from streams.kafka.client_logs import REFUSED_GRACE_S
+    from tests.integration.secured_broker import secured_broker_control
+
+    with secured_broker_control(tmp_path / "broker") as control:
+        broker = control.broker
+        name, topology = workflow(tmp_path)
+        config = _properties(tmp_path / "client.properties", broker, broker.password)
+        applied = _streams("topology", "apply", str(topology), "--client-config", str(config),
+                           env=_env())  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log_path = tmp_path / "server.log"
+        argv = [*command(name, topology, port), "--client-config", str(config)]
+        with log_path.open("w") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "streams", *argv], env=_env(), stdout=log,
+                stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2],
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not ready(name, port):
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.3)
+            control.restart_with_password("rotated-" + broker.password)
+            rotated_at = time.monotonic()
+            code = server.wait(REFUSED_GRACE_S + 240)
+            print(f"{argv[0]} stopped {time.monotonic() - rotated_at:.0f} s after the rotation")
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait(10)
+    output = log_path.read_text()
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert "refused the credentials" in errors[0] and "sasl.password" in errors[0]
+    assert broker.password not in output
+
+
+def _answers(url: str, accepted: int = 200) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == accepted
+    except httpx.TransportError:
+        return False
+
+
+def test_a_running_intake_whose_password_is_rotated_away_stops_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """As the worker: an intake whose cluster refuses its credentials for good stops with
+    one line saying what to check and exit 1 (an orchestrator restarts it with the new
+    secret), instead of logging a traceback per I/O iteration while answering 503 forever
+    (9,800 log lines in 270 s before the fix)."""
+    import httpx
+
+    def ready(name: str, port: int) -> bool:
+        if not _answers(f"http://127.0.0.1:{port}/healthz"):
+            return False
+        run = {"tenant": "acme", "payload": {"n": 1}}
+        url = f"http://127.0.0.1:{port}/v1/workflows/{name}/runs"
+        answer = httpx.post(url, json=run, timeout=10)
+        assert answer.status_code == 202, answer.text
+        return True
+
+    _stops_with_one_line_after_rotation(
+        tmp_path, _workflow, lambda _, file, port: ["intake", str(file), "--port", str(port)], ready
+    )
+
+
+def test_a_running_review_server_whose_password_is_rotated_away_stops_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """`streams review` too (its readers ride out outages, so without the watchdog it
+    would answer errors forever)."""
+    _stops_with_one_line_after_rotation(
+        tmp_path,
+        _workflow_with_review,
+        lambda _, file, port: ["review", str(file), "--port", str(port)],
+        lambda name, port: _answers(f"http://127.0.0.1:{port}/v1/workflows/{name}/reviews"),
+    )
