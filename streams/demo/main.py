@@ -43,6 +43,10 @@ class DemoResult:
         return not self.failures
 
 
+#: Starved time the samples (every 0.5 s) may show: one sample, a pause being lifted.
+STARVED_LIMIT_S = 1.0
+
+
 def checks(governed: Summary, naive: Summary, overload_s: float) -> list[str]:
     """What the demo must show; each failed check is one line."""
     failures = []
@@ -55,6 +59,14 @@ def checks(governed: Summary, naive: Summary, overload_s: float) -> list[str]:
         failures.append(
             f"governed goodput {governed.goodput_overload_per_s:.1f}/s is under 90 % of the "
             f"warm-up capacity {governed.capacity_per_s:.1f}/s"
+        )
+    # The controls' own share of a goodput dip: the bottleneck idle with work held
+    # upstream (a dip with nothing held is the pipeline or the stages after it).
+    if governed.bottleneck_starved_overload_s >= STARVED_LIMIT_S:
+        failures.append(
+            f"governed's controls starved the bottleneck for "
+            f"{governed.bottleneck_starved_overload_s:.1f} s of overload (act idle, nothing "
+            "queued, plan or retrieve paused)"
         )
     if governed.wasted_executions:
         failures.append(f"governed ran handlers on {governed.wasted_executions} expired runs")

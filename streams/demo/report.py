@@ -55,6 +55,10 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     row("goodput in overload (runs/s)", ".1f", "goodput_overload_per_s")
     row("goodput, lowest 10 s window of overload (runs/s)", ".1f",
         "goodput_overload_min_window_per_s")  # fmt: skip
+    row("bottleneck (CRM writes/s), lowest 10 s window of overload", ".1f",
+        "bottleneck_overload_min_window_per_s")  # fmt: skip
+    row("bottleneck starved by the controls, overload (s)", ".1f",
+        "bottleneck_starved_overload_s")  # fmt: skip
     row("urgent p99 stage queue age, overload (s)", ".1f", "urgent_age_p99_overload_s")
     row("oldest unfinished urgent run, p99 (s)", ".1f", "urgent_oldest_run_p99_overload_s")
     row("urgent latency p50 (s)", ".1f", "urgent_latency_p50_s")

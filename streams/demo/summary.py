@@ -27,6 +27,10 @@ class Summary:
     # The lowest goodput of any 10 s window of the overload (sliding by 1 s): a dip the
     # phase's mean hides shows here.
     goodput_overload_min_window_per_s: float
+    # The bottleneck dependency's own pace in its slowest 10 s window of the overload, and
+    # the seconds the controls starved it (free slots, nothing queued, a feeder paused).
+    bottleneck_overload_min_window_per_s: float
+    bottleneck_starved_overload_s: float
     urgent_age_p99_overload_s: float  # p99 of urgent runs' waits in stage queues, overload
     urgent_oldest_run_p99_overload_s: float  # p99 over samples: oldest unfinished urgent run
     urgent_max_queue_age_s: float  # the smallest max_queue_age_s of the stages
@@ -191,6 +195,61 @@ def goodput_windows(
     return windows
 
 
+#: The stage whose dependency sets the workflow's pace, and the stages that feed it.
+BOTTLENECK_STAGE = "act"
+_FEEDERS = ("plan", "retrieve")
+
+
+def bottleneck_windows(
+    data: RunData, phase: str = "overload", window_s: float = GOODPUT_WINDOW_S, step_s: float = 1.0
+) -> list[tuple[float, float]]:
+    """(window start, the bottleneck dependency's completed calls per s) for every window
+    of window_s inside the phase, sliding by step_s: the bottleneck's own pace, which the
+    controls decide, apart from what the stages after it (people's reviews) add to when a
+    run finishes. From the samples (every 0.5 s): the nearest one to each window edge."""
+    start, end = _window(data, phase)
+    samples = [s for s in data.samples if start - 0.5 <= s.t <= end + 0.5]
+    if end <= start or len(samples) < 2:
+        return []
+    times = [s.t for s in samples]
+
+    def nearest(t: float) -> Sample:
+        i = bisect_left(times, t)
+        near = [j for j in (i - 1, i) if 0 <= j < len(samples)]
+        return samples[min(near, key=lambda j: abs(times[j] - t))]
+
+    width = min(window_s, end - start)
+    windows: list[tuple[float, float]] = []
+    at = start
+    while at + width <= end + 1e-9:
+        first, last = nearest(at), nearest(at + width)
+        if last.t > first.t:
+            rate = (last.bottleneck_done - first.bottleneck_done) / (last.t - first.t)
+            windows.append((at - start, rate))
+        at += step_s
+    return windows
+
+
+def starved_seconds(data: RunData, phase: str = "overload") -> float:
+    """Seconds of the phase in which the controls starved the bottleneck: its stage had
+    free slots and nothing queued while a stage feeding it held partitions paused for
+    downstream pressure (work existed upstream and was held back). Sampled every 0.5 s."""
+    start, end = _window(data, phase)
+    samples = [s for s in data.samples if start <= s.t <= end]
+    starved = 0.0
+    slots = data.concurrency.get(BOTTLENECK_STAGE, 1)
+    for before, sample in pairwise(samples):
+        act = sample.stages.get(BOTTLENECK_STAGE)
+        if act is None or act.lag > 0 or act.in_flight >= slots:
+            continue
+        held = any(
+            sample.stages[f].paused.get("downstream", 0) > 0 for f in _FEEDERS if f in sample.stages
+        )
+        if held:
+            starved += sample.t - before.t
+    return starved
+
+
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -252,6 +311,10 @@ def summarize(data: RunData) -> Summary:
         goodput_overload_min_window_per_s=min(
             (rate for _at, rate in goodput_windows(data)), default=0.0
         ),
+        bottleneck_overload_min_window_per_s=min(
+            (rate for _at, rate in bottleneck_windows(data)), default=0.0
+        ),
+        bottleneck_starved_overload_s=starved_seconds(data),
         urgent_age_p99_overload_s=_quantile(urgent_ages, 0.99) or 0.0,
         urgent_oldest_run_p99_overload_s=_quantile(urgent_oldest, 0.99) or 0.0,
         urgent_max_queue_age_s=min(data.max_queue_age_s.values(), default=0.0),

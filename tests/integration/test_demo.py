@@ -39,6 +39,9 @@ def test_quick_demo_shows_governed_against_naive(
     assert governed["capacity_per_s"] > 0
     assert governed["urgent_age_p99_overload_s"] < governed["urgent_max_queue_age_s"]
     assert governed["goodput_overload_per_s"] >= 0.9 * governed["capacity_per_s"]
+    # The controls never starved the bottleneck (idle, nothing queued, a feeder paused).
+    assert governed["bottleneck_starved_overload_s"] < 1.0
+    assert governed["bottleneck_overload_min_window_per_s"] > 0
     # The phase's lowest 10 s window is no more than its mean: the figure a dip shows in.
     lowest = governed["goodput_overload_min_window_per_s"]
     assert 0 < lowest <= governed["goodput_overload_per_s"] + 1e-9

@@ -1,0 +1,52 @@
+"""The bottleneck's own pace in every 10 s window of a phase (bottleneck_windows), and the
+seconds the controls starved it (starved_seconds): what tells a starved bottleneck from a
+dip in completions the stages after it cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.demo.run import RunData, Sample, StageLoad
+from streams.demo.summary import bottleneck_windows, starved_seconds
+
+
+def _load(lag: int = 50, in_flight: int = 16, paused: int = 0) -> StageLoad:
+    return StageLoad(in_flight=in_flight, lag=lag, paused={"downstream": paused} if paused else {})
+
+
+def _run(rates: list[float], stages: list[dict[str, StageLoad]] | None = None) -> RunData:
+    """Samples every 0.5 s over a 20 s overload; rates[i]: calls/s during sample i."""
+    data = RunData("governed", "wf", 1_000.0)
+    data.phases = [("warm-up", 0.0, 10.0), ("overload", 10.0, 30.0)]
+    data.concurrency = {"act": 16}
+    done = 0.0
+    for i, rate in enumerate(rates):
+        t = 10.0 + i * 0.5
+        loads = stages[i] if stages else {"act": _load()}
+        data.samples.append(Sample(t, "overload", {}, {}, {}, 0.0, int(done), stages=loads))
+        done += rate * 0.5
+    return data
+
+
+def test_a_steady_bottleneck_has_its_rate_in_every_window() -> None:
+    windows = bottleneck_windows(_run([40.0] * 41))
+    assert len(windows) == 11
+    assert all(rate == pytest.approx(40.0, abs=0.2) for _at, rate in windows)
+
+
+def test_a_pause_of_the_bottleneck_shows_in_its_slowest_window() -> None:
+    rates = [40.0] * 41
+    rates[10:20] = [0.0] * 10  # idle from 15 s to 20 s
+    lowest = min(rate for _at, rate in bottleneck_windows(_run(rates)))
+    assert lowest == pytest.approx(20.0, abs=0.5)
+
+
+def test_starved_only_while_it_has_free_slots_nothing_queued_and_a_feeder_held() -> None:
+    busy = {"act": _load(), "retrieve": _load(paused=6)}  # queued work: not starved
+    dry_held = {"act": _load(lag=0, in_flight=3), "retrieve": _load(paused=6)}
+    dry_free = {"act": _load(lag=0, in_flight=3), "retrieve": _load()}  # nothing upstream held
+    full = {"act": _load(lag=0, in_flight=16), "plan": _load(paused=2)}  # every slot busy
+    stages = [busy] * 10 + [dry_held] * 4 + [dry_free] * 4 + [full] * 4 + [busy] * 19
+    data = _run([40.0] * 41, stages)
+    assert starved_seconds(data) == pytest.approx(2.0)  # the 4 dry, held samples
+    assert starved_seconds(data, phase="recovery") == 0.0
