@@ -42,10 +42,14 @@ def test_quick_demo_shows_governed_against_naive(
     # The controls never starved the bottleneck (idle, nothing queued, a feeder paused).
     assert governed["bottleneck_starved_overload_s"] < 1.0
     assert governed["bottleneck_overload_min_window_per_s"] > 0
-    # The phase's lowest 10 s window is no more than its mean: the figure a dip shows in.
-    lowest = governed["goodput_overload_min_window_per_s"]
-    assert 0 < lowest <= governed["goodput_overload_per_s"] + 1e-9
     timeline = json.loads((run_dir / "timeline.json").read_text())["governed"]
+    # The lowest 10 s window of the overload: one window's runs are some of the phase's
+    # (not "at most the mean": overlapping windows over a burst all exceed it; CI saw
+    # 39.7 against a mean of 38.8).
+    [(_, start, end)] = [p for p in timeline["phases"] if p[0] == "overload"]
+    lowest = governed["goodput_overload_min_window_per_s"]
+    width = min(10.0, end - start)
+    assert 0 < lowest * width <= governed["goodput_overload_per_s"] * (end - start) + 1e-6
     assert {"act", "plan", "retrieve"} <= set(timeline["samples"][-1]["stages"])
     assert timeline["intake_per_second"], "what the intake answered, second by second"
     assert governed["wasted_executions"] == 0

@@ -74,6 +74,21 @@ def _streams(
     )  # fmt: skip
 
 
+def _apply(topology: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    applied = _streams("topology", "apply", str(topology), "--client-config", str(config),
+                       env=_env())  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    return applied
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_with_credentials_from_the_cli_apply_and_a_worker_run_and_without_them_fail_clearly(
     broker: SecuredBroker, tmp_path: Path
 ) -> None:
@@ -202,59 +217,31 @@ def test_broker_start_secure_serves_sasl_ssl_and_a_worker_connects_with_the_writ
 def test_a_running_worker_whose_password_is_rotated_away_stops_with_one_line(
     tmp_path: Path,
 ) -> None:
-    from streams.kafka.client_logs import REFUSED_GRACE_S
-    from tests.integration.secured_broker import secured_broker_control
+    def ready(name: str, _port: int, broker: SecuredBroker) -> bool:
+        plain = ClientConfig(broker.plain_bootstrap, client_id="secured-test")
+        publish(plain, f"{name}.work.standard", events_for(name))
+        done = read_events(plain, f"{name}.completed", 1, expect=1, timeout_s=90)
+        assert len(done) == 1, "the worker processed nothing before the rotation"
+        return True
 
-    with secured_broker_control(tmp_path / "broker") as control:
-        broker = control.broker
-        name, topology = _workflow(tmp_path)
-        config = _properties(tmp_path / "client.properties", broker, broker.password)
-        applied = _streams("topology", "apply", str(topology), "--client-config", str(config),
-                           env=_env())  # fmt: skip
-        assert applied.returncode == 0, applied.stderr
-        log_path = tmp_path / "worker.log"
-        with log_path.open("w") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker", str(topology), "--stage", "work",
-                 "--client-config", str(config)],
-                env=_env(), stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2],
-            )  # fmt: skip
-        try:
-            plain = ClientConfig(broker.plain_bootstrap, client_id="secured-test")
-            publish(plain, f"{name}.work.standard", events_for(name))
-            read_events(plain, f"{name}.completed", 1, expect=1, timeout_s=90)
-            control.restart_with_password("rotated-" + broker.password)
-            rotated_at = time.monotonic()
-            # Refused from now on: it must stop by itself, not reconnect forever.
-            code = worker.wait(REFUSED_GRACE_S + 240)
-            print(f"the worker stopped {time.monotonic() - rotated_at:.0f} s after the rotation")
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait(10)
-    output = log_path.read_text()
-    assert code == 1, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, output
-    assert "refused the credentials" in errors[0] and "sasl.password" in errors[0]
-    assert broker.password not in output
+    _stops_with_one_line_after_rotation(
+        tmp_path,
+        _workflow,
+        lambda _, file, _port: ["worker", str(file), "--stage", "work"],
+        ready,
+    )
 
 
 def test_the_intake_and_the_monitor_connect_with_credentials_from_the_cli(
     broker: SecuredBroker, tmp_path: Path
 ) -> None:
-    import socket
 
     import httpx
 
     name, topology = _workflow(tmp_path)
     good = _properties(tmp_path / "client.properties", broker, broker.password)
-    applied = _streams("topology", "apply", str(topology), "--client-config", str(good),
-                       env=_env())  # fmt: skip
-    assert applied.returncode == 0, applied.stderr
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    applied = _apply(topology, good)
+    port = _free_port()
     log_path = tmp_path / "intake.log"
     with log_path.open("w") as log:
         intake = subprocess.Popen(
@@ -313,12 +300,11 @@ def _stops_with_one_line_after_rotation(
     tmp_path: Path,
     workflow: Callable[[Path], tuple[str, Path]],
     command: Callable[[str, Path, int], list[str]],
-    ready: Callable[[str, int], bool],
+    ready: Callable[[str, int, SecuredBroker], bool],
 ) -> None:
     """Start `command` (a long-running `streams` server) on a private SASL broker, wait
     until `ready`, rotate the password away: it must exit 1 with one `error:` line saying
     what to check, and no password in anything it wrote."""
-    import socket
 
     from streams.kafka.client_logs import REFUSED_GRACE_S
     from tests.integration.secured_broker import secured_broker_control
@@ -327,12 +313,8 @@ def _stops_with_one_line_after_rotation(
         broker = control.broker
         name, topology = workflow(tmp_path)
         config = _properties(tmp_path / "client.properties", broker, broker.password)
-        applied = _streams("topology", "apply", str(topology), "--client-config", str(config),
-                           env=_env())  # fmt: skip
-        assert applied.returncode == 0, applied.stderr
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        _apply(topology, config)
+        port = _free_port()
         log_path = tmp_path / "server.log"
         argv = [*command(name, topology, port), "--client-config", str(config)]
         with log_path.open("w") as log:
@@ -342,7 +324,7 @@ def _stops_with_one_line_after_rotation(
             )  # fmt: skip
         try:
             deadline = time.monotonic() + 60
-            while not ready(name, port):
+            while not ready(name, port, broker):
                 assert server.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, log_path.read_text()
                 time.sleep(0.3)
@@ -380,7 +362,7 @@ def test_a_running_intake_whose_password_is_rotated_away_stops_with_one_line(
     (9,800 log lines in 270 s before the fix)."""
     import httpx
 
-    def ready(name: str, port: int) -> bool:
+    def ready(name: str, port: int, _broker: SecuredBroker) -> bool:
         if not _answers(f"http://127.0.0.1:{port}/healthz"):
             return False
         run = {"tenant": "acme", "payload": {"n": 1}}
@@ -403,5 +385,5 @@ def test_a_running_review_server_whose_password_is_rotated_away_stops_with_one_l
         tmp_path,
         _workflow_with_review,
         lambda _, file, port: ["review", str(file), "--port", str(port)],
-        lambda name, port: _answers(f"http://127.0.0.1:{port}/v1/workflows/{name}/reviews"),
+        lambda name, port, _: _answers(f"http://127.0.0.1:{port}/v1/workflows/{name}/reviews"),
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from streams.demo.run import RunData, Sample, StageLoad
-from streams.demo.summary import bottleneck_windows, starved_seconds
+from streams.demo.summary import bottleneck_windows, probe_capacity, starved_seconds
 
 
 def _load(lag: int = 50, in_flight: int = 16, paused: int = 0) -> StageLoad:
@@ -50,3 +50,36 @@ def test_starved_only_while_it_has_free_slots_nothing_queued_and_a_feeder_held()
     data = _run([40.0] * 41, stages)
     assert starved_seconds(data) == pytest.approx(2.0)  # the 4 dry, held samples
     assert starved_seconds(data, phase="recovery") == 0.0
+
+
+def _probe(saturated_from: float | None) -> RunData:
+    """A 4 s capacity probe sampled every 0.5 s: the bottleneck completes 40 calls/s with
+    slots to spare until `saturated_from`, then spends a burst of 10 saved-up calls in its
+    first half second with every slot busy, then 40/s again."""
+    data = RunData("governed", "wf", 1_000.0)
+    data.phases = [("warm-up", 0.0, 10.0), ("capacity probe", 10.0, 14.0)]
+    data.concurrency = {"act": 16}
+    done = 0.0
+    for i in range(9):
+        t = 10.0 + i * 0.5
+        full = saturated_from is not None and t >= saturated_from
+        loads = {"act": _load(in_flight=16 if full else 4)}
+        data.samples.append(Sample(t, "capacity probe", {}, {}, {}, 0.0, int(done), stages=loads))
+        if saturated_from is not None and t == saturated_from:
+            done += 10 + 20  # the burst, then the rate
+        else:
+            done += 20
+    return data
+
+
+def test_probe_capacity_is_read_from_saturation_on_not_the_burst_before_it() -> None:
+    data = _probe(saturated_from=11.5)
+    assert probe_capacity(data) == pytest.approx(40.0)
+    # The old reading (from the probe's second second) counted the burst: 43.3/s for 40/s.
+    old = (data.samples[-1].bottleneck_done - data.samples[2].bottleneck_done) / 3.0
+    assert old == pytest.approx(43.3, abs=0.1)
+
+
+def test_probe_capacity_without_saturation_falls_back_to_the_second_second() -> None:
+    data = _probe(saturated_from=None)
+    assert probe_capacity(data) == pytest.approx(40.0)
