@@ -186,13 +186,20 @@ def goodput_windows(
         if c.deadline_ms is not None and c.done_ms <= c.deadline_ms
     )
     width = min(window_s, end - start)
-    windows: list[tuple[float, float]] = []
+    return [
+        (at - start, (bisect_left(done, at + width) - bisect_left(done, at)) / width)
+        for at in _window_starts(start, end, width, step_s)
+    ]
+
+
+def _window_starts(start: float, end: float, width: float, step_s: float) -> list[float]:
+    """Where each window of `width` inside [start, end] begins, every step_s."""
+    starts: list[float] = []
     at = start
     while at + width <= end + 1e-9:
-        lo, hi = bisect_left(done, at), bisect_left(done, at + width)
-        windows.append((at - start, (hi - lo) / width))
+        starts.append(at)
         at += step_s
-    return windows
+    return starts
 
 
 #: The stage whose dependency sets the workflow's pace, and the stages that feed it.
@@ -220,13 +227,11 @@ def bottleneck_windows(
 
     width = min(window_s, end - start)
     windows: list[tuple[float, float]] = []
-    at = start
-    while at + width <= end + 1e-9:
+    for at in _window_starts(start, end, width, step_s):
         first, last = nearest(at), nearest(at + width)
         if last.t > first.t:
             rate = (last.bottleneck_done - first.bottleneck_done) / (last.t - first.t)
             windows.append((at - start, rate))
-        at += step_s
     return windows
 
 
