@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit integration bench broker-start broker-stop clean
+.PHONY: demo test lint unit integration bench bench-peers broker-start broker-stop clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streams needs Python 3.11+; set PYTHON=python3.11")'
@@ -30,6 +30,11 @@ unit: $(BIN)/.installed
 
 integration: $(BIN)/.installed
 	$(BIN)/pytest tests/integration
+
+# streams, the bare loop, Quix Streams, arroyo and faust side by side (benchmarks/README.md
+# "peers"); builds each peer's venv under benchmarks/peers/.venvs/ on first use.
+bench-peers: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.peers
 
 broker-start: $(BIN)/.installed
 	$(BIN)/streams broker start
