@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from .run import RunData, Sample
-from .summary import Summary, oldest_run_ages
+from .summary import Summary, bottleneck_windows, goodput_windows, judged_from_s, oldest_run_ages
 
 LANES = ("urgent", "standard", "background")
 COLORS = {"governed": "tab:green", "naive": "tab:red", "unladdered": "tab:blue"}
@@ -55,6 +55,16 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     row("goodput in overload (runs/s)", ".1f", "goodput_overload_per_s")
     row("goodput, lowest 10 s window of overload (runs/s)", ".1f",
         "goodput_overload_min_window_per_s")  # fmt: skip
+    row("overload windows judged from (s in: work reached act)", ".1f",
+        "overload_judged_from_s")  # fmt: skip
+    phases = list(summaries[0].goodput_by_phase) if summaries else []
+    for phase in phases:
+        rows.append(
+            (
+                f"goodput in {phase} (runs/s)",
+                *(f"{s.goodput_by_phase.get(phase, 0.0):.1f}" for s in by_mode.values()),
+            )
+        )
     row("bottleneck (CRM writes/s), lowest 10 s window of overload", ".1f",
         "bottleneck_overload_min_window_per_s")  # fmt: skip
     row("bottleneck starved by the controls, overload (s)", ".1f",
@@ -216,6 +226,9 @@ def _timeline(run: RunData) -> dict[str, object]:
             }
             for s in run.samples
         ],
+        # (seconds into the overload, per s) of each 10 s window the checks judge.
+        "goodput_windows": goodput_windows(run, from_s=judged_from_s(run)),
+        "bottleneck_windows": bottleneck_windows(run, from_s=judged_from_s(run)),
         "intake_per_second": [
             {"t": t, "outcome": outcome, "answers": n}
             for (t, outcome), n in sorted(run.submissions.per_second.items())

@@ -24,9 +24,15 @@ class Summary:
     mode: str
     capacity_per_s: float  # the bottleneck's completion rate in the warm-up capacity probe
     goodput_overload_per_s: float  # runs finished within their deadline, per s of overload
-    # The lowest goodput of any 10 s window of the overload (sliding by 1 s): a dip the
-    # phase's mean hides shows here.
+    # The lowest goodput of any 10 s window of the overload (sliding by 1 s) from when
+    # the load step reached the bottleneck (overload_judged_from_s): a dip the phase's mean
+    # hides shows here.
     goodput_overload_min_window_per_s: float
+    # Seconds into the overload until the bottleneck's stage first ran every slot: the
+    # runs admitted as the load rose still in the stages before it (a full run: 15 s LLM
+    # calls after a phase at 0.6x). 0.0 when it was busy from the start.
+    overload_judged_from_s: float
+    goodput_by_phase: dict[str, float]  # phase -> runs finished within deadline per s
     # The bottleneck dependency's own pace in its slowest 10 s window of the overload, and
     # the seconds the controls starved it (free slots, nothing queued, a feeder paused).
     bottleneck_overload_min_window_per_s: float
@@ -171,23 +177,43 @@ def escalations_by_reason(escalations: Mapping[tuple[str, str], int]) -> dict[st
 GOODPUT_WINDOW_S = 10.0
 
 
-def goodput_windows(
-    data: RunData, phase: str = "overload", window_s: float = GOODPUT_WINDOW_S, step_s: float = 1.0
-) -> list[tuple[float, float]]:
-    """(window start, runs finished within their deadline per s) for every window of
-    window_s inside the phase, sliding by step_s: a dip anywhere in the phase shows in one
-    of them. A phase shorter than a window gives one window, the phase itself."""
-    start, end = _window(data, phase)
-    if end <= start:
-        return []
-    done = sorted(
+def _good_done_s(data: RunData) -> list[float]:
+    """When each run that finished within its deadline finished (s since start), sorted."""
+    return sorted(
         c.done_ms / 1000 - data.started_wall
         for c in data.completions
         if c.deadline_ms is not None and c.done_ms <= c.deadline_ms
     )
+
+
+def goodput_by_phase(data: RunData) -> dict[str, float]:
+    """Runs finished within their deadline per s of each phase."""
+    done = _good_done_s(data)
+    return {
+        name: (bisect_left(done, end) - bisect_left(done, start)) / (end - start)
+        for name, start, end in data.phases
+        if end > start
+    }
+
+
+def goodput_windows(
+    data: RunData,
+    phase: str = "overload",
+    window_s: float = GOODPUT_WINDOW_S,
+    step_s: float = 1.0,
+    from_s: float = 0.0,
+) -> list[tuple[float, float]]:
+    """(window start, runs finished within their deadline per s) for every window of
+    window_s inside the phase from from_s into it, sliding by step_s: a dip anywhere in
+    it shows in one of them. Shorter than a window: one window, the part judged."""
+    start, end = _window(data, phase)
+    start = min(start + from_s, end)
+    if end <= start:
+        return []
+    done = _good_done_s(data)
     width = min(window_s, end - start)
     return [
-        (at - start, (bisect_left(done, at + width) - bisect_left(done, at)) / width)
+        (at - start + from_s, (bisect_left(done, at + width) - bisect_left(done, at)) / width)
         for at in _window_starts(start, end, width, step_s)
     ]
 
@@ -208,13 +234,19 @@ _FEEDERS = ("plan", "retrieve")
 
 
 def bottleneck_windows(
-    data: RunData, phase: str = "overload", window_s: float = GOODPUT_WINDOW_S, step_s: float = 1.0
+    data: RunData,
+    phase: str = "overload",
+    window_s: float = GOODPUT_WINDOW_S,
+    step_s: float = 1.0,
+    from_s: float = 0.0,
 ) -> list[tuple[float, float]]:
     """(window start, the bottleneck dependency's completed calls per s) for every window
     of window_s inside the phase, sliding by step_s: the bottleneck's own pace, which the
     controls decide, apart from what the stages after it (people's reviews) add to when a
     run finishes. From the samples (every 0.5 s): the nearest one to each window edge."""
     start, end = _window(data, phase)
+    origin = start
+    start = min(start + from_s, end)
     samples = [s for s in data.samples if start - 0.5 <= s.t <= end + 0.5]
     if end <= start or len(samples) < 2:
         return []
@@ -231,7 +263,7 @@ def bottleneck_windows(
         first, last = nearest(at), nearest(at + width)
         if last.t > first.t:
             rate = (last.bottleneck_done - first.bottleneck_done) / (last.t - first.t)
-            windows.append((at - start, rate))
+            windows.append((at - origin, rate))
     return windows
 
 
@@ -255,6 +287,35 @@ def starved_seconds(data: RunData, phase: str = "overload") -> float:
     return starved
 
 
+def _first_saturated(data: RunData, samples: list[Sample]) -> float | None:
+    """The first of these samples' times at which the bottleneck's stage ran every slot."""
+    slots = data.concurrency.get(BOTTLENECK_STAGE, 1)
+    return next(
+        (
+            s.t
+            for s in samples
+            if (load := s.stages.get(BOTTLENECK_STAGE)) is not None and load.in_flight >= slots
+        ),
+        None,
+    )
+
+
+def judged_from_s(data: RunData, phase: str = "overload") -> float:
+    """Seconds into the phase from which its windows are judged: until the bottleneck's
+    stage first runs every slot, the runs admitted as the load rose are still in the
+    stages before it, which no control upstream can hurry (a full run: 15 s LLM calls,
+    after a phase that offered 0.6x capacity and left act's queue empty). A phase whose
+    first half never saturates it is judged whole: a bottleneck the controls keep from
+    work fails the windows, not excused (starved_seconds names it too)."""
+    start, end = _window(data, phase)
+    in_phase = [s for s in data.samples if start <= s.t <= end]
+    saturated_at = _first_saturated(data, in_phase)
+    if saturated_at is None or saturated_at - start > (end - start) / 2:
+        return 0.0
+    first = in_phase[0].t if in_phase else start
+    return 0.0 if saturated_at <= first else saturated_at - start
+
+
 def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -271,15 +332,7 @@ def probe_capacity(data: RunData) -> float:
     second second (the old reading)."""
     probe_start, probe_end = _window(data, "capacity probe")
     in_probe = [s for s in data.samples if probe_start <= s.t <= probe_end]
-    slots = data.concurrency.get(BOTTLENECK_STAGE, 1)
-    saturated_at = next(
-        (
-            s.t
-            for s in in_probe
-            if (load := s.stages.get(BOTTLENECK_STAGE)) is not None and load.in_flight >= slots
-        ),
-        None,
-    )
+    saturated_at = _first_saturated(data, in_probe)
     since = probe_start + 1.0 if saturated_at is None else saturated_at + 0.5
     measured = [s for s in in_probe if s.t >= since]
     if len(measured) < 2 or measured[-1].t - measured[0].t < 1.0:
@@ -293,6 +346,7 @@ def probe_capacity(data: RunData) -> float:
 
 def summarize(data: RunData) -> Summary:
     capacity = probe_capacity(data)
+    judged_from = judged_from_s(data)
     start, end = _window(data, "overload")
     wall_start = data.started_wall
     good = [
@@ -336,10 +390,12 @@ def summarize(data: RunData) -> Summary:
         capacity_per_s=capacity,
         goodput_overload_per_s=len(good) / (end - start) if end > start else 0.0,
         goodput_overload_min_window_per_s=min(
-            (rate for _at, rate in goodput_windows(data)), default=0.0
+            (rate for _at, rate in goodput_windows(data, from_s=judged_from)), default=0.0
         ),
+        overload_judged_from_s=judged_from,
+        goodput_by_phase=goodput_by_phase(data),
         bottleneck_overload_min_window_per_s=min(
-            (rate for _at, rate in bottleneck_windows(data)), default=0.0
+            (rate for _at, rate in bottleneck_windows(data, from_s=judged_from)), default=0.0
         ),
         bottleneck_starved_overload_s=starved_seconds(data),
         urgent_age_p99_overload_s=_quantile(urgent_ages, 0.99) or 0.0,

@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 
 from streams.demo.run import RunData, Sample, StageLoad
-from streams.demo.summary import bottleneck_windows, probe_capacity, starved_seconds
+from streams.demo.summary import (
+    bottleneck_windows,
+    judged_from_s,
+    probe_capacity,
+    starved_seconds,
+)
 
 
 def _load(lag: int = 50, in_flight: int = 16, paused: int = 0) -> StageLoad:
@@ -83,3 +88,29 @@ def test_probe_capacity_is_read_from_saturation_on_not_the_burst_before_it() -> 
 def test_probe_capacity_without_saturation_falls_back_to_the_second_second() -> None:
     data = _probe(saturated_from=None)
     assert probe_capacity(data) == pytest.approx(40.0)
+
+
+def _overload(saturated_from: float | None) -> RunData:
+    """A 20 s overload sampled every 0.5 s; act runs every slot from `saturated_from`."""
+    rates = [40.0] * 41
+    stages = [
+        {
+            "act": _load(
+                in_flight=16
+                if saturated_from is not None and 10.0 + i * 0.5 >= saturated_from
+                else 4
+            )
+        }
+        for i in range(41)
+    ]
+    return _run(rates, stages)
+
+
+def test_overload_is_judged_from_when_the_bottleneck_first_runs_every_slot() -> None:
+    assert judged_from_s(_overload(10.0)) == 0.0  # busy from the first sample
+    assert judged_from_s(_overload(16.0)) == pytest.approx(6.0)
+    # Never busy, or not in the first half: judged whole, nothing excused.
+    assert judged_from_s(_overload(None)) == 0.0
+    assert judged_from_s(_overload(21.0)) == 0.0
+    windows = bottleneck_windows(_overload(16.0), from_s=6.0)
+    assert windows[0][0] == pytest.approx(6.0) and len(windows) == 5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streams.demo.run import Completion, RunData
-from streams.demo.summary import goodput_windows
+from streams.demo.summary import goodput_by_phase, goodput_windows
 
 START = 1_000.0  # the run's wall-clock start
 
@@ -49,3 +49,23 @@ def test_a_phase_shorter_than_a_window_is_one_window() -> None:
     assert at == 0.0
     assert rate == pytest.approx(10.0)
     assert goodput_windows(data, phase="recovery") == []
+
+
+def test_windows_judged_from_a_point_in_the_phase_start_there() -> None:
+    steady = [10.0 + i * 0.1 for i in range(200)]
+    data = _run([t for t in steady if t >= 15.0])  # nothing in the first 5 s
+    windows = goodput_windows(data, from_s=5.0)
+    assert windows[0][0] == 5.0  # still seconds into the phase
+    assert len(windows) == 6
+    assert all(rate == pytest.approx(10.0) for _at, rate in windows)
+    assert min(rate for _at, rate in goodput_windows(data)) == pytest.approx(5.0)
+
+
+def test_goodput_by_phase_counts_each_phase_over_its_own_length() -> None:
+    warm = [i * 0.5 for i in range(20)]  # 2/s for the 10 s of warm-up
+    overload = [10.0 + i * 0.1 for i in range(200)]  # 10/s for its 20 s
+    data = _run([*warm, *overload], late={10.0})
+    assert goodput_by_phase(data) == {
+        "warm-up": pytest.approx(2.0),
+        "overload": pytest.approx(199 / 20),
+    }
