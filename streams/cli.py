@@ -185,6 +185,15 @@ def worker(
         str, typer.Option(help="classic, or consumer for KIP-848 groups.")
     ] = "classic",
     client_config: _ClientConfigOpt = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Group members to run, one process each (worker ids X-0, X-1, ...), "
+            'behind one --metrics-port (README "Stage workers").',
+        ),
+    ] = 1,
+    group_port_file: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run one stage worker until SIGTERM/SIGINT; drains in-flight work, commits, exits 0."""
     import signal
@@ -193,9 +202,9 @@ def worker(
     from streams.kafka.cluster import connect
     from streams.runtime.options import WorkerOptions
     from streams.runtime.worker import StageWorker
-    from streams.topology import load_topology
+    from streams.topology import Topology, load_topology
 
-    def build() -> tuple[StageWorker, ClientConfig]:
+    def prepare(worker_id: str | None) -> tuple[Topology, WorkerOptions, ClientConfig]:
         sys.path.insert(0, str(Path.cwd()))  # handlers are imported like uvicorn apps
         topology = load_topology(topology_file)
         if stage not in topology.stages:
@@ -211,15 +220,42 @@ def worker(
         if worker_id:
             options = dataclasses.replace(options, worker_id=worker_id)
         client = connect(load_settings(), client_id=f"streams-{stage}", file=client_config)
+        return topology, options, client
+
+    def build() -> tuple[StageWorker, ClientConfig]:
+        topology, options, client = prepare(worker_id)
         if topology.stages[stage].review is not None:  # kind: review (README "Human review")
             from streams.review import review_worker
 
             return review_worker(topology, stage, client, options=options), client
         return StageWorker(topology, stage, client, options=options), client
 
+    if processes > 1:  # README "Stage workers": a supervisor of `processes` workers
+        from streams.runtime.process_group import GroupSpec, ProcessGroup, child_worker_id
+
+        def check() -> None:  # what a child would refuse is refused here, once, before any starts
+            topology, options, client = prepare(child_worker_id(worker_id, 0))
+            if topology.stages[stage].review is None:  # a worker's own checks (exactly-once id)
+                StageWorker(topology, stage, client, options=options)
+
+        _run(check)
+        args = [*(["--debug"] if _debug else []), "worker", str(topology_file), "--stage", stage]
+        args += ["--group-protocol", group_protocol]
+        args += ["--client-config", str(client_config)] if client_config else []
+        group = ProcessGroup(
+            GroupSpec(processes, tuple(args), worker_id, metrics_port, metrics_host)
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: group.stop())
+        return _run(group.run)
+
     built, client = _run(build)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: built.stop())
+    if group_port_file is not None:  # a child of `--processes N` (streams.runtime.process_child)
+        from streams.runtime.process_child import supervised
+
+        supervised(built, group_port_file)
     from streams.runtime.refusal_watchdog import RefusalWatchdog
 
     # The loop stops itself on refused credentials, unless a client call it is in never
