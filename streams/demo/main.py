@@ -64,20 +64,23 @@ def checks(governed: Summary, naive: Summary, overload_s: float) -> list[str]:
             f"governed urgent p99 queue age {governed.urgent_age_p99_overload_s:.1f} s is not "
             f"under the max queue age {governed.urgent_max_queue_age_s:.0f} s"
         )
-    lowest = governed.goodput_overload_min_window_per_s
+    lowest = governed.bottleneck_goodput_min_window_per_s
     if lowest < WINDOW_SHARE_OF_CAPACITY * governed.capacity_per_s:
         failures.append(
-            f"governed goodput fell to {lowest:.1f}/s in a {GOODPUT_WINDOW_S:.0f} s window of "
-            f"overload (from {governed.overload_judged_from_s:.1f} s in), under "
+            f"governed goodput at the bottleneck fell to {lowest:.1f}/s in a "
+            f"{GOODPUT_WINDOW_S:.0f} s window of overload (from "
+            f"{governed.overload_judged_from_s:.1f} s in), under "
             f"{WINDOW_SHARE_OF_CAPACITY:.0%} of the warm-up capacity "
             f"{governed.capacity_per_s:.1f}/s"
         )
-    below_naive = naive.goodput_overload_per_s - governed.goodput_overload_per_s
-    if below_naive > NAIVE_MARGIN_SHARE_OF_CAPACITY * governed.capacity_per_s:
+    mine, theirs = (
+        governed.bottleneck_goodput_overload_per_s,
+        naive.bottleneck_goodput_overload_per_s,
+    )
+    if theirs - mine > NAIVE_MARGIN_SHARE_OF_CAPACITY * governed.capacity_per_s:
         failures.append(
-            f"governed goodput {governed.goodput_overload_per_s:.2f}/s in overload is under "
-            f"naive's {naive.goodput_overload_per_s:.2f}/s by more than "
-            f"{NAIVE_MARGIN_SHARE_OF_CAPACITY:.1%} of capacity"
+            f"governed goodput at the bottleneck {mine:.2f}/s in overload is under naive's "
+            f"{theirs:.2f}/s by more than {NAIVE_MARGIN_SHARE_OF_CAPACITY:.1%} of capacity"
         )
     # The controls' own share of a goodput dip: the bottleneck idle with work held
     # upstream (a dip with nothing held is the pipeline or the stages after it).

@@ -55,6 +55,10 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     row("goodput in overload (runs/s)", ".1f", "goodput_overload_per_s")
     row("goodput, lowest 10 s window of overload (runs/s)", ".1f",
         "goodput_overload_min_window_per_s")  # fmt: skip
+    row("goodput at the bottleneck in overload (runs/s, at act's time)", ".1f",
+        "bottleneck_goodput_overload_per_s")  # fmt: skip
+    row("goodput at the bottleneck, lowest 10 s window (runs/s)", ".1f",
+        "bottleneck_goodput_min_window_per_s")  # fmt: skip
     row("overload windows judged from (s in: work reached act)", ".1f",
         "overload_judged_from_s")  # fmt: skip
     phases = list(summaries[0].goodput_by_phase) if summaries else []
@@ -228,6 +232,9 @@ def _timeline(run: RunData) -> dict[str, object]:
         ],
         # (seconds into the overload, per s) of each 10 s window the checks judge.
         "goodput_windows": goodput_windows(run, from_s=judged_from_s(run)),
+        "bottleneck_goodput_windows": goodput_windows(
+            run, from_s=judged_from_s(run), at_bottleneck=True
+        ),
         "bottleneck_windows": bottleneck_windows(run, from_s=judged_from_s(run)),
         "intake_per_second": [
             {"t": t, "outcome": outcome, "answers": n}

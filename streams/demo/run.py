@@ -41,6 +41,8 @@ from .scenario import Phase, Scenario, Submissions, offer_load
 Mode = Literal["governed", "naive", "unladdered"]
 TRIAGE = Path(__file__).resolve().parents[2] / "topology" / "triage.yaml"
 _HUGE = 1_000_000_000
+#: The stage after the bottleneck (act, the CRM writes): its input is act's output.
+BOTTLENECK_NEXT_STAGE = "approve"
 #: The naive review queue's "bound": more runs than either run admits.
 _UNBOUNDED_REVIEWS = 100_000
 
@@ -95,6 +97,9 @@ class RunData:
     phases: list[tuple[str, float, float]] = field(default_factory=list)  # name, start, end
     samples: list[Sample] = field(default_factory=list)
     completions: list[Completion] = field(default_factory=list)
+    # run -> when the bottleneck's stage (act) handed it on (ms): the latest record of it in
+    # the next stage's input topics, so goodput can be counted where the capacity is.
+    bottleneck_done_ms: dict[str, int] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)
     dead_run_ids: dict[str, int] = field(default_factory=dict)  # run -> dead-lettered at (ms)
     submissions: Submissions = field(default_factory=Submissions)
@@ -395,6 +400,14 @@ def _collect(data: RunData, topology: Topology, client: ClientConfig) -> None:
                 record.timestamp_ms, data.submissions.deadlines.get(event.run_id),
             )
         )  # fmt: skip
+    after_bottleneck = topology.stages[BOTTLENECK_NEXT_STAGE]
+    for topic in after_bottleneck.input_topics:
+        for record in read_records(client, topic, parts, expect=10**9, timeout_s=2):
+            if record.value is None:
+                continue
+            run_id = codec.decode(record.value).run_id
+            at = data.bottleneck_done_ms.get(run_id, 0)
+            data.bottleneck_done_ms[run_id] = max(at, record.timestamp_ms)
     for letter in read_dead_letters(
         client, topology.dead_letter_topic, parts, expect=10**9, timeout_s=2
     ):

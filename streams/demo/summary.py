@@ -32,6 +32,10 @@ class Summary:
     # runs admitted as the load rose still in the stages before it (a full run: 15 s LLM
     # calls after a phase at 0.6x). 0.0 when it was busy from the start.
     overload_judged_from_s: float
+    # The same goodput counted when act handed each run on (the capacity's clock): its
+    # lowest 10 s window from overload_judged_from_s, and its rate over the overload.
+    bottleneck_goodput_min_window_per_s: float
+    bottleneck_goodput_overload_per_s: float
     goodput_by_phase: dict[str, float]  # phase -> runs finished within deadline per s
     # The bottleneck dependency's own pace in its slowest 10 s window of the overload, and
     # the seconds the controls starved it (free slots, nothing queued, a feeder paused).
@@ -177,12 +181,18 @@ def escalations_by_reason(escalations: Mapping[tuple[str, str], int]) -> dict[st
 GOODPUT_WINDOW_S = 10.0
 
 
-def _good_done_s(data: RunData) -> list[float]:
-    """When each run that finished within its deadline finished (s since start), sorted."""
+def _good_done_s(data: RunData, *, at_bottleneck: bool = False) -> list[float]:
+    """When each run that finished within its deadline finished (s since start), sorted;
+    at_bottleneck: when the bottleneck's stage handed it on instead (the capacity's own
+    clock: people's reviews and the stages after it shift when a run finishes, not how
+    much of the bottleneck's time went to work that counted)."""
+    done = data.bottleneck_done_ms
     return sorted(
-        c.done_ms / 1000 - data.started_wall
+        (done[c.run_id] if at_bottleneck else c.done_ms) / 1000 - data.started_wall
         for c in data.completions
-        if c.deadline_ms is not None and c.done_ms <= c.deadline_ms
+        if c.deadline_ms is not None
+        and c.done_ms <= c.deadline_ms
+        and (not at_bottleneck or c.run_id in done)
     )
 
 
@@ -196,21 +206,35 @@ def goodput_by_phase(data: RunData) -> dict[str, float]:
     }
 
 
+def bottleneck_goodput(data: RunData, phase: str = "overload") -> float:
+    """Runs finished within their deadline per s of the phase, each counted when the
+    bottleneck handed it on: how much of its capacity went to work that counted (a run
+    it worked on that ended late, or not at all, is its time wasted)."""
+    start, end = _window(data, phase)
+    if end <= start:
+        return 0.0
+    done = _good_done_s(data, at_bottleneck=True)
+    return (bisect_left(done, end) - bisect_left(done, start)) / (end - start)
+
+
 def goodput_windows(
     data: RunData,
     phase: str = "overload",
     window_s: float = GOODPUT_WINDOW_S,
     step_s: float = 1.0,
     from_s: float = 0.0,
+    *,
+    at_bottleneck: bool = False,
 ) -> list[tuple[float, float]]:
     """(window start, runs finished within their deadline per s) for every window of
     window_s inside the phase from from_s into it, sliding by step_s: a dip anywhere in
-    it shows in one of them. Shorter than a window: one window, the part judged."""
+    it shows in one of them. Shorter than a window: one window, the part judged.
+    at_bottleneck: each run counted when the bottleneck handed it on (_good_done_s)."""
     start, end = _window(data, phase)
     start = min(start + from_s, end)
     if end <= start:
         return []
-    done = _good_done_s(data)
+    done = _good_done_s(data, at_bottleneck=at_bottleneck)
     width = min(window_s, end - start)
     return [
         (at - start + from_s, (bisect_left(done, at + width) - bisect_left(done, at)) / width)
@@ -393,6 +417,11 @@ def summarize(data: RunData) -> Summary:
             (rate for _at, rate in goodput_windows(data, from_s=judged_from)), default=0.0
         ),
         overload_judged_from_s=judged_from,
+        bottleneck_goodput_min_window_per_s=min(
+            (rate for _at, rate in goodput_windows(data, from_s=judged_from, at_bottleneck=True)),
+            default=0.0,
+        ),
+        bottleneck_goodput_overload_per_s=bottleneck_goodput(data),
         goodput_by_phase=goodput_by_phase(data),
         bottleneck_overload_min_window_per_s=min(
             (rate for _at, rate in bottleneck_windows(data, from_s=judged_from)), default=0.0

@@ -1,6 +1,6 @@
-"""The demo's own checks on goodput: governed keeps the bottleneck busy in every 10 s
-window of the overload (95 % of the warm-up capacity at least), and is never below naive
-over it."""
+"""The demo's own checks on goodput, counted when the bottleneck handed each run on:
+governed keeps it busy with work that counts in every 10 s window of the overload (95 % of
+the warm-up capacity at least), and is never below naive over it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def _summary(mode: str, **changes: object) -> Summary:
         goodput_overload_per_s=39.5,
         goodput_overload_min_window_per_s=39.0,
         overload_judged_from_s=0.0,
+        bottleneck_goodput_min_window_per_s=39.0,
+        bottleneck_goodput_overload_per_s=39.5,
         goodput_by_phase={"overload": 39.5},
         bottleneck_overload_min_window_per_s=40.0,
         bottleneck_starved_overload_s=0.0,
@@ -57,25 +59,23 @@ def _summary(mode: str, **changes: object) -> Summary:
 
 
 def test_governed_at_capacity_in_every_window_and_above_naive_passes() -> None:
-    assert checks(_summary("governed"), _summary("naive", goodput_overload_per_s=39.4), 16) == []
+    naive = _summary("naive", bottleneck_goodput_overload_per_s=39.4)
+    assert checks(_summary("governed"), naive, 16) == []
 
 
 def test_one_window_under_95_percent_of_capacity_fails_though_the_mean_holds() -> None:
-    governed = _summary("governed", goodput_overload_min_window_per_s=37.9)  # 94.75 %
-    [failure] = checks(governed, _summary("naive", goodput_overload_per_s=39.0), 16)
-    assert "fell to 37.9/s in a 10 s window" in failure
-    assert (
-        checks(
-            replace(governed, goodput_overload_min_window_per_s=38.0),
-            _summary("naive", goodput_overload_per_s=39.0),
-            16,
-        )
-        == []
-    )
+    governed = _summary("governed", bottleneck_goodput_min_window_per_s=37.9)  # 94.75 %
+    naive = _summary("naive", bottleneck_goodput_overload_per_s=39.0)
+    [failure] = checks(governed, naive, 16)
+    assert "at the bottleneck fell to 37.9/s in a 10 s window" in failure
+    at_95 = replace(governed, bottleneck_goodput_min_window_per_s=38.0)
+    assert checks(at_95, naive, 16) == []
 
 
 def test_governed_goodput_under_naive_by_more_than_the_finishing_noise_fails() -> None:
     governed = _summary("governed")  # 39.5/s, capacity 40/s: the margin is 1.0/s
-    assert checks(governed, _summary("naive", goodput_overload_per_s=40.5), 16) == []
-    [failure] = checks(governed, _summary("naive", goodput_overload_per_s=40.6), 16)
+    assert checks(governed, _summary("naive", bottleneck_goodput_overload_per_s=40.5), 16) == []
+    # The finish-based goodput does not decide it: people's reviews shift when runs end.
+    assert checks(governed, _summary("naive", goodput_overload_per_s=45.0), 16) == []
+    [failure] = checks(governed, _summary("naive", bottleneck_goodput_overload_per_s=40.6), 16)
     assert "39.50/s in overload is under naive's 40.60/s by more than 2.5% of capacity" in failure

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streams.demo.run import Completion, RunData
-from streams.demo.summary import goodput_by_phase, goodput_windows
+from streams.demo.summary import bottleneck_goodput, goodput_by_phase, goodput_windows
 
 START = 1_000.0  # the run's wall-clock start
 
@@ -69,3 +69,16 @@ def test_goodput_by_phase_counts_each_phase_over_its_own_length() -> None:
         "warm-up": pytest.approx(2.0),
         "overload": pytest.approx(199 / 20),
     }
+
+
+def test_at_the_bottleneck_each_run_counts_when_act_handed_it_on() -> None:
+    # act hands on 10/s through the 20 s of overload; each run finishes 2 s later.
+    finished = [12.0 + i * 0.1 for i in range(200)]
+    data = _run(finished, late={finished[-1]})
+    for completion in data.completions:
+        data.bottleneck_done_ms[completion.run_id] = completion.done_ms - 2000
+    assert goodput_windows(data)[0][1] == pytest.approx(8.0)  # the first 2 s finish none
+    at_act = goodput_windows(data, at_bottleneck=True)
+    assert at_act[0][1] == pytest.approx(10.0)
+    # Every run act handed on in the overload counts, but the one that ended late.
+    assert bottleneck_goodput(data) == pytest.approx(199 / 20)
