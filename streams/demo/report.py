@@ -65,8 +65,12 @@ def summary_table(summaries: list[Summary]) -> list[tuple[str, ...]]:
     for phase in phases:
         rows.append(
             (
-                f"goodput in {phase} (runs/s)",
-                *(f"{s.goodput_by_phase.get(phase, 0.0):.1f}" for s in by_mode.values()),
+                f"goodput in {phase}, finished / at act (runs/s)",
+                *(
+                    f"{s.goodput_by_phase.get(phase, 0.0):.1f} / "
+                    f"{s.bottleneck_goodput_by_phase.get(phase, 0.0):.1f}"
+                    for s in by_mode.values()
+                ),
             )
         )
     row("bottleneck (CRM writes/s), lowest 10 s window of overload", ".1f",

@@ -37,6 +37,7 @@ class Summary:
     bottleneck_goodput_min_window_per_s: float
     bottleneck_goodput_overload_per_s: float
     goodput_by_phase: dict[str, float]  # phase -> runs finished within deadline per s
+    bottleneck_goodput_by_phase: dict[str, float]  # the same, counted when act handed on
     # The bottleneck dependency's own pace in its slowest 10 s window of the overload, and
     # the seconds the controls starved it (free slots, nothing queued, a feeder paused).
     bottleneck_overload_min_window_per_s: float
@@ -423,6 +424,9 @@ def summarize(data: RunData) -> Summary:
         ),
         bottleneck_goodput_overload_per_s=bottleneck_goodput(data),
         goodput_by_phase=goodput_by_phase(data),
+        bottleneck_goodput_by_phase={
+            name: bottleneck_goodput(data, name) for name, _start, _end in data.phases
+        },
         bottleneck_overload_min_window_per_s=min(
             (rate for _at, rate in bottleneck_windows(data, from_s=judged_from)), default=0.0
         ),

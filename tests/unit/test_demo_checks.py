@@ -20,6 +20,7 @@ def _summary(mode: str, **changes: object) -> Summary:
         bottleneck_goodput_min_window_per_s=39.0,
         bottleneck_goodput_overload_per_s=39.5,
         goodput_by_phase={"overload": 39.5},
+        bottleneck_goodput_by_phase={"overload": 39.5},
         bottleneck_overload_min_window_per_s=40.0,
         bottleneck_starved_overload_s=0.0,
         urgent_age_p99_overload_s=0.1,
