@@ -24,6 +24,8 @@ StreamsError                 .retriable: the same call may succeed later
 │   └── TransactionAborted    the open transaction must be aborted, its input rewound and
 │                             processed again (retriable after the abort)
 ├── DeadLetterLimitExceeded  the dead-letter safety valve tripped: stop, not dead-letter all
+├── ProcessGroupFailed     `worker --processes N`: a child failed, kept dying, or hung
+│                          (streams.runtime.process_group)
 └── ToolError              a call through ctx.tool(name) was refused or did not finish
     ├── ToolUnavailable       the tool's breaker is open: the call was not made (retriable)
     ├── ToolSaturated         no slot or rate token within max_wait_s: not made (retriable)

@@ -9,7 +9,11 @@ hard-code metric names (the classes are the source of truth).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from streams.intake.metrics import IntakeMetrics
 from streams.metrics import LagMetrics, ToolMetrics, WorkerMetrics
@@ -18,6 +22,7 @@ from streams.monitor.model import IntakeView, MonitorSnapshot
 from streams.policy.degradation import Ladder, LevelSpec
 from streams.review.metrics import ReviewMetrics
 from streams.runtime.degradation_metrics import DegradationMetrics
+from streams.runtime.process_metrics import processes_family
 from streams.runtime.retry_metrics import RetryMetrics
 
 # The sample names Prometheus stores for one family of each type (prometheus_client also
@@ -58,6 +63,11 @@ def _monitor_families(registry: CollectorRegistry) -> None:
     registry.register(collector)
 
 
+class _Supervisor(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield processes_family(up=0, down=0)
+
+
 def inventory_registry() -> CollectorRegistry:
     """A registry holding every family streams defines (most without samples)."""
     registry = CollectorRegistry()
@@ -72,6 +82,8 @@ def inventory_registry() -> CollectorRegistry:
     )  # fmt: skip
     DegradationMetrics(registry, "inventory", Ladder((LevelSpec("normal"),)))
     _monitor_families(registry)
+    # A `--processes N` supervisor's own family (its children's are the worker's above).
+    registry.register(_Supervisor())
     return registry
 
 
