@@ -30,6 +30,7 @@ def write_report(out: Path, runs: list[RunData], summaries: list[Summary]) -> Pa
         json.dumps({s.mode: s.to_json() for s in summaries}, indent=2)
     )
     (out / "timeline.json").write_text(json.dumps({r.mode: _timeline(r) for r in runs}))
+    (out / "runs.json").write_text(json.dumps({r.mode: _finished_runs(r) for r in runs}))
     _plot_ages(out / "queue_age.png", runs)
     _plot_goodput(out / "goodput.png", runs)
     _plot_memory(out / "memory.png", runs)
@@ -207,6 +208,29 @@ def _markdown(summaries: list[Summary]) -> str:
         "starving the bottleneck.\n\n![bottleneck](bottleneck.png)\n\n"
         "## Worker memory\n\n![memory](memory.png)\n"
     )
+
+
+def _finished_runs(run: RunData) -> dict[str, object]:
+    """Every completed run, for a look at where its time went: seconds since the run's
+    start when it was created, when act handed it on (null: not seen), when it finished,
+    and its deadline (null: none)."""
+
+    def since(ms: int | None) -> float | None:
+        return None if ms is None else round(ms / 1000 - run.started_wall, 3)
+
+    return {
+        "columns": ["lane", "created_s", "act_done_s", "finished_s", "deadline_s"],
+        "runs": [
+            [
+                c.lane,
+                since(c.created_ms),
+                since(run.bottleneck_done_ms.get(c.run_id)),
+                since(c.done_ms),
+                since(c.deadline_ms),
+            ]
+            for c in run.completions
+        ],
+    }
 
 
 def _timeline(run: RunData) -> dict[str, object]:

@@ -29,7 +29,7 @@ def test_quick_demo_shows_governed_against_naive(
     assert result.exit_code == 0, result.output
     [run_dir] = list(tmp_path.iterdir())
     for name in (
-        "report.md", "summary.json", "timeline.json", "queue_age.png", "goodput.png",
+        "report.md", "summary.json", "timeline.json", "runs.json", "queue_age.png", "goodput.png",
         "crm_incident.png", "retries.png", "review_queue.png", "bottleneck.png",
         "degradation.png",
     ):  # fmt: skip
