@@ -212,17 +212,22 @@ def _markdown(summaries: list[Summary]) -> str:
 
 def _finished_runs(run: RunData) -> dict[str, object]:
     """Every completed run, for a look at where its time went: seconds since the run's
-    start when it was created, when act handed it on (null: not seen), when it finished,
-    and its deadline (null: none)."""
+    start when the intake admitted it (the phases' clock; null: not seen), when it was
+    created, when act handed it on (null: not seen), when it finished, and its deadline
+    (null: none). The first is the load generator's monotonic clock, the others Kafka's
+    and the events' wall-clock times: the two agree only if started_wall is the wall
+    time at the phases' zero."""
 
     def since(ms: int | None) -> float | None:
         return None if ms is None else round(ms / 1000 - run.started_wall, 3)
 
+    admitted = run.submissions.admitted
     return {
-        "columns": ["lane", "created_s", "act_done_s", "finished_s", "deadline_s"],
+        "columns": ["lane", "admitted_s", "created_s", "act_done_s", "finished_s", "deadline_s"],
         "runs": [
             [
                 c.lane,
+                round(admitted[c.run_id][1], 3) if c.run_id in admitted else None,
                 since(c.created_ms),
                 since(run.bottleneck_done_ms.get(c.run_id)),
                 since(c.done_ms),

@@ -247,6 +247,11 @@ def run_once(
     reviewers = Reviewers(desk, deps.reviewers, stage=review_stage).start()
     act = next(w for w in workers if w.stage.name == _CRM_STAGE)
     started = time.monotonic()
+    # The phases, samples and admissions count from here (monotonic); completions, act's
+    # hand-offs and dead letters carry wall-clock times, counted from started_wall: both
+    # must be this moment, or every figure taken from completions is over a window shifted
+    # from its phase by the start-up above (measured: governed 5.4 s, naive 2.9 s).
+    data.started_wall = time.time()
     current = ["starting"]
     stop_sampling = threading.Event()
 
