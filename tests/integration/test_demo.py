@@ -45,7 +45,7 @@ def test_quick_demo_shows_governed_against_naive(
     assert governed["bottleneck_goodput_min_window_per_s"] >= 0.95 * capacity
     assert (
         governed["bottleneck_goodput_overload_per_s"]
-        >= naive["bottleneck_goodput_overload_per_s"] - 0.025 * capacity
+        >= naive["bottleneck_goodput_overload_per_s"] - 0.01 * capacity
     )
     # The controls never starved the bottleneck (idle, nothing queued, a feeder paused).
     assert governed["bottleneck_starved_overload_s"] < 1.0
