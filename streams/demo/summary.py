@@ -182,7 +182,7 @@ def escalations_by_reason(escalations: Mapping[tuple[str, str], int]) -> dict[st
 GOODPUT_WINDOW_S = 10.0
 
 
-def _good_done_s(data: RunData, *, at_bottleneck: bool = False) -> list[float]:
+def good_done_s(data: RunData, *, at_bottleneck: bool = False) -> list[float]:
     """When each run that finished within its deadline finished (s since start), sorted;
     at_bottleneck: when the bottleneck's stage handed it on instead (the capacity's own
     clock: people's reviews and the stages after it shift when a run finishes, not how
@@ -199,7 +199,7 @@ def _good_done_s(data: RunData, *, at_bottleneck: bool = False) -> list[float]:
 
 def goodput_by_phase(data: RunData) -> dict[str, float]:
     """Runs finished within their deadline per s of each phase."""
-    done = _good_done_s(data)
+    done = good_done_s(data)
     return {
         name: (bisect_left(done, end) - bisect_left(done, start)) / (end - start)
         for name, start, end in data.phases
@@ -214,7 +214,7 @@ def bottleneck_goodput(data: RunData, phase: str = "overload") -> float:
     start, end = _window(data, phase)
     if end <= start:
         return 0.0
-    done = _good_done_s(data, at_bottleneck=True)
+    done = good_done_s(data, at_bottleneck=True)
     return (bisect_left(done, end) - bisect_left(done, start)) / (end - start)
 
 
@@ -230,12 +230,12 @@ def goodput_windows(
     """(window start, runs finished within their deadline per s) for every window of
     window_s inside the phase from from_s into it, sliding by step_s: a dip anywhere in
     it shows in one of them. Shorter than a window: one window, the part judged.
-    at_bottleneck: each run counted when the bottleneck handed it on (_good_done_s)."""
+    at_bottleneck: each run counted when the bottleneck handed it on (good_done_s)."""
     start, end = _window(data, phase)
     start = min(start + from_s, end)
     if end <= start:
         return []
-    done = _good_done_s(data, at_bottleneck=at_bottleneck)
+    done = good_done_s(data, at_bottleneck=at_bottleneck)
     width = min(window_s, end - start)
     return [
         (at - start + from_s, (bisect_left(done, at + width) - bisect_left(done, at)) / width)
