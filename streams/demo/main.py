@@ -50,7 +50,8 @@ WINDOW_SHARE_OF_CAPACITY = 0.95
 #: and still count as "not below": where both keep the CRM at its 40 writes/s and neither
 #: wastes it (a quick run's deadlines outlast its overload), they differ by runs that
 #: end after act without a completion (a review that timed out, an expired finish):
-#: 0.06 and 0.13 runs/s in two quick runs. 1 % of capacity is 0.4 runs/s at 40/s.
+#: -0.13 to +0.06 runs/s over ten quick runs (README "What the demo checks"). 1 % of
+#: capacity is 0.4 runs/s at 40/s.
 NAIVE_MARGIN_SHARE_OF_CAPACITY = 0.01
 #: Starved time the samples (every 0.5 s) may show: one sample, a pause being lifted.
 STARVED_LIMIT_S = 1.0
