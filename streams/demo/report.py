@@ -248,6 +248,7 @@ def _finished_runs(run: RunData) -> dict[str, object]:
 
 
 def _timeline(run: RunData) -> dict[str, object]:
+    judged = judged_from_s(run)
     return {
         "phases": run.phases,
         "crm_incident": run.crm_incident,
@@ -273,11 +274,9 @@ def _timeline(run: RunData) -> dict[str, object]:
             for s in run.samples
         ],
         # (seconds into the overload, per s) of each 10 s window the checks judge.
-        "goodput_windows": goodput_windows(run, from_s=judged_from_s(run)),
-        "bottleneck_goodput_windows": goodput_windows(
-            run, from_s=judged_from_s(run), at_bottleneck=True
-        ),
-        "bottleneck_windows": bottleneck_windows(run, from_s=judged_from_s(run)),
+        "goodput_windows": goodput_windows(run, from_s=judged),
+        "bottleneck_goodput_windows": goodput_windows(run, from_s=judged, at_bottleneck=True),
+        "bottleneck_windows": bottleneck_windows(run, from_s=judged),
         "intake_per_second": [
             {"t": t, "outcome": outcome, "answers": n}
             for (t, outcome), n in sorted(run.submissions.per_second.items())

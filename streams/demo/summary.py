@@ -197,25 +197,17 @@ def good_done_s(data: RunData, *, at_bottleneck: bool = False) -> list[float]:
     )
 
 
-def goodput_by_phase(data: RunData) -> dict[str, float]:
-    """Runs finished within their deadline per s of each phase."""
-    done = good_done_s(data)
+def goodput_by_phase(data: RunData, *, at_bottleneck: bool = False) -> dict[str, float]:
+    """Runs finished within their deadline per s of each phase; at_bottleneck: each counted
+    when the bottleneck handed it on, so a phase's figure is how much of its capacity went
+    to work that counted (a run it worked on that ended late, or not at all, is its time
+    wasted)."""
+    done = good_done_s(data, at_bottleneck=at_bottleneck)
     return {
         name: (bisect_left(done, end) - bisect_left(done, start)) / (end - start)
         for name, start, end in data.phases
         if end > start
     }
-
-
-def bottleneck_goodput(data: RunData, phase: str = "overload") -> float:
-    """Runs finished within their deadline per s of the phase, each counted when the
-    bottleneck handed it on: how much of its capacity went to work that counted (a run
-    it worked on that ended late, or not at all, is its time wasted)."""
-    start, end = _window(data, phase)
-    if end <= start:
-        return 0.0
-    done = good_done_s(data, at_bottleneck=True)
-    return (bisect_left(done, end) - bisect_left(done, start)) / (end - start)
 
 
 def goodput_windows(
@@ -374,13 +366,8 @@ def summarize(data: RunData) -> Summary:
     judged_from = judged_from_s(data)
     start, end = _window(data, "overload")
     wall_start = data.started_wall
-    good = [
-        c
-        for c in data.completions
-        if c.deadline_ms is not None
-        and c.done_ms <= c.deadline_ms
-        and wall_start + start <= c.done_ms / 1000 <= wall_start + end
-    ]
+    by_phase = goodput_by_phase(data)
+    at_act = goodput_by_phase(data, at_bottleneck=True)
     # The naive run has one queue (a plain loop), so its urgent runs wait in all of it.
     lanes = ("urgent",) if data.mode != "naive" else ("urgent", "standard", "background")
     # Queue age of urgent runs: how long each waited in a stage's queue before a handler
@@ -413,7 +400,7 @@ def summarize(data: RunData) -> Summary:
     return Summary(
         mode=data.mode,
         capacity_per_s=capacity,
-        goodput_overload_per_s=len(good) / (end - start) if end > start else 0.0,
+        goodput_overload_per_s=by_phase.get("overload", 0.0),
         goodput_overload_min_window_per_s=min(
             (rate for _at, rate in goodput_windows(data, from_s=judged_from)), default=0.0
         ),
@@ -422,11 +409,9 @@ def summarize(data: RunData) -> Summary:
             (rate for _at, rate in goodput_windows(data, from_s=judged_from, at_bottleneck=True)),
             default=0.0,
         ),
-        bottleneck_goodput_overload_per_s=bottleneck_goodput(data),
-        goodput_by_phase=goodput_by_phase(data),
-        bottleneck_goodput_by_phase={
-            name: bottleneck_goodput(data, name) for name, _start, _end in data.phases
-        },
+        bottleneck_goodput_overload_per_s=at_act.get("overload", 0.0),
+        goodput_by_phase=by_phase,
+        bottleneck_goodput_by_phase=at_act,
         bottleneck_overload_min_window_per_s=min(
             (rate for _at, rate in bottleneck_windows(data, from_s=judged_from)), default=0.0
         ),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streams.demo.run import Completion, RunData
-from streams.demo.summary import bottleneck_goodput, goodput_by_phase, goodput_windows
+from streams.demo.summary import goodput_by_phase, goodput_windows
 
 START = 1_000.0  # the run's wall-clock start
 
@@ -81,4 +81,4 @@ def test_at_the_bottleneck_each_run_counts_when_act_handed_it_on() -> None:
     at_act = goodput_windows(data, at_bottleneck=True)
     assert at_act[0][1] == pytest.approx(10.0)
     # Every run act handed on in the overload counts, but the one that ended late.
-    assert bottleneck_goodput(data) == pytest.approx(199 / 20)
+    assert goodput_by_phase(data, at_bottleneck=True)["overload"] == pytest.approx(199 / 20)
