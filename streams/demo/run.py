@@ -259,9 +259,12 @@ def run_once(
         while not stop_sampling.wait(0.5):
             report = intake.capacity()
             [review] = [r for r in desk.stats() if r.stage == review_stage]
+            # The counts next to their time: the readings below can wait on the workers'
+            # locks for a tenth of a second, which over a short window reads as a rate.
+            done, t = bottleneck_done(), time.monotonic() - started
             data.samples.append(
                 Sample(
-                    t=time.monotonic() - started,
+                    t=t,
                     phase=current[0],
                     oldest_age_s={str(k): v for k, v in report.oldest_queued_age_s.items()},
                     queued={str(k): v for k, v in report.queued_by_lane.items()},
@@ -271,7 +274,7 @@ def run_once(
                         if not w.stage.background
                     },
                     rss_mb=_rss_mb(),
-                    bottleneck_done=bottleneck_done(),
+                    bottleneck_done=done,
                     tools={r.name: r.breaker for r in tools.readings() if r.breaker},
                     crm_calls=deps.crm.write_calls,
                     crm_calls_failed=deps.crm.calls_while_failing,

@@ -57,23 +57,29 @@ def test_starved_only_while_it_has_free_slots_nothing_queued_and_a_feeder_held()
     assert starved_seconds(data, phase="recovery") == 0.0
 
 
-def _probe(saturated_from: float | None) -> RunData:
-    """A 4 s capacity probe sampled every 0.5 s: the bottleneck completes 40 calls/s with
+def _probe(saturated_from: float | None, read_off_s: dict[int, float] | None = None) -> RunData:
+    """A 4 s capacity probe sampled every 0.5 s: the bottleneck hands on 40 runs/s with
     slots to spare until `saturated_from`, then spends a burst of 10 saved-up calls in its
-    first half second with every slot busy, then 40/s again."""
+    first half second with every slot busy, then 40/s again. read_off_s: sample i's count
+    read this many s after its time (a sampler that waited on locks between the two)."""
     data = RunData("governed", "wf", 1_000.0)
     data.phases = [("warm-up", 0.0, 10.0), ("capacity probe", 10.0, 14.0)]
     data.concurrency = {"act": 16}
-    done = 0.0
+    handed_on: list[float] = []
+    for i in range(8):
+        t = 10.0 + i * 0.5
+        burst = 10 if saturated_from is not None and t == saturated_from else 0
+        handed_on += [t + 0.1 / (burst + 20) * k for k in range(burst)]
+        handed_on += [t + 0.5 / 20 * (k + 0.5) for k in range(20)]
+    for run, at in enumerate(handed_on):
+        data.bottleneck_done_ms[f"run-{run}"] = round((data.started_wall + at) * 1000)
     for i in range(9):
         t = 10.0 + i * 0.5
         full = saturated_from is not None and t >= saturated_from
         loads = {"act": _load(in_flight=16 if full else 4)}
-        data.samples.append(Sample(t, "capacity probe", {}, {}, {}, 0.0, int(done), stages=loads))
-        if saturated_from is not None and t == saturated_from:
-            done += 10 + 20  # the burst, then the rate
-        else:
-            done += 20
+        read_at = t + (read_off_s or {}).get(i, 0.0)
+        done = sum(1 for at in handed_on if at < read_at)
+        data.samples.append(Sample(t, "capacity probe", {}, {}, {}, 0.0, done, stages=loads))
     return data
 
 
@@ -88,6 +94,16 @@ def test_probe_capacity_is_read_from_saturation_on_not_the_burst_before_it() -> 
 def test_probe_capacity_without_saturation_falls_back_to_the_second_second() -> None:
     data = _probe(saturated_from=None)
     assert probe_capacity(data) == pytest.approx(40.0)
+
+
+def test_probe_capacity_is_counted_from_hand_off_times_not_a_late_sample() -> None:
+    # CI at ac4a93b: a sample taken at 7.18 s read its count 0.1 s late (the sampler had
+    # waited on the workers' locks in between), and the probe read 42.3/s for a CRM that
+    # allows 40: the 95 % window check then failed a run that held 39.9/s throughout.
+    data = _probe(saturated_from=11.5, read_off_s={4: -0.1, 8: 0.1})
+    assert probe_capacity(data) == pytest.approx(40.0, abs=0.5)
+    skewed = data.samples[-1].bottleneck_done - data.samples[4].bottleneck_done
+    assert skewed / 2.0 == pytest.approx(42.0)  # what the samples alone say
 
 
 def _overload(saturated_from: float | None) -> RunData:
