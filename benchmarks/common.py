@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,13 +233,17 @@ def committed_total(admin: Admin, group: str, tps: Sequence[TopicPartition]) -> 
 
 
 # --------------------------------------------------------------------------- children
-def spawn(module: str, args: Sequence[str]) -> subprocess.Popen[str]:
+def spawn(
+    module: str, args: Sequence[str], env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start `python -m module args` with a stdin pipe: closing it asks the child to stop.
-    Its stderr goes to a log file (named on failure), so logs never fill a pipe."""
+    Its stderr goes to a log file (named on failure), so logs never fill a pipe. `env` is
+    added to this process's environment."""
     log = tempfile.NamedTemporaryFile(prefix="bench-child-", suffix=".log", delete=False)  # noqa: SIM115
     child = subprocess.Popen(
         [PYTHON, "-m", module, *args],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=log,
