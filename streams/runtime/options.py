@@ -18,6 +18,9 @@ class WorkerOptions:
     shutdown_grace_s: float = 30.0
     revoke_budget_s: float = 10.0  # Quix bounds revoke work at 0.2 x max.poll.interval.ms
     stall_after_s: float = 30.0
+    # A poll loop or handler event loop that has not turned for this long is logged, with
+    # where it is stuck (streams.runtime.loop_watch); 0: not watched.
+    loop_stall_s: float = 2.0
     group_protocol: GroupProtocol = "classic"
     max_poll_interval_ms: int = 60_000
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port

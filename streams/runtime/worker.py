@@ -50,6 +50,7 @@ from streams.runtime.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from streams.runtime.emitter import Emitter, completion_topic
 from streams.runtime.error_log import HandlerErrorLog
 from streams.runtime.handler_runner import Completion, Handler, HandlerRunner, Job
+from streams.runtime.loop_watch import Beat, LoopWatch
 from streams.runtime.options import WorkerOptions
 from streams.runtime.outcomes import OutcomeRouter
 from streams.runtime.pause_control import PauseControl
@@ -202,6 +203,8 @@ class StageWorker:
         self._next_report = 0.0
         self._holding: str | None = None  # why dispatch holds (logged once per change)
         self._closers: list[Callable[[], None]] = []
+        # The poll loop's turns; registered with the process's LoopWatch once it runs.
+        self._beat = Beat("(not watched)", 0, 1.0)
 
     # ----------------------------------------------------------------- lifecycle
     def stop(self) -> None:
@@ -250,11 +253,24 @@ class StageWorker:
     def run(self) -> None:
         try:
             self._open()
+            self._watch_loops()
             while not self._stopping.is_set():
                 self._iterate()
             self._shutdown()
         finally:
             self._close()
+
+    def _watch_loops(self) -> None:
+        """Have this poll loop and the handlers' event loop logged when they stop turning."""
+        if not self.options.loop_stall_s > 0:
+            return
+        watch, after_s = LoopWatch.shared(), self.options.loop_stall_s
+        who = f"stage {self.stage.name} worker {self.worker_id}"
+        self._beat = watch.watch(f"{who}: the poll loop", threading.get_ident(), after_s)
+        self._closers.append(lambda: watch.unwatch(self._beat))
+        beat = self._runner.watch_loop(watch, f"{who}: the handlers' event loop", after_s)
+        if beat is not None:
+            self._closers.append(lambda: watch.unwatch(beat))
 
     def _open(self) -> None:
         # Each part registers its closer as soon as it exists, so a failure half way
@@ -374,6 +390,7 @@ class StageWorker:
 
     # ----------------------------------------------------------------- the loop
     def _iterate(self) -> None:
+        self._beat.last = time.monotonic()
         # Block only when there is nothing to do: with work buffered, in flight or awaiting
         # acks, a long wait for new records only delays what is already here.
         busy = self._in_flight or self._router.unacknowledged or self._any_waiting()

@@ -234,3 +234,56 @@ def test_close_lets_cancelled_handlers_unwind_instead_of_destroying_them(
         gc.collect()
     assert sorted(unwound) == list(range(50))
     assert "destroyed but it is pending" not in caplog.text
+
+
+def _drain_until(
+    runner: HandlerRunner[Token], tokens: set[Token], wait_s: float = 5.0
+) -> dict[Token, Completion[Token]]:
+    done: dict[Token, Completion[Token]] = {}
+    deadline = time.monotonic() + wait_s
+    while not tokens <= done.keys() and time.monotonic() < deadline:
+        done.update((c.job.token, c) for c in runner.drain())
+        time.sleep(0.002)
+    return done
+
+
+def test_fast_plain_calls_run_a_batch_on_one_thread_not_a_wake_up_each() -> None:
+    threads: dict[int, int] = {}
+
+    def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        threads[ctx.record.offset] = threading.get_ident()
+
+    runner: HandlerRunner[Token] = HandlerRunner(handler, max_threads=8)
+    try:
+        runner.submit([_job(i) for i in range(100)])  # one per thread until seen fast
+        _drain_until(runner, set(range(100)))
+        runner.submit([_job(i) for i in range(100, 600)])
+        done = _drain_until(runner, set(range(100, 600)))
+        assert {done[i].status for i in range(100, 600)} == {"ok"}
+        assert len({threads[i] for i in range(100, 600)}) == 1
+    finally:
+        runner.close()
+
+
+def test_a_call_that_blocks_in_a_batch_hands_the_rest_to_other_threads() -> None:
+    release = threading.Event()
+
+    def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        if ctx.record.offset == 100:
+            release.wait(5)  # a call that blocks: the rest of its batch must not wait
+
+    runner: HandlerRunner[Token] = HandlerRunner(handler, max_threads=4)
+    try:
+        runner.submit([_job(i) for i in range(100)])
+        _drain_until(runner, set(range(100)))
+        started = time.monotonic()
+        runner.submit([_job(i) for i in range(100, 300)])
+        done = _drain_until(runner, set(range(101, 300)))
+        took = time.monotonic() - started
+        assert {done[i].status for i in range(101, 300)} == {"ok"} and 100 not in done
+        assert took < 1.0  # released within milliseconds, not when the blocked call returns
+        release.set()
+        assert _drain_until(runner, {100})[100].status == "ok"
+    finally:
+        release.set()
+        runner.close()

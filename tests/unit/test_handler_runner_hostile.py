@@ -515,7 +515,7 @@ def test_a_start_check_that_raises_refuses_the_job_and_the_runner_keeps_serving(
 # ---------------------------------------------------------------- a thread dies anyway
 
 
-def test_a_handler_thread_killed_anyway_reports_its_job_and_is_replaced() -> None:
+def test_a_handler_thread_killed_anyway_hands_back_its_jobs_and_is_replaced() -> None:
     def handler(event: TaskEvent, ctx: HandlerContext) -> None:
         time.sleep(0.01)
 
@@ -536,8 +536,9 @@ def test_a_handler_thread_killed_anyway_reports_its_job_and_is_replaced() -> Non
         assert set_async_exc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit)) == 1
         runner.submit([_job(i) for i in range(1, 6)])
         done = reports.wait(set(range(1, 6)))
-        assert done[1].status == "error" and isinstance(done[1].error, SystemExit)
-        assert {done[i].status for i in range(2, 6)} == {"ok"}  # served by its replacement
+        # It died holding job 1's batch before starting it: the batch goes back to the
+        # queue and its replacement runs every job, none lost and none failed for it.
+        assert {done[i].status for i in range(1, 6)} == {"ok"}
         assert _wait_for(lambda: not thread.is_alive())
         assert runner.capacity == 1 and runner.in_flight == 0
     finally:
