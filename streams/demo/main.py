@@ -167,6 +167,10 @@ def run_demo(
     streams_log = logging.getLogger("streams")
     level = streams_log.level
     streams_log.setLevel(logging.ERROR)
+    # Except a stuck loop: that explains a dip in the run, so it is said, with its stack.
+    watch_log = logging.getLogger("streams.runtime.loop_watch")
+    watch_level = watch_log.level
+    watch_log.setLevel(logging.WARNING)
     runs: list[RunData] = []
     modes: list[Mode] = ["governed", "naive"]
     if compare_ladder if compare_ladder is not None else not quick:
@@ -177,6 +181,7 @@ def run_demo(
             runs.append(_run(mode, client, scenario, deps, time_scale, live, console))
     finally:
         streams_log.setLevel(level)
+        watch_log.setLevel(watch_level)
     summaries = [summarize(r) for r in runs]
     out = out_root / time.strftime("%Y%m%d-%H%M%S")
     report = write_report(out, runs, summaries)
