@@ -195,6 +195,7 @@ def run_fleet(
         "handler": HANDLERS[args.handler],
         "max_queue_age_s": 3600.0,  # old on purpose
         "concurrency": args.concurrency,
+        **({"partition_buffer": args.partition_buffer} if args.partition_buffer else {}),
     }
     workflow, topology = common.make_workflow(client, {STAGE: stage}, partitions=args.partitions)
     try:
@@ -331,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--handler", choices=sorted(HANDLERS), default="async")
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--concurrency", type=int, default=200, help="the stage's concurrency")
+    p.add_argument(
+        "--partition-buffer", type=int, default=None, help="the stage's (topology default)"
+    )
     p.add_argument("--payload", type=int, default=1024, help="payload bytes per event")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     args = p.parse_args(argv)

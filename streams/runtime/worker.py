@@ -913,6 +913,7 @@ class StageWorker:
         self._consumer.pause(self._buffers.keys())
         deadline = time.monotonic() + self.options.shutdown_grace_s
         while time.monotonic() < deadline and (self._in_flight or self._router.unacknowledged):
+            self._beat.last = time.monotonic()  # this loop is the poll loop now
             self._finish(self._runner.drain())
             self._router.retry_backlog()
             self._producer.poll(0.01)

@@ -64,7 +64,8 @@ def test_sigterm_drains_in_flight_and_exits_0(
         first = procs.start(
             topology_file,
             STAGE,
-            env={"PROC_HANDLER_SLEEP_S": "1", "PROC_HANDLER_LOG": str(calls)},
+            # Calls longer than the loop watch's 2 s: a drain that long is not a stuck loop.
+            env={"PROC_HANDLER_SLEEP_S": "2.5", "PROC_HANDLER_LOG": str(calls)},
         )
         assert out.wait_until(lambda r: len(r.records) > 0, 60), procs.logs()
         started, done = handler_log(calls)
@@ -75,6 +76,7 @@ def test_sigterm_drains_in_flight_and_exits_0(
         took_s = time.monotonic() - signalled
         assert code == 0, f"exit code {code} after {took_s:.1f} s\n{procs.logs()}"
         assert in_flight, "nothing was in flight at SIGTERM; the test proves nothing"
+        assert "has not turned" not in procs.logs(), procs.logs()
 
         _, done = handler_log(calls)
         # Drained: every call running at SIGTERM finished.
