@@ -107,6 +107,7 @@ class RunData:
     deadlines: dict[str, int] = field(default_factory=dict)
     max_queue_age_s: dict[str, float] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)  # stage -> handler slots
+    tool_rates: dict[str, float] = field(default_factory=dict)  # tool -> its declared rate/s
     worker_errors: dict[str, str] = field(default_factory=dict)
     waits: list[tuple[int, str, str, float]] = field(default_factory=list)
     # The CRM incident: when (seconds since start), and what it cost.
@@ -219,6 +220,9 @@ def run_once(
     data = RunData(mode, topology.workflow, time.time())
     data.max_queue_age_s = {s.name: s.max_queue_age_s for s in topology.stages.values()}
     data.concurrency = {s.name: s.concurrency for s in topology.stages.values()}
+    data.tool_rates = {
+        name: t.rate_per_s for name, t in topology.tools.items() if t.rate_per_s is not None
+    }
     data.ladder = [level.name for level in ladder_of(topology).levels]
     # The tools every worker of this workflow shares in this process (README "Tools"):
     # read for the breakers' state over time and their transitions.
