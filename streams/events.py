@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, cast
 
+from streams import task_event_body
 from streams.serde import SchemaStore, Serde
+from streams.task_event_body import Splice
 from streams.types import DeadLetterReason, Lane, Record
 
 __all__ = [
@@ -56,6 +58,12 @@ class TaskEvent:
     # Read-only view so the frozen event cannot change underneath a holder; left out of the
     # hash because mappings are unhashable.
     trace_context: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
+    # Where this event's fields sit in the bytes it was decoded from, so restaging it for
+    # the next stage copies them instead of encoding them (streams.task_event_body). Only
+    # TaskEventCodec.decode sets it; a copy through dataclasses.replace, which may change
+    # any field, starts without it. with_stage keeps it: a restage rewrites every field
+    # with_stage changes.
+    _splice: Splice | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if type(self.trace_context) is not MappingProxyType:
@@ -123,6 +131,16 @@ class TaskEvent:
 
 
 _TASK_EVENT_SLOTS = tuple(f.name for f in dataclasses.fields(TaskEvent))
+# The slot setters in task_event_body.BodyFields' order.
+_BODY_SETTERS: tuple[Any, ...] = tuple(
+    getattr(TaskEvent, name).__set__
+    for name in (
+        "run_id", "workflow", "stage", "tenant", "lane", "priority", "idempotency_key",
+        "attempt", "created_at_ms", "enqueued_at_ms", "deadline_ms", "trace_context",
+        "payload", "_splice",
+    )
+)  # fmt: skip
+_new_event = object.__new__
 
 
 def new_task_event(
@@ -254,6 +272,10 @@ class TaskEventCodec:
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         self.serde = Serde(SchemaStore() if store is None else store, TASK_EVENT_SCHEMA)
+        # The hand-written body reader knows one layout: another current schema (a user's
+        # schemas directory) is read and written by fastavro alone.
+        self._by_hand = self.serde.schema.fingerprint == task_event_body.BODY_FINGERPRINT
+        self._stage_bytes: dict[str, bytes] = {}
 
     def encode(self, event: TaskEvent, *, topic: str | None = None) -> bytes:
         """``topic``: where the bytes go; with a schema registry configured, naming it
@@ -270,11 +292,41 @@ class TaskEventCodec:
         topic: str | None = None,
     ) -> bytes:
         """The bytes of ``event.with_stage(stage, enqueued_at_ms)`` (queued in ``lane`` if
-        given), without building that copy (this runs once per emitted record)."""
+        given), without building that copy (this runs once per emitted record). An event
+        this codec decoded is restaged from its own bytes: only the fields that change are
+        encoded."""
+        splice = event._splice
+        if splice is not None and type(enqueued_at_ms) is int:
+            index = task_event_body.LANE_INDEX.get(event.lane if lane is None else lane)
+            encoded = self._stage_bytes.get(stage)
+            if encoded is None and type(stage) is str and len(self._stage_bytes) < 1024:
+                encoded = self._stage_bytes.setdefault(stage, task_event_body.encoded_string(stage))
+            if index is not None and encoded is not None:
+                try:
+                    return task_event_body.restaged_body(
+                        self.serde.header_for(topic), splice, encoded, index, enqueued_at_ms
+                    )
+                except ValueError:
+                    pass  # out of a long's range: the encoder below says so, naming it
         return self.serde.encode(event.staged_avro(stage, enqueued_at_ms, lane), topic=topic)
 
     def decode(self, data: bytes) -> TaskEvent:
+        if self._by_hand:
+            start = self.serde.current_body_start(data)
+            if start is not None:
+                fields = task_event_body.read_body(data, start)
+                if fields is not None:
+                    return _event_from_body(fields)
         return TaskEvent.from_avro(self.serde.decode(data))
+
+
+def _event_from_body(fields: task_event_body.BodyFields) -> TaskEvent:
+    """A TaskEvent from the hand-read fields, set slot by slot: the dataclass's frozen
+    __init__ costs more than reading the body did."""
+    event = _new_event(TaskEvent)
+    for setter, value in zip(_BODY_SETTERS, fields, strict=True):
+        setter(event, value)
+    return event
 
 
 class DeadLetterCodec:

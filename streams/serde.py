@@ -268,12 +268,7 @@ class Serde:
                     f"{_short_repr.repr(value)}, expected an integer in [{low}, {high}]"
                 )
         buffer = io.BytesIO()
-        framed = self._ids is not None and topic is not None
-        if framed:
-            assert self._ids is not None and topic is not None
-            buffer.write(wire.frame(self._ids.id_for_topic(topic, self.schema), b""))
-        else:
-            buffer.write(self._header)
+        buffer.write(self.header_for(topic))
         try:
             # strict_allow_default rejects unknown keys, so a misspelt field is not dropped.
             fastavro.schemaless_writer(buffer, self._parsed, obj, strict_allow_default=True)
@@ -282,6 +277,24 @@ class Serde:
                 f"cannot encode {self.schema.name}: {self._diagnose(obj, exc)}"
             ) from exc
         return buffer.getvalue()
+
+    def header_for(self, topic: str | None) -> bytes:
+        """What ``encode`` writes before the body: the Confluent frame when the store has a
+        registry and ``topic`` is given, else the single-object header."""
+        if self._ids is not None and topic is not None:
+            return wire.frame(self._ids.id_for_topic(topic, self.schema), b"")
+        return self._header
+
+    def current_body_start(self, data: bytes) -> int | None:
+        """Where the Avro body of ``data`` starts if it was written with the current
+        schema, else None (``decode`` reads it, or says why it cannot). Raises what
+        ``decode`` raises for a registry id it cannot look up."""
+        if data[:_HEADER_LEN] == self._header:
+            return _HEADER_LEN
+        if wire.is_confluent_framed(data):
+            _, reader = self._registry_schemas(wire.schema_id_of(data))
+            return wire.HEADER_LEN if reader is None else None
+        return None
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if wire.is_confluent_framed(data):
