@@ -146,6 +146,7 @@ class HandlerRunner(Generic[T]):
       capacity      how many calls can run at once right now: max_threads minus stuck
                     threads for plain functions; max_running (None: no limit) for
                     coroutines. 0 means every handler thread is stuck: stop feeding it.
+      batching      plain calls are fast and go to the threads in batches (below).
 
     Outcomes (Completion.status): "ok" the handler returned (its return value is ignored);
     "error" it raised, any BaseException (SystemExit, KeyboardInterrupt, its own
@@ -258,6 +259,12 @@ class HandlerRunner(Generic[T]):
         if self._is_async:
             return self._max_running
         return self._max_threads - self._stuck_threads
+
+    @property
+    def batching(self) -> bool:
+        """Plain calls go to the threads a submitted batch at a time (they average under
+        half a millisecond): calls waiting for a thread then hold no thread."""
+        return not self._is_async and self._sync_average_s < _BATCH_BELOW_S
 
     def submit(self, jobs: Sequence[Job[T]]) -> None:
         if not jobs:

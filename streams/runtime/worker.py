@@ -32,6 +32,7 @@ from streams.kafka.lag_reader import LagReader
 from streams.kafka.producer import RecordProducer
 from streams.kafka.tail import TopicTail
 from streams.metrics import ToolMetrics, WorkerMetrics, serve_metrics
+from streams.policy.dispatch_cap import dispatch_cap
 from streams.policy.dlq_valve import DeadLetterValve
 from streams.policy.expiry import expiry_reason
 from streams.policy.latency import LatencyWindow
@@ -481,7 +482,7 @@ class StageWorker:
         self._hold(None)
         # A few more than the cap wait in the runner, which starts them the moment a call
         # ends; the runner keeps the cap (at most `concurrency` handler calls at once).
-        cap = self.stage.concurrency if capacity is None else min(self.stage.concurrency, capacity)
+        cap = dispatch_cap(self.stage.concurrency, capacity, runner.batching)
         room = cap + self._prefetch - self._in_flight
         if tool_room is not None:
             room = min(room, tool_room)

@@ -301,3 +301,36 @@ def test_a_call_that_blocks_in_a_batch_hands_the_rest_to_other_threads() -> None
     finally:
         release.set()
         runner.close()
+
+
+def test_batching_says_when_plain_calls_go_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker keeps a batching runner fed like an async one (streams.policy.dispatch_cap).
+    monkeypatch.setattr(handler_runner, "_BATCH_BELOW_S", 0.05)
+    monkeypatch.setattr(handler_runner, "_RELEASE_AFTER_S", 0.2)
+    monkeypatch.setattr(handler_runner, "_SLOW_AVERAGE_S", 2.0)
+    slow = threading.Event()
+
+    def handler(event: TaskEvent, ctx: HandlerContext) -> None:
+        if slow.is_set():
+            time.sleep(0.3)  # past the release time: batches end
+
+    async def coroutine(event: TaskEvent, ctx: HandlerContext) -> None:
+        return None
+
+    runner: HandlerRunner[Token] = HandlerRunner(handler, max_threads=4)
+    asynchronous: HandlerRunner[Token] = HandlerRunner(coroutine)
+    try:
+        assert not runner.batching  # unseen calls count as slow
+        runner.submit([_job(i) for i in range(300)])
+        _drain_until(runner, set(range(300)))
+        assert runner.batching
+        slow.set()  # a slow call holding up the rest of its batch releases it
+        runner.submit([_job(300), _job(301)])
+        assert {c.status for c in _drain_until(runner, {300, 301}).values()} == {"ok"}
+        assert not runner.batching
+        asynchronous.submit([_job(i) for i in range(300)])
+        _drain_until(asynchronous, set(range(300)))
+        assert not asynchronous.batching
+    finally:
+        runner.close()
+        asynchronous.close()
