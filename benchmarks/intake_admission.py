@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -47,9 +48,12 @@ from streams.topology import Topology, parse_topology
 NAME = "intake_admission"
 VARIANTS = (
     "bare-producer-seq bare-producer api-accept api-reject http-trivial http-accept http-reject"
+    " replicas-accept replicas-bound"
 )
 GENEROUS = {"max_queued_runs": 10_000_000, "max_queued_per_tenant": 10_000_000}
 TIGHT = {"max_queued_runs": 10_000_000, "max_queued_per_tenant": 10}
+#: replicas-bound: a tenant's bound that the two replicas' submissions overrun together.
+REPLICA_BOUND = 1_000
 TARGETS = {"api_per_s": 20_000.0, "http_per_s": 2_000.0, "http_p99_ms": 50.0}
 PAYLOAD = json.dumps({"prompt": os.urandom(500).hex()}).encode()  # ~1 KB, as the bare records
 HEADERS = ["variant", "n", "per_s", "p50_ms", "p99_ms", "x floor/s", "x floor p99", "outcomes"]
@@ -171,6 +175,88 @@ def api(client: ClientConfig, args: Args, bounds: dict[str, Any]) -> Result:
     return {**result, "rss_mb_after": common.proc_status_kb("VmRSS") / 1024}
 
 
+def replicas(client: ClientConfig, args: Args, bounded: bool) -> Result:
+    """Two intake replicas, each a process of its own, on one workflow's ledger: each
+    submits half of --api-count at half of --api-concurrency, started together. The rate
+    is every decision over the span from the first start to the last end. Bounded:
+    max_queued_per_tenant REPLICA_BOUND, and together the replicas offer each tenant
+    more than that: exact bounds admit exactly REPLICA_BOUND per tenant (nothing drains)."""
+    bounds = {**GENEROUS, "max_queued_per_tenant": REPLICA_BOUND} if bounded else GENEROUS
+    workflow, _ = make_workflow(client, bounds)
+    per_replica = args.api_count // 2
+    argv = [
+        "--serve", "replica", "--workflow", json.dumps(workflow),
+        "--servers", client.bootstrap_servers, "--api-count", str(per_replica),
+        "--api-concurrency", str(max(1, args.api_concurrency // 2)),
+        "--tenants", str(args.tenants), "--warmup", "0" if bounded else str(args.warmup),
+    ]  # fmt: skip
+    children = [common.spawn(f"benchmarks.{NAME}", argv) for _ in range(2)]
+    try:
+        for child in children:  # each has started its intake (and warmed up)
+            line = child.stdout.readline() if child.stdout else ""
+            if not line.startswith("{"):
+                raise common.child_failed(child, "intake replica (not ready)")
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        each = [common.finish(child, timeout_s=args.timeout) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    span = max(r["ended_at"] for r in each) - min(r["started_at"] for r in each)
+    outcomes: Counter[str] = Counter()
+    by_tenant: Counter[str] = Counter()
+    for r in each:
+        outcomes.update(r["outcomes"])
+        by_tenant.update(r["accepted_by_tenant"])
+    total = sum(r["requests"] for r in each)
+    result: Result = {
+        "requests": total, "seconds": span, "per_s": total / span,
+        "p50_ms": max(r["p50_ms"] for r in each), "p99_ms": max(r["p99_ms"] for r in each),
+        "outcomes": dict(outcomes), "accepted_by_tenant": dict(by_tenant), "replicas": each,
+    }  # fmt: skip
+    if bounded:
+        offered = Counter(f"tenant-{i % args.tenants}" for i in range(per_replica) for _ in "ab")
+        result["bound_exact"] = all(
+            by_tenant[t] == min(REPLICA_BOUND, n) for t, n in offered.items()
+        )
+    return result
+
+
+def serve_replica(args: Args) -> None:
+    """In a child: one intake replica; warm up, say ready, wait for "go", submit, report."""
+    workflow = json.loads(args.workflow)
+    topology = parse_topology(workflow, "<benchmark child>", validate_handlers=False)
+    intake = Intake(topology, ClientConfig(args.servers)).start()
+    accepted: Counter[str] = Counter()
+
+    async def call(i: int) -> str:
+        tenant = f"tenant-{i % args.tenants}"
+        outcome = (await intake.asubmit(RunRequest(tenant, PAYLOAD))).outcome
+        if outcome == "accepted":
+            accepted[tenant] += 1
+        return outcome
+
+    async def warm(i: int) -> str:
+        return (await intake.asubmit(RunRequest("warm-up", PAYLOAD))).outcome
+
+    try:
+        quiet = Args(**{**vars(args), "warmup": 0})
+        if args.warmup:
+            asyncio.run(drive(warm, args.warmup, min(args.api_concurrency, args.warmup), quiet))
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()
+        started = time.time()
+        result = asyncio.run(drive(call, args.api_count, args.api_concurrency, quiet))
+        ended = time.time()
+    finally:
+        intake.close()
+    print(json.dumps({**result, "started_at": started, "ended_at": ended,
+                      "accepted_by_tenant": dict(accepted)}), flush=True)  # fmt: skip
+
+
 def http(client: ClientConfig, args: Args, kind: str) -> Result:
     workflow: dict[str, Any] = {}
     if kind != "trivial":
@@ -262,6 +348,8 @@ def main() -> None:
     for hidden in ("--serve", "--workflow", "--servers"):  # the server child's
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve == "replica":
+        return serve_replica(args)
     if args.serve:
         return serve(args.serve, json.loads(args.workflow), args.servers)
     if args.quick:
@@ -277,6 +365,8 @@ def main() -> None:
         "api-accept": partial(api, client, args, GENEROUS),
         "api-reject": partial(api, client, args, TIGHT),
         **{f"http-{k}": partial(http, client, args, k) for k in ("trivial", "accept", "reject")},
+        "replicas-accept": partial(replicas, client, args, False),
+        "replicas-bound": partial(replicas, client, args, True),
     }  # fmt: skip
     for variant in args.variants.split(","):
         if variant not in runs:
@@ -293,6 +383,8 @@ def main() -> None:
         "http_per_s": http_r.get("per_s", 0) >= TARGETS["http_per_s"],
         "http_p99_ms": http_r.get("p99_ms", 1e9) < TARGETS["http_p99_ms"],
     }
+    if "replicas-bound" in results:
+        checks["replicas_bound_exact"] = bool(results["replicas-bound"]["bound_exact"])
     path = common.write_results(
         NAME,
         {**{k: v for k, v in vars(args).items() if k not in ("serve", "workflow", "servers")},
