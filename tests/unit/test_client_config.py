@@ -162,3 +162,13 @@ def test_the_local_broker_settings_gain_a_sasl_ssl_listener_only_with_secure(
     assert lines["listener.security.protocol.map"].endswith(",SASL_SSL:SASL_SSL")
     assert lines["inter.broker.listener.name"] == "PLAINTEXT"
     assert lines["sasl.enabled.mechanisms"] == "PLAIN"
+
+
+def test_a_full_prefetch_queue_is_refetched_in_milliseconds_not_a_second() -> None:
+    # librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms (default
+    # 1000) once the queue holds queued.max.messages.kbytes, which streams keeps small:
+    # a stage paused on its partition bounds then starved for up to a second at a time
+    # (benchmarks.processes: 768 events/s at the default, 1,815 at 10 ms).
+    settings = consumer_settings(ClientConfig("127.0.0.1:9092"), "g")
+    assert int(settings["queued.max.messages.kbytes"]) <= 8192
+    assert int(settings["fetch.queue.backoff.ms"]) <= 10
