@@ -15,9 +15,9 @@ same result and the same error as before. Must not import fastavro nor know Task
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, TypeVar
 
 __all__ = [
     "BODY_FINGERPRINT",
@@ -38,6 +38,7 @@ BODY_FINGERPRINT: Final = bytes.fromhex("856617528b55dc3b")
 LANES: Final = ("urgent", "standard", "background")
 LANE_INDEX: Final = {lane: index for index, lane in enumerate(LANES)}
 
+_V = TypeVar("_V")
 _NO_TRACE: Final[Mapping[str, str]] = MappingProxyType({})
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
@@ -122,6 +123,18 @@ def _int(data: bytes, pos: int) -> tuple[int, int]:
     return value, pos
 
 
+def _nullable(
+    data: bytes, pos: int, read: Callable[[bytes, int], tuple[_V, int]]
+) -> tuple[_V | None, int]:
+    """A ["null", X] union: branch 0 (zigzag byte 0) is null, branch 1 (byte 2) an X."""
+    branch = data[pos]
+    if branch == 0:
+        return None, pos + 1
+    if branch == 2:
+        return read(data, pos + 1)
+    raise _Unread
+
+
 def read_body(data: bytes, start: int) -> BodyFields | None:
     """The fields of the body at ``data[start:]``, or None to leave it to fastavro."""
     try:
@@ -131,8 +144,8 @@ def read_body(data: bytes, start: int) -> BodyFields | None:
 
 
 def _read(data: bytes, start: int) -> BodyFields:
-    # Inlined on purpose: a helper call per field doubled the cost. Short strings (under
-    # 64 bytes) and small ints are one varint byte; the timestamps take the loops.
+    # The four leading strings are read inline: short strings (under 64 bytes) are one
+    # varint byte of length, the common case.
     end = len(data)
     strings: list[str] = []
     pos = start
@@ -152,33 +165,13 @@ def _read(data: bytes, start: int) -> BodyFields:
     index = data[at_lane]
     if index & 1 or index > 4:  # zigzag 0, 1, 2 are the bytes 0, 2, 4
         raise _Unread
-    at_priority = pos = at_lane + 1
-    byte = data[pos]
-    if byte < 0x80:
-        priority, pos = (byte >> 1) ^ -(byte & 1), pos + 1
-    else:
-        priority, pos = _int(data, pos)
-    branch = data[pos]
-    if branch == 0:
-        idempotency_key, at_attempt = None, pos + 1
-    elif branch == 2:
-        idempotency_key, at_attempt = _string(data, pos + 1)
-    else:
-        raise _Unread
-    byte = data[at_attempt]
-    if byte < 0x80:
-        attempt, at_created = (byte >> 1) ^ -(byte & 1), at_attempt + 1
-    else:
-        attempt, at_created = _int(data, at_attempt)
+    at_priority = at_lane + 1
+    priority, pos = _int(data, at_priority)
+    idempotency_key, at_attempt = _nullable(data, pos, _string)
+    attempt, at_created = _int(data, at_attempt)
     created_at, at_enqueued = _long(data, at_created)
     enqueued_at, at_deadline = _long(data, at_enqueued)
-    branch = data[at_deadline]
-    if branch == 0:
-        deadline, pos = None, at_deadline + 1
-    elif branch == 2:
-        deadline, pos = _long(data, at_deadline + 1)
-    else:
-        raise _Unread
+    deadline, pos = _nullable(data, at_deadline, _long)
     trace: Mapping[str, str] = _NO_TRACE
     if data[pos] == 0:
         pos += 1
