@@ -38,8 +38,20 @@ DEAD_LETTER_SCHEMA = "dev.streams.DeadLetter"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+class _Decoded:
+    """Where a decoded event's fields sit in the bytes it was decoded from, so restaging
+    it for the next stage copies them instead of encoding them (streams.task_event_body).
+    A slot of a base class, not a dataclass field: asdict, fields and replace never see
+    it. Only TaskEventCodec.decode sets it (unset: read it with getattr and a default); a
+    copy through dataclasses.replace, which may change any field, starts without it, and
+    with_stage keeps it: a restage rewrites every field with_stage changes."""
+
+    __slots__ = ("_splice",)
+    _splice: Splice
+
+
 @dataclass(frozen=True, slots=True)
-class TaskEvent:
+class TaskEvent(_Decoded):
     """One unit of work in a stage's queue. ``payload`` is the workflow's own bytes
     (UTF-8 JSON by convention); streams never looks inside it."""
 
@@ -58,12 +70,6 @@ class TaskEvent:
     # Read-only view so the frozen event cannot change underneath a holder; left out of the
     # hash because mappings are unhashable.
     trace_context: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
-    # Where this event's fields sit in the bytes it was decoded from, so restaging it for
-    # the next stage copies them instead of encoding them (streams.task_event_body). Only
-    # TaskEventCodec.decode sets it; a copy through dataclasses.replace, which may change
-    # any field, starts without it. with_stage keeps it: a restage rewrites every field
-    # with_stage changes.
-    _splice: Splice | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if type(self.trace_context) is not MappingProxyType:
@@ -116,6 +122,9 @@ class TaskEvent:
         object.__setattr__(copy, "stage", stage)
         object.__setattr__(copy, "enqueued_at_ms", enqueued_at_ms)
         object.__setattr__(copy, "attempt", 0)
+        splice = getattr(self, "_splice", None)
+        if splice is not None:
+            object.__setattr__(copy, "_splice", splice)
         return copy
 
     def staged_avro(
@@ -295,7 +304,7 @@ class TaskEventCodec:
         given), without building that copy (this runs once per emitted record). An event
         this codec decoded is restaged from its own bytes: only the fields that change are
         encoded."""
-        splice = event._splice
+        splice = getattr(event, "_splice", None)
         if splice is not None and type(enqueued_at_ms) is int:
             index = task_event_body.LANE_INDEX.get(event.lane if lane is None else lane)
             encoded = self._stage_bytes.get(stage)

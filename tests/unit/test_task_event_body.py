@@ -36,6 +36,10 @@ def slow_decode(codec: TaskEventCodec, data: bytes) -> TaskEvent:
     return TaskEvent.from_avro(codec.serde.decode(data))
 
 
+def splice_of(decoded: TaskEvent) -> task_event_body.Splice | None:
+    return getattr(decoded, "_splice", None)
+
+
 def event(**overrides: Any) -> TaskEvent:
     base: dict[str, Any] = {
         "workflow": "support",
@@ -70,7 +74,8 @@ def test_decode_reads_by_hand_and_keeps_where_the_fields_are(codec: TaskEventCod
     data = codec.encode(original)
     decoded = codec.decode(data)
     assert decoded == original == slow_decode(codec, data)
-    assert decoded._splice is not None and decoded._splice[0] is data
+    splice = splice_of(decoded)
+    assert splice is not None and splice[0] is data
     assert dict(decoded.trace_context) == {"traceparent": "00-ab-cd-01"}
     with pytest.raises(TypeError):
         decoded.trace_context["x"] = "y"  # type: ignore[index]
@@ -120,7 +125,7 @@ def test_decode_and_restage_match_fastavro(
     data = codec.encode(original)
     decoded = codec.decode(data)
     assert decoded == slow_decode(codec, data) == original
-    assert decoded._splice is not None, "valid current-schema bytes take the hand path"
+    assert splice_of(decoded) is not None, "valid current-schema bytes take the hand path"
     restaged = codec.encode_for_stage(decoded, new_stage, new_enqueued, new_lane)
     expected = codec.serde.encode(original.staged_avro(new_stage, new_enqueued, new_lane))
     assert restaged == expected
@@ -180,13 +185,21 @@ def test_a_map_in_blocks_with_sizes_is_left_to_fastavro(codec: TaskEventCodec) -
     data = plain.replace(one_block, sized)
     assert task_event_body.read_body(data, 10) is None
     decoded = codec.decode(data)
-    assert dict(decoded.trace_context) == {"a": "b"} and decoded._splice is None
+    assert dict(decoded.trace_context) == {"a": "b"} and splice_of(decoded) is None
+
+
+def test_the_splice_is_no_field_of_the_event(codec: TaskEventCodec) -> None:
+    # Users see the fields they wrote: fields, replace and repr carry no wire positions.
+    decoded = codec.decode(codec.encode(event()))
+    assert splice_of(decoded) is not None
+    assert "_splice" not in {f.name for f in dataclasses.fields(TaskEvent)}
+    assert "_splice" not in repr(decoded)
 
 
 def test_a_replaced_event_is_encoded_from_its_fields(codec: TaskEventCodec) -> None:
     decoded = codec.decode(codec.encode(event(payload=b"before")))
     changed = dataclasses.replace(decoded, payload=b"after", tenant="other")
-    assert changed._splice is None
+    assert splice_of(changed) is None
     out = codec.decode(codec.encode_for_stage(changed, "act", NOW_MS + 5))
     assert (out.payload, out.tenant, out.stage) == (b"after", "other", "act")
 
@@ -220,7 +233,7 @@ def test_registry_framed_records_take_the_hand_path_too() -> None:
     data = framed.encode(event(), topic="support.plan")
     assert data[0] == 0  # the Confluent wire format
     decoded = framed.decode(data)
-    assert decoded == event() and decoded._splice is not None
+    assert decoded == event() and splice_of(decoded) is not None
     out = framed.encode_for_stage(decoded, "act", NOW_MS + 1, topic="support.act")
     assert out == framed.serde.encode(decoded.staged_avro("act", NOW_MS + 1), topic="support.act")
 
@@ -231,7 +244,7 @@ def test_another_current_schema_is_read_by_fastavro_alone(tmp_path: Path) -> Non
     (tmp_path / "task_event.avsc").write_text(json.dumps(raw))
     codec = TaskEventCodec(SchemaStore(tmp_path))
     decoded = codec.decode(codec.encode(event()))
-    assert decoded == event() and decoded._splice is None
+    assert decoded == event() and splice_of(decoded) is None
 
 
 def test_a_varint_wider_than_64_bits_ends_as_fastavro_ends(codec: TaskEventCodec) -> None:
