@@ -250,6 +250,9 @@ def worker(
         return _run(group.run)
 
     built, client = _run(build)
+    from streams.runtime.heap import freeze_startup_heap
+
+    freeze_startup_heap()  # this process is the worker's alone (streams.runtime.heap)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: built.stop())
     if group_port_file is not None:  # a child of `--processes N` (streams.runtime.process_child)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import json
 import logging
 import math
@@ -35,6 +34,7 @@ from streams.intake.json_body import payload_bytes, read_json
 from streams.intake.openapi import openapi_document
 from streams.intake.requests import Decision, InvalidRequest, RunRequest, check_request
 from streams.intake.service import Intake
+from streams.runtime.heap import freeze_startup_heap
 from streams.tracing import Tracing, configured_tracing
 from streams.types import Lane
 
@@ -180,8 +180,7 @@ async def _freeze_startup_heap(_app: Starlette) -> AsyncIterator[None]:
     """Once the server is up, what exists (modules, clients, the ledger read so far) lives
     as long as the process: gc.freeze() keeps full collections from rescanning it, which
     otherwise stop the event loop for 30-50 ms now and then (a p99 all by itself)."""
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     yield
 
 
