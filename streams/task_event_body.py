@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final, TypeVar
 
+from streams.types import LANES
+
 __all__ = [
     "BODY_FINGERPRINT",
     "LANES",
@@ -35,7 +37,6 @@ __all__ = [
 #: (null|string), attempt (int), created_at, enqueued_at (long), deadline (null|long),
 #: trace_context (map of string), payload (bytes).
 BODY_FINGERPRINT: Final = bytes.fromhex("856617528b55dc3b")
-LANES: Final = ("urgent", "standard", "background")
 LANE_INDEX: Final = {lane: index for index, lane in enumerate(LANES)}
 
 _V = TypeVar("_V")
@@ -144,23 +145,11 @@ def read_body(data: bytes, start: int) -> BodyFields | None:
 
 
 def _read(data: bytes, start: int) -> BodyFields:
-    # The four leading strings are read inline: short strings (under 64 bytes) are one
-    # varint byte of length, the common case.
     end = len(data)
-    strings: list[str] = []
-    pos = start
-    marks = [start]
-    for _ in range(4):  # run_id, workflow, stage, tenant
-        byte = data[pos]
-        if byte < 0x80:
-            size, pos = (byte >> 1) ^ -(byte & 1), pos + 1
-        else:
-            size, pos = _long(data, pos)
-        if size < 0 or pos + size > end:
-            raise _Unread
-        strings.append(data[pos : pos + size].decode())
-        pos += size
-        marks.append(pos)
+    run_id, at_workflow = _string(data, start)
+    workflow, at_stage = _string(data, at_workflow)
+    stage, at_tenant = _string(data, at_stage)
+    tenant, pos = _string(data, at_tenant)
     at_lane = pos
     index = data[at_lane]
     if index & 1 or index > 4:  # zigzag 0, 1, 2 are the bytes 0, 2, 4
@@ -190,10 +179,9 @@ def _read(data: bytes, start: int) -> BodyFields:
     if size < 0 or pos + size != end:
         raise _Unread
     splice: Splice = (
-        data, start, marks[2], marks[3], at_lane, at_priority, at_attempt, at_created,
+        data, start, at_stage, at_tenant, at_lane, at_priority, at_attempt, at_created,
         at_enqueued, at_deadline,
     )  # fmt: skip
-    run_id, workflow, stage, tenant = strings
     return (
         run_id, workflow, stage, tenant, LANES[index >> 1], priority, idempotency_key,
         attempt, created_at, enqueued_at, deadline, trace, data[pos:], splice,
