@@ -298,7 +298,9 @@ def _paths(document: dict[str, Any], workflow: str) -> st.SearchStrategy[str]:
             st.sampled_from(templates),
             st.sampled_from(["/", "/x", "//", "/../runs", "?a=1", "%00", "/%ED%A0%80"]),
         ),
-        st.builds(lambda tail: "/" + quote(tail, safe="/"), _PATH_TEXT),
+        # One leading slash only: httpx refuses a relative URL starting "//" before sending
+        # (a generated "/" + "/..." failed the test client-side, in CI at 2ee5207).
+        st.builds(lambda tail: "/" + quote(tail.lstrip("/"), safe="/"), _PATH_TEXT),
     )
 
 
