@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from streams.errors import DeliveryError
@@ -47,15 +47,38 @@ def read_records(
     client: ClientConfig, topic: str, partitions: int, *, expect: int, timeout_s: float = 30.0
 ) -> list[Record]:
     """Read a topic from the beginning until `expect` records arrived or the time is up."""
-    tail = TopicTail(client, topic, partitions)
     records: list[Record] = []
+
+    def enough(batch: list[Record]) -> bool:
+        records.extend(batch)
+        return len(records) >= expect
+
+    read_records_until(client, topic, partitions, enough, timeout_s=timeout_s)
+    return records
+
+
+def read_records_until(
+    client: ClientConfig,
+    topic: str,
+    partitions: int,
+    done: Callable[[list[Record]], bool],
+    *,
+    timeout_s: float = 30.0,
+) -> bool:
+    """Read a topic from the beginning, handing each batch to `done`, until it says True
+    (returned) or the time is up (False). For a count of something other than records,
+    such as distinct keys when re-deliveries repeat some."""
+    tail = TopicTail(client, topic, partitions)
     deadline = time.monotonic() + timeout_s
     try:
-        while len(records) < expect and time.monotonic() < deadline:
-            records.extend(tail.poll(1000, 0.2))
+        if done([]):
+            return True
+        while time.monotonic() < deadline:
+            if done(tail.poll(1000, 0.2)):
+                return True
+        return False
     finally:
         tail.close()
-    return records
 
 
 def read_events(

@@ -28,7 +28,9 @@ from streams.kafka.client_config import ClientConfig
 from streams.kafka.local_broker import LocalBroker
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
-from streams.testing import WorkerThread, read_records
+from streams.testing import WorkerThread, read_records, read_records_until
+from streams.topology import Topology
+from streams.types import Record, TopicPartition
 from tests.integration.intake_helpers import intake_workflow
 
 OUTAGE_S = float(os.environ.get("STREAMS_CHAOS_OUTAGE_S", "60"))
@@ -87,6 +89,30 @@ async def _flood(intake: Intake, answers: Answers, new_until: float, give_up: fl
     await asyncio.gather(*(submitter(i) for i in range(SUBMITTERS)))
 
 
+def _where(client: ClientConfig, topology: Topology, keys: set[str]) -> str:
+    """Where the first stage's copies of `keys` are, against what its group committed: tells
+    records lost before the stage (absent) from a stage that stopped short (past committed)."""
+    stage = topology.stages["plan"]
+    codec = TaskEventCodec()
+    admin = Admin(client)
+    found: list[tuple[str, int, int, str]] = []
+    partitions: list[TopicPartition] = []
+    for topic in stage.input_topics:
+        count = topology.all_topics()[topic].partitions
+        partitions += [TopicPartition(topic, p) for p in range(count)]
+        for record in read_records(client, topic, count, expect=10**9, timeout_s=5):
+            key = codec.decode(record.value or b"").idempotency_key
+            if key in keys:
+                found.append((record.topic, record.partition, record.offset, key))
+    ends = admin.end_offsets(partitions)
+    committed = admin.committed_offsets(stage.consumer_group, partitions)
+    admin.close()
+    return (
+        f"{len(found)} of them on the first stage, e.g. {sorted(found)[:5]}; "
+        f"ends {ends}; committed {committed}"
+    )
+
+
 def test_every_submission_ends_in_exactly_one_run_across_a_broker_restart(
     own_broker: Settings,
 ) -> None:
@@ -137,21 +163,35 @@ def test_every_submission_ends_in_exactly_one_run_across_a_broker_restart(
 
             codec = TaskEventCodec()
             specs = topology.all_topics()
-            completed = read_records(
-                client, topology.completed_topic, specs[topology.completed_topic].partitions,
-                expect=len(keys), timeout_s=90,
-            )  # fmt: skip
             # Re-deliveries after the restart may repeat a run (at-least-once): runs, not
-            # records, are what must be one per key.
+            # records, are what must be one per key, so the read waits for every key, not
+            # for as many records as keys (repeats made that stop short of the last ones).
             runs_by_key: dict[str, set[str]] = defaultdict(set)
-            for record in completed:
-                event = codec.decode(record.value or b"")
-                assert event.idempotency_key is not None
-                runs_by_key[event.idempotency_key].add(event.run_id)
+            read = 0
+
+            def every_key_seen(batch: list[Record]) -> bool:
+                nonlocal read
+                read += len(batch)
+                for record in batch:
+                    event = codec.decode(record.value or b"")
+                    assert event.idempotency_key is not None
+                    runs_by_key[event.idempotency_key].add(event.run_id)
+                return len(runs_by_key) >= len(keys)
+
+            read_records_until(
+                client, topology.completed_topic, specs[topology.completed_topic].partitions,
+                every_key_seen, timeout_s=90,
+            )  # fmt: skip
             twice = {k: r for k, r in runs_by_key.items() if len(r) > 1}
             assert not twice, f"{len(twice)} keys ran as two runs: {list(twice.items())[:3]}"
             missing = [k for k in keys if runs_by_key.get(k) != {finals[k]}]
-            assert not missing, f"{len(missing)} keys' runs are not the answered one: {missing[:5]}"
+            few = missing[:3]
+            assert not missing, (
+                f"{len(missing)} keys' runs are not the answered one "
+                f"({read} records read for {len(keys)} keys): "
+                f"{[(k, finals[k], runs_by_key.get(k), answers.by_key[k][-3:]) for k in few]}"
+                f"; {_where(client, topology, set(missing))}"
+            )
             for key in keys:  # whoever named a run for this key named this one, or none
                 named = {r for outcome, r in answers.by_key[key] if r is not None}
                 ran = runs_by_key[key]
