@@ -228,8 +228,20 @@ def end_total(admin: Admin, tps: Sequence[TopicPartition]) -> int:
     return sum(admin.end_offsets(tps).values())
 
 
-def committed_total(admin: Admin, group: str, tps: Sequence[TopicPartition]) -> int:
-    return sum(o or 0 for o in admin.committed_offsets(group, tps).values())
+def committed_total(
+    admin: Admin, group: str, tps: Sequence[TopicPartition], *, patience_s: float = 10.0
+) -> int:
+    """The group's committed offsets summed. A new group's coordinator answers
+    NOT_COORDINATOR or "load in progress" for a while (retriable): asked again until
+    `patience_s` is up, instead of ending the benchmark run that asked."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return sum(o or 0 for o in admin.committed_offsets(group, tps).values())
+        except StreamsError as exc:
+            if not getattr(exc, "retriable", False) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- children
