@@ -28,6 +28,14 @@ from streams.kafka.records import to_theirs
 from streams.types import TopicPartition
 
 AckCallback = Callable[[DeliveryError | None], None]
+#: What the client itself calls per delivery report: (its error or None, the message).
+#: No wrapper frame in between, which the per-record path wants (one Python call per ack,
+#: not three); the callee maps an error with ``RecordProducer.delivery_error`` and reads
+#: the topic from ``message.topic()``.
+ReportCallback = Callable[[KafkaError | None, Message], None]
+#: The client's types in a report, for callers that take reports without importing it.
+ClientError = KafkaError
+ClientMessage = Message
 #: Like AckCallback, with where the record landed: (error, partition, offset).
 PlacedCallback = Callable[[DeliveryError | None, int, int], None]
 Headers = Sequence[tuple[str, bytes]]
@@ -35,7 +43,16 @@ Headers = Sequence[tuple[str, bytes]]
 #: Retriable transaction calls are retried with this pause, within their timeout.
 _TXN_RETRY_PAUSE_S = 0.2
 
-__all__ = ["AckCallback", "AckWait", "PlacedCallback", "ProducerQueueFull", "RecordProducer"]
+__all__ = [
+    "AckCallback",
+    "AckWait",
+    "ClientError",
+    "ClientMessage",
+    "PlacedCallback",
+    "ProducerQueueFull",
+    "RecordProducer",
+    "ReportCallback",
+]
 
 
 class AckWait:
@@ -94,15 +111,20 @@ class RecordProducer:
         headers: Headers = (),
         on_ack: AckCallback | None = None,
         on_placed: PlacedCallback | None = None,
+        on_report: ReportCallback | None = None,
     ) -> None:
-        """Queue one record; on_ack(None) once the broker has it, on_ack(error) if not.
+        """Queue one record; on_ack(None) once the broker has it, on_ack(error) if not
+        (on_placed: with its partition and offset; on_report: the client's raw report).
 
         Never blocks. A full local queue (BufferError) is served by one poll(0) for acks
         and one more try; if still full, ProducerQueueFull is raised at once: the record
         was not queued and on_ack will not be called for it. Other refusals raise a
         DeliveryError (or, if fatal, the mapped StreamsError).
         """
-        if on_placed is not None:
+        callback: ReportCallback | None
+        if on_report is not None:
+            callback = on_report
+        elif on_placed is not None:
             callback = _placed(on_placed)
         elif on_ack is not None:
             callback = _delivery(on_ack)
@@ -125,6 +147,11 @@ class RecordProducer:
                 self._producer.poll(0)
             except KafkaException as exc:
                 raise _send_error(exc, topic) from exc
+
+    @staticmethod
+    def delivery_error(error: KafkaError) -> DeliveryError:
+        """An on_report callback's error in our type (what on_ack would have been given)."""
+        return _delivery_error(error)
 
     def queued(self) -> int:
         """What waits in the client: messages not yet sent or not yet acknowledged, plus

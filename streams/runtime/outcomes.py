@@ -23,7 +23,7 @@ from functools import partial
 
 from streams.errors import DeliveryError
 from streams.events import DeadLetterCodec, DeadLetterRecord
-from streams.kafka.producer import ProducerQueueFull, RecordProducer
+from streams.kafka.producer import ClientError, ClientMessage, ProducerQueueFull, RecordProducer
 from streams.runtime.buffers import RecordWork
 from streams.runtime.context import Emit
 
@@ -98,18 +98,16 @@ class OutcomeRouter:
         if self._backlog:  # keep order behind what already waits
             self._backlog.append((work, deque(writes), remaining))
             return
-        # The common case, once per record: straight to the producer, no queue built.
-        acked = partial(self._acked, work, remaining)
+        # The common case, once per record: straight to the producer, no queue built, one
+        # report callback shared by the record's writes.
+        reported = partial(self._reported, work, remaining)
         send = self._producer.send
         for i, emit in enumerate(writes):
             try:
                 send(
-                    emit.topic,
-                    emit.value,
-                    key=emit.key or None,
-                    headers=emit.headers,
-                    on_ack=partial(acked, emit.topic),  # one per write: most records have one
-                )
+                    emit.topic, emit.value, key=emit.key or None, headers=emit.headers,
+                    on_report=reported,
+                )  # fmt: skip
             except ProducerQueueFull:
                 self._backlog.append((work, deque(writes[i:]), remaining))
                 return
@@ -169,40 +167,50 @@ class OutcomeRouter:
                     emit.value,
                     key=emit.key or None,
                     headers=emit.headers,
-                    on_ack=partial(self._acked, work, remaining, emit.topic),
+                    on_report=partial(self._reported, work, remaining),
                 )
             except ProducerQueueFull:
                 return False
             queue.popleft()
         return True
 
-    def _acked(
-        self, work: RecordWork, remaining: list[int], topic: str, error: DeliveryError | None
+    def _reported(
+        self,
+        work: RecordWork,
+        remaining: list[int],
+        error: ClientError | None,
+        message: ClientMessage,
     ) -> None:
-        self.unacknowledged -= 1
-        if error is not None:
-            if work.owner is not None and not work.owner.live:
-                # Not ours any more (revoked, or an aborted transaction): redone by whoever
-                # reads it next; the owner refuses to settle it.
+        """The client's delivery report for one of the record's writes, called by the client
+        itself (once per write on the per-record path: no wrapper in between)."""
+        if error is None:
+            self.unacknowledged -= 1
+            remaining[0] -= 1
+            if remaining[0] == 0:
                 self._on_settled(work)
-                return
-            if self.failure is None:
-                record = work.record
-                # A topic the topology names but nobody created (a retry tier added later):
-                # librdkafka gives up on it after topic.metadata.propagation.max.ms.
-                hint = (
-                    f"; does {topic} exist? `streams topology apply TOPOLOGY` creates it"
-                    if "UNKNOWN_TOPIC" in str(error)
-                    else ""
-                )
-                self.failure = DeliveryError(
-                    f"the broker refused a write to {topic} for {record.topic}"
-                    f"[{record.partition}]@{record.offset}: {error}{hint}"
-                )
             return
-        remaining[0] -= 1
-        if remaining[0] == 0:
+        self._refused(work, message.topic() or "?", self._producer.delivery_error(error))
+
+    def _refused(self, work: RecordWork, topic: str, error: DeliveryError) -> None:
+        self.unacknowledged -= 1
+        if work.owner is not None and not work.owner.live:
+            # Not ours any more (revoked, or an aborted transaction): redone by whoever
+            # reads it next; the owner refuses to settle it.
             self._on_settled(work)
+            return
+        if self.failure is None:
+            record = work.record
+            # A topic the topology names but nobody created (a retry tier added later):
+            # librdkafka gives up on it after topic.metadata.propagation.max.ms.
+            hint = (
+                f"; does {topic} exist? `streams topology apply TOPOLOGY` creates it"
+                if "UNKNOWN_TOPIC" in str(error)
+                else ""
+            )
+            self.failure = DeliveryError(
+                f"the broker refused a write to {topic} for {record.topic}"
+                f"[{record.partition}]@{record.offset}: {error}{hint}"
+            )
 
     def discard_backlog(self) -> None:
         """Forget waiting writes (their records' partitions are gone: an aborted

@@ -24,7 +24,20 @@ class _Producer:
 
     def send(self, topic: str, value: bytes | None, **kw: Any) -> None:
         self.sent.append((topic, value, kw["key"], tuple(kw["headers"])))
-        self.acks.append(kw["on_ack"])
+        report = kw["on_report"]  # as the client calls it: (error or None, message)
+        self.acks.append(lambda error: report(error, _Message(topic)))
+
+    @staticmethod
+    def delivery_error(error: DeliveryError) -> DeliveryError:
+        return error  # the tests' errors are ours already
+
+
+class _Message:
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
 
 
 def _router(
@@ -101,3 +114,14 @@ def test_a_record_with_emits_writes_only_its_emits() -> None:
     router.send(_work([emit]))
     assert [s[0] for s in producer.sent] == ["wf.reply.standard"]
     assert router.sent_by_stage == {"reply": 1}
+
+
+def test_a_record_with_two_writes_settles_on_the_second_ack_only() -> None:
+    router, producer, settled = _router("wf.completed")
+    work = _work([Emit("wf.a.standard", b"1", b"k"), Emit("wf.b.standard", b"2", b"k")])
+    router.send(work)
+    assert [topic for topic, *_ in producer.sent] == ["wf.a.standard", "wf.b.standard"]
+    producer.acks[1](None)
+    assert settled == [] and router.unacknowledged == 1
+    producer.acks[0](None)
+    assert settled == [work] and router.unacknowledged == 0 and router.failure is None
