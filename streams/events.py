@@ -289,7 +289,29 @@ class TaskEventCodec:
     def encode(self, event: TaskEvent, *, topic: str | None = None) -> bytes:
         """``topic``: where the bytes go; with a schema registry configured, naming it
         selects the Confluent wire format (see streams.serde)."""
+        if self._by_hand:
+            data = self._by_hand_from(
+                event, topic, event.stage, event.lane, event.attempt, event.enqueued_at_ms
+            )
+            if data is not None:
+                return data
         return self.serde.encode(event.to_avro(), topic=topic)
+
+    def _by_hand_from(
+        self,
+        event: TaskEvent,
+        topic: str | None,
+        stage: object,
+        lane: object,
+        attempt: object,
+        enqueued_at_ms: object,
+    ) -> bytes | None:
+        """The event's bytes written by hand with these four fields, or None (fastavro's)."""
+        return task_event_body.encoded_body(
+            self.serde.header_for(topic), event.run_id, event.workflow, stage, event.tenant,
+            lane, event.priority, event.idempotency_key, attempt, event.created_at_ms,
+            enqueued_at_ms, event.deadline_ms, event.trace_context, event.payload,
+        )  # fmt: skip
 
     def encode_for_stage(
         self,
@@ -317,6 +339,12 @@ class TaskEventCodec:
                     )
                 except ValueError:
                     pass  # out of a long's range: the encoder below says so, naming it
+        elif self._by_hand:  # built or replaced (no splice): every field written by hand
+            data = self._by_hand_from(
+                event, topic, stage, event.lane if lane is None else lane, 0, enqueued_at_ms
+            )
+            if data is not None:
+                return data
         return self.serde.encode(event.staged_avro(stage, enqueued_at_ms, lane), topic=topic)
 
     def decode(self, data: bytes) -> TaskEvent:

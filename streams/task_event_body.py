@@ -4,7 +4,9 @@ Why by hand: fastavro reads a TaskEvent body in about 5 µs and writes one in ab
 building the frozen dataclass from its dict costs 3 µs more (measured on this project's
 2-core machine). A stage that forwards an event changes only its stage, lane, attempt and
 enqueued_at, so the bytes of every other field, the payload among them, can be copied
-from the consumed record: restaging that way costs under 2 µs.
+from the consumed record: restaging that way costs under 2 µs. An event with no consumed
+bytes to copy (built by the intake or a handler, or changed with dataclasses.replace) is
+written whole by ``encoded_body``: 4.9 µs against fastavro's 7.8 µs for a 1 KB payload.
 
 Owns only the body of the one schema whose fingerprint is ``BODY_FINGERPRINT`` (framing is
 streams.serde's). ``read_body`` answers None for anything it does not read exactly the way
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Final, TypeVar
+from typing import Final, TypeGuard, TypeVar
 
 from streams.types import LANES
 
@@ -27,6 +29,7 @@ __all__ = [
     "LANE_INDEX",
     "BodyFields",
     "Splice",
+    "encoded_body",
     "encoded_string",
     "read_body",
     "restaged_body",
@@ -38,6 +41,7 @@ __all__ = [
 #: trace_context (map of string), payload (bytes).
 BODY_FINGERPRINT: Final = bytes.fromhex("856617528b55dc3b")
 LANE_INDEX: Final = {lane: index for index, lane in enumerate(LANES)}
+_LANE_OF_TEXT: Final[Mapping[str, int]] = {lane: index for index, lane in enumerate(LANES)}
 
 _V = TypeVar("_V")
 _NO_TRACE: Final[Mapping[str, str]] = MappingProxyType({})
@@ -188,8 +192,102 @@ def _read(data: bytes, start: int) -> BodyFields:
     )  # fmt: skip
 
 
+def encoded_body(
+    header: bytes,
+    run_id: object,
+    workflow: object,
+    stage: object,
+    tenant: object,
+    lane: object,
+    priority: object,
+    idempotency_key: object,
+    attempt: object,
+    created_at: object,
+    enqueued_at: object,
+    deadline: object,
+    trace: object,
+    payload: object,
+) -> bytes | None:
+    """``header`` and a whole body written from the fields, byte for byte what fastavro
+    writes; None for any value it does not write exactly that way (a type other than
+    exactly str, int or bytes, an int outside its field's range, text with no UTF-8, a
+    lane it does not know): the caller then encodes with fastavro, which writes it or
+    says what is wrong with it."""
+    try:
+        if not (_is_int(priority) and _is_int(attempt)):
+            return None
+        if not (_is_long(created_at) and _is_long(enqueued_at)) or type(payload) is not bytes:
+            return None
+        index = _LANE_OF_TEXT.get(lane) if type(lane) is str else None
+        if index is None:
+            return None
+        parts = [
+            header,
+            _text(run_id),
+            _text(workflow),
+            _text(stage),
+            _text(tenant),
+            _LANE_BYTES[index],
+            _zigzag(priority),
+        ]
+        if idempotency_key is None:
+            parts.append(b"\x00")
+        else:
+            parts += (b"\x02", _text(idempotency_key))
+        parts += (_zigzag(attempt), _zigzag(created_at), _zigzag(enqueued_at))
+        if deadline is None:
+            parts.append(b"\x00")
+        elif _is_long(deadline):
+            parts += (b"\x02", _zigzag(deadline))
+        else:
+            return None
+        if not isinstance(trace, Mapping):
+            return None
+        if trace:
+            parts.append(_zigzag(len(trace)))
+            for key, value in trace.items():
+                parts += (_text(key), _text(value))
+        parts += (b"\x00", _zigzag(len(payload)), payload)
+        return b"".join(parts)
+    except (_Unread, UnicodeEncodeError):
+        return None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return type(value) is int and _INT_MIN <= value <= _INT_MAX
+
+
+def _is_long(value: object) -> TypeGuard[int]:
+    return type(value) is int and _LONG_MIN <= value <= _LONG_MAX
+
+
+def _text(value: object) -> bytes:
+    """An Avro string, or _Unread for anything but a str."""
+    if type(value) is not str:
+        raise _Unread
+    raw = value.encode()
+    size = len(raw)
+    return (_SMALL_SIZES[size] if size < 64 else _zigzag(size)) + raw
+
+
 def _zigzag(value: int) -> bytes:
     value = (value << 1) ^ (value >> 63)
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:  # sizes up to 8 KB
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if 0x800000000 <= value < 0x40000000000:  # millisecond timestamps from 2004 to 2039
+        low, high = value & 0xFFFFFFF, value >> 28  # small ints: cheaper arithmetic
+        return bytes(
+            (
+                (low & 0x7F) | 0x80,
+                (low >> 7 & 0x7F) | 0x80,
+                (low >> 14 & 0x7F) | 0x80,
+                (low >> 21) | 0x80,
+                (high & 0x7F) | 0x80,
+                high >> 7,
+            )
+        )
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -231,3 +329,6 @@ def restaged_body(
 
 
 _LANE_BYTES: Final = tuple(bytes((index << 1,)) for index in range(len(LANES)))
+#: The one-byte zigzag of each size under 64: most strings' length prefix.
+_SMALL_SIZES: Final = tuple(bytes((size << 1,)) for size in range(64))
+_ONE_BYTE: Final = tuple(bytes((value,)) for value in range(0x80))

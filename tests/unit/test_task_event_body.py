@@ -258,3 +258,88 @@ def test_a_varint_wider_than_64_bits_ends_as_fastavro_ends(codec: TaskEventCodec
     mangled = data[:at] + wide + data[at + len(deadline) :]
     assert task_event_body.read_body(mangled, 10) is None
     assert codec.decode(mangled) == slow_decode(codec, mangled)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    run_id=st.text(max_size=80),
+    stage=st.text(max_size=70),
+    tenant=st.text(max_size=200),
+    lane=st.sampled_from(LANES),
+    priority=st.integers(-(2**31), 2**31 - 1),
+    key=st.none() | st.text(max_size=70),
+    attempt=st.integers(-(2**31), 2**31 - 1),
+    created=st.integers(-(2**63), 2**63 - 1),
+    enqueued=st.integers(-(2**63), 2**63 - 1) | st.integers(NOW_MS - 10**9, NOW_MS + 10**9),
+    deadline=st.none() | st.integers(-(2**63), 2**63 - 1),
+    trace=st.dictionaries(st.text(max_size=10), st.text(max_size=80), max_size=4),
+    payload=st.binary(max_size=3000),
+)
+def test_encoding_by_hand_writes_the_bytes_fastavro_writes(
+    codec: TaskEventCodec,
+    run_id: str,
+    stage: str,
+    tenant: str,
+    lane: Any,
+    priority: int,
+    key: str | None,
+    attempt: int,
+    created: int,
+    enqueued: int,
+    deadline: int | None,
+    trace: dict[str, str],
+    payload: bytes,
+) -> None:
+    original = TaskEvent(
+        run_id=run_id, workflow="wf", stage=stage, tenant=tenant, lane=lane,
+        created_at_ms=created, enqueued_at_ms=enqueued, payload=payload, priority=priority,
+        idempotency_key=key, attempt=attempt, deadline_ms=deadline, trace_context=trace,
+    )  # fmt: skip
+    header = codec.serde.header_for(None)
+    by_hand = task_event_body.encoded_body(header, *_fields_of(original))
+    assert by_hand is not None
+    assert by_hand == codec.serde.encode(original.to_avro()) == codec.encode(original)
+    # An event with no splice (built, or replaced) is restaged by hand from its fields too.
+    staged = codec.encode_for_stage(original, "next", NOW_MS, "urgent")
+    assert staged == codec.serde.encode(original.staged_avro("next", NOW_MS, "urgent"))
+
+
+def _fields_of(e: TaskEvent) -> tuple[Any, ...]:
+    return (
+        e.run_id, e.workflow, e.stage, e.tenant, e.lane, e.priority, e.idempotency_key,
+        e.attempt, e.created_at_ms, e.enqueued_at_ms, e.deadline_ms, e.trace_context, e.payload,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"priority": 2**31},
+        {"attempt": -(2**31) - 1},
+        {"priority": True},
+        {"created_at_ms": 2**63},
+        {"deadline_ms": 1.5},
+        {"run_id": 7},
+        {"tenant": "\ud800"},  # a lone surrogate: no UTF-8 for it
+        {"lane": "asap"},
+        {"idempotency_key": b"k"},
+        {"trace_context": {"k": 1}},
+        {"payload": "text"},
+        {"payload": bytearray(b"x")},
+    ],
+)
+def test_what_the_hand_encoder_does_not_write_exactly_ends_as_fastavro_ends(
+    codec: TaskEventCodec, change: dict[str, Any]
+) -> None:
+    bad = dataclasses.replace(event(), **change)
+    header = codec.serde.header_for(None)
+    assert task_event_body.encoded_body(header, *_fields_of(bad)) is None
+    try:
+        expected: bytes | type[BaseException] = codec.serde.encode(bad.to_avro())
+    except SerdeError:
+        expected = SerdeError
+    if expected is SerdeError:
+        with pytest.raises(SerdeError):
+            codec.encode(bad)
+    else:
+        assert codec.encode(bad) == expected
