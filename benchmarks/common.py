@@ -6,6 +6,7 @@ Owns nothing the library needs; benchmarks only. Must not be imported by streams
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ from streams.kafka.admin import Admin, TopicWanted
 from streams.kafka.client_config import ClientConfig
 from streams.kafka.producer import RecordProducer
 from streams.runtime.handler_runner import Handler
+from streams.runtime.heap import freeze_startup_heap
 from streams.runtime.options import WorkerOptions
 from streams.runtime.worker import StageWorker
 from streams.topology import Topology, parse_topology
@@ -322,9 +324,12 @@ def serve_worker(
                 in_flight.append(worker.status().in_flight)
 
     threading.Thread(target=sample_in_flight, daemon=True).start()
+    freeze_startup_heap()  # as `streams worker` does once it is built
+    collections = GcClock()
     cpu0 = cpu_seconds()
     worker.run()
     sampling.set()
+    collections.stop()
     latency = worker.registry.get_sample_value
     labels = {"workflow": topology.workflow, "stage": stage}
     calls = latency("streams_handler_latency_seconds_count", labels) or 0.0
@@ -336,4 +341,38 @@ def serve_worker(
         "pause_events": worker.pauses.pause_events,
         "handler_mean_s": total / calls if calls else None,
         "in_flight_mean_while_busy": sum(busy) / len(busy) if busy else None,
+        **collections.report(),
     }
+
+
+class GcClock:
+    """Wall time the interpreter spent in garbage collections (every thread stops for
+    them), per generation: a run-to-run spread in CPU per event can be the collector's."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.seconds = [0.0, 0.0, 0.0]
+        self.counts = [0, 0, 0]
+        self.longest_s = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        generation = info["generation"]
+        self.seconds[generation] += took
+        self.counts[generation] += 1
+        self.longest_s = max(self.longest_s, took)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "gc_s": sum(self.seconds),
+            "gc_s_by_generation": self.seconds,
+            "gc_counts": self.counts,
+            "gc_longest_ms": self.longest_s * 1000,
+        }

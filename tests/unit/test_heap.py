@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from streams.runtime.heap import freeze_startup_heap, thaw_heap
+from streams.runtime.heap import YOUNG_THRESHOLD, freeze_startup_heap, thaw_heap
 
 
 class _Cycle:
@@ -24,3 +24,16 @@ def test_frozen_objects_are_skipped_until_thawed() -> None:
         assert gc.collect() >= 1  # thawed, the cycle is collectable again
     finally:
         thaw_heap()
+
+
+def test_frozen_the_young_generation_is_collected_less_often_until_thawed() -> None:
+    before = gc.get_threshold()
+    try:
+        freeze_startup_heap()
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, before[1], before[2])
+        freeze_startup_heap()  # twice (the demo's second run): thaw still restores
+        thaw_heap()
+        assert gc.get_threshold() == before
+    finally:
+        thaw_heap()
+        gc.set_threshold(*before)
