@@ -81,47 +81,39 @@ def test_decode_reads_by_hand_and_keeps_where_the_fields_are(codec: TaskEventCod
         decoded.trace_context["x"] = "y"  # type: ignore[index]
 
 
+#: Any TaskEvent the schema can carry: every int at its type's edges, any text, any map.
+EVENTS = st.builds(
+    TaskEvent,
+    run_id=st.text(max_size=80),
+    workflow=st.just("wf"),
+    stage=st.text(max_size=70),
+    tenant=st.text(max_size=200),
+    lane=st.sampled_from(LANES),
+    created_at_ms=st.integers(-(2**63), 2**63 - 1),
+    enqueued_at_ms=st.integers(-(2**63), 2**63 - 1) | st.integers(NOW_MS - 10**9, NOW_MS + 10**9),
+    payload=st.binary(max_size=3000),
+    priority=st.integers(-(2**31), 2**31 - 1),
+    idempotency_key=st.none() | st.text(max_size=70),
+    attempt=st.integers(-(2**31), 2**31 - 1),
+    deadline_ms=st.none() | st.integers(-(2**63), 2**63 - 1),
+    trace_context=st.dictionaries(st.text(max_size=10), st.text(max_size=80), max_size=4),
+)
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    run_id=st.text(max_size=80),
-    stage=st.text(max_size=70),
-    tenant=st.text(max_size=70),
-    lane=st.sampled_from(LANES),
-    priority=st.integers(-(2**31), 2**31 - 1),
-    key=st.none() | st.text(max_size=70),
-    attempt=st.integers(-(2**31), 2**31 - 1),
-    created=st.integers(-(2**63), 2**63 - 1),
-    enqueued=st.integers(-(2**63), 2**63 - 1) | st.integers(NOW_MS - 10**9, NOW_MS + 10**9),
-    deadline=st.none() | st.integers(-(2**63), 2**63 - 1),
-    trace=st.dictionaries(st.text(max_size=10), st.text(max_size=80), max_size=4),
-    payload=st.binary(max_size=3000),
+    original=EVENTS,
     new_stage=st.text(max_size=70),
     new_lane=st.none() | st.sampled_from(LANES),
     new_enqueued=st.integers(-(2**63), 2**63 - 1) | st.integers(NOW_MS, NOW_MS + 10**9),
 )
 def test_decode_and_restage_match_fastavro(
     codec: TaskEventCodec,
-    run_id: str,
-    stage: str,
-    tenant: str,
-    lane: Any,
-    priority: int,
-    key: str | None,
-    attempt: int,
-    created: int,
-    enqueued: int,
-    deadline: int | None,
-    trace: dict[str, str],
-    payload: bytes,
+    original: TaskEvent,
     new_stage: str,
     new_lane: Any,
     new_enqueued: int,
 ) -> None:
-    original = TaskEvent(
-        run_id=run_id, workflow="wf", stage=stage, tenant=tenant, lane=lane,
-        created_at_ms=created, enqueued_at_ms=enqueued, payload=payload, priority=priority,
-        idempotency_key=key, attempt=attempt, deadline_ms=deadline, trace_context=trace,
-    )  # fmt: skip
     data = codec.encode(original)
     decoded = codec.decode(data)
     assert decoded == slow_decode(codec, data) == original
@@ -261,40 +253,10 @@ def test_a_varint_wider_than_64_bits_ends_as_fastavro_ends(codec: TaskEventCodec
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    run_id=st.text(max_size=80),
-    stage=st.text(max_size=70),
-    tenant=st.text(max_size=200),
-    lane=st.sampled_from(LANES),
-    priority=st.integers(-(2**31), 2**31 - 1),
-    key=st.none() | st.text(max_size=70),
-    attempt=st.integers(-(2**31), 2**31 - 1),
-    created=st.integers(-(2**63), 2**63 - 1),
-    enqueued=st.integers(-(2**63), 2**63 - 1) | st.integers(NOW_MS - 10**9, NOW_MS + 10**9),
-    deadline=st.none() | st.integers(-(2**63), 2**63 - 1),
-    trace=st.dictionaries(st.text(max_size=10), st.text(max_size=80), max_size=4),
-    payload=st.binary(max_size=3000),
-)
+@given(original=EVENTS)
 def test_encoding_by_hand_writes_the_bytes_fastavro_writes(
-    codec: TaskEventCodec,
-    run_id: str,
-    stage: str,
-    tenant: str,
-    lane: Any,
-    priority: int,
-    key: str | None,
-    attempt: int,
-    created: int,
-    enqueued: int,
-    deadline: int | None,
-    trace: dict[str, str],
-    payload: bytes,
+    codec: TaskEventCodec, original: TaskEvent
 ) -> None:
-    original = TaskEvent(
-        run_id=run_id, workflow="wf", stage=stage, tenant=tenant, lane=lane,
-        created_at_ms=created, enqueued_at_ms=enqueued, payload=payload, priority=priority,
-        idempotency_key=key, attempt=attempt, deadline_ms=deadline, trace_context=trace,
-    )  # fmt: skip
     header = codec.serde.header_for(None)
     by_hand = task_event_body.encoded_body(header, *_fields_of(original))
     assert by_hand is not None
