@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Final, TypeGuard, TypeVar
+from typing import Final, TypeGuard, TypeVar, cast
 
-from streams.types import LANES
+from streams.types import LANES, Lane
 
 __all__ = [
     "BODY_FINGERPRINT",
@@ -41,7 +41,6 @@ __all__ = [
 #: trace_context (map of string), payload (bytes).
 BODY_FINGERPRINT: Final = bytes.fromhex("856617528b55dc3b")
 LANE_INDEX: Final = {lane: index for index, lane in enumerate(LANES)}
-_LANE_OF_TEXT: Final[Mapping[str, int]] = {lane: index for index, lane in enumerate(LANES)}
 
 _V = TypeVar("_V")
 _NO_TRACE: Final[Mapping[str, str]] = MappingProxyType({})
@@ -218,8 +217,8 @@ def encoded_body(
             return None
         if not (_is_long(created_at) and _is_long(enqueued_at)) or type(payload) is not bytes:
             return None
-        index = _LANE_OF_TEXT.get(lane) if type(lane) is str else None
-        if index is None:
+        index = LANE_INDEX.get(cast(Lane, lane)) if type(lane) is str else None
+        if index is None or not isinstance(trace, Mapping):
             return None
         parts = [
             header,
@@ -241,8 +240,6 @@ def encoded_body(
             parts += (b"\x02", _zigzag(deadline))
         else:
             return None
-        if not isinstance(trace, Mapping):
-            return None
         if trace:
             parts.append(_zigzag(len(trace)))
             for key, value in trace.items():
@@ -262,12 +259,10 @@ def _is_long(value: object) -> TypeGuard[int]:
 
 
 def _text(value: object) -> bytes:
-    """An Avro string, or _Unread for anything but a str."""
+    """``encoded_string``, or _Unread for anything but a str."""
     if type(value) is not str:
         raise _Unread
-    raw = value.encode()
-    size = len(raw)
-    return (_SMALL_SIZES[size] if size < 64 else _zigzag(size)) + raw
+    return encoded_string(value)
 
 
 def _zigzag(value: int) -> bytes:
@@ -329,6 +324,4 @@ def restaged_body(
 
 
 _LANE_BYTES: Final = tuple(bytes((index << 1,)) for index in range(len(LANES)))
-#: The one-byte zigzag of each size under 64: most strings' length prefix.
-_SMALL_SIZES: Final = tuple(bytes((size << 1,)) for size in range(64))
 _ONE_BYTE: Final = tuple(bytes((value,)) for value in range(0x80))
